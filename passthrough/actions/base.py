@@ -1,0 +1,69 @@
+"""The contract every action follows, and the context it runs in.
+
+An action is built from its validated arguments. `describe()` is its plan line;
+`apply(ctx)` changes the host and returns a JSON-able record of what it changed,
+handing partial records to `ctx.note()` as it goes so a crash leaves them journaled;
+the class method `undo(ctx, record)` reverses exactly that record. Undo works from the
+record alone: the profile may have been edited since the change was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from ..schema import Args
+
+
+@dataclass
+class StepContext:
+    host: Any  # passthrough.host.Host
+    names: dict[str, str]  # PCI address -> device name from the profile
+    note: Callable[[dict], None] = lambda record: None
+    force: bool = False
+    undo_event: Callable[[str], list[str]] | None = None  # for the `undo` action
+    warnings: list[str] = field(default_factory=list)
+
+    def label(self, address: str) -> str:
+        name = self.names.get(address)
+        return f"{name} ({address})" if name else address
+
+
+class Action:
+    name: ClassVar[str]
+    args: ClassVar[Args]
+    # Seconds a whole step may take unless the profile says `timeout:`.
+    default_timeout: ClassVar[float] = 60.0
+    # False for actions whose record cannot be reversed (shown as such in the plan).
+    undoable: ClassVar[bool] = True
+
+    def __init__(self, values: dict[str, Any], devices: dict[str, str]):
+        self.values = values
+        self.names = {address: name for name, address in devices.items()}
+
+    def label(self, address: str) -> str:
+        name = self.names.get(address)
+        return f"{name} ({address})" if name else address
+
+    def addresses(self) -> list[str]:
+        """The PCI functions this step touches (for ownership checks and the host guard)."""
+        return []
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def apply(self, ctx: StepContext) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def changed(cls, record: dict) -> bool:
+        """Whether a record holds any change to undo."""
+        return bool(record)
+
+    @classmethod
+    def undo(cls, ctx: StepContext, record: dict) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def describe_undo(cls, record: dict) -> str:
+        raise NotImplementedError

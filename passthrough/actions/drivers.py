@@ -1,0 +1,203 @@
+"""Actions that move PCI functions between drivers: detach, reattach, unbind, bind.
+
+They share one record shape: for each device, its binding (driver and driver_override)
+before the step and whether the step changed it. Undo returns each changed device to
+that binding, in reverse order, verifying the driver link.
+"""
+
+from __future__ import annotations
+
+from ..errors import HostError
+from ..pci import Binding, PciDevice, show
+from ..schema import Args, Device, Field, Invalid, ListOf, Str
+from .base import Action, StepContext
+
+DEVICES = Field("devices", ListOf(Device(), "one or more device names"), required=True,
+                doc="device names from `devices:`")
+VIA = Field("via", Str("libvirt or sysfs", choices=("libvirt", "sysfs")), default="libvirt",
+            doc="libvirt's node-device API (as virsh nodedev-detach), or sysfs writes with no libvirt call")
+DRIVER = Str("a driver name", pattern=r"[A-Za-z0-9_.-]+")
+STUB_DRIVERS = ("vfio-pci", "pci-stub")
+
+
+class DeviceStep(Action):
+    """Common apply/undo: record each device's binding, change it, note progress."""
+
+    def addresses(self) -> list[str]:
+        return list(self.values["devices"])
+
+    def device_names(self) -> str:
+        return ", ".join(self.names.get(a, a) for a in self.values["devices"])
+
+    def target(self) -> str | None:
+        """The driver the step moves devices to (None: whatever the kernel picks)."""
+        raise NotImplementedError
+
+    def already_done(self, before: Binding) -> bool:
+        return before.driver == self.target()
+
+    def change(self, ctx: StepContext, device: PciDevice, before: Binding) -> None:
+        raise NotImplementedError
+
+    def apply(self, ctx: StepContext) -> dict:
+        record: dict = {"via": self.values.get("via", "sysfs"), "devices": []}
+        for address in self.values["devices"]:
+            device = PciDevice(ctx.host, address, ctx.label(address))
+            device.require()
+            before = device.binding()
+            entry = {"address": address, "name": self.names.get(address), "before": before.to_json(),
+                     "changed": True}
+            if self.already_done(before):
+                entry["changed"] = False
+                ctx.host.record(f"{address} is already on {show(before.driver)}", "nothing to do")
+                record["devices"].append(entry)
+                continue
+            # Journaled before the change: if the hook dies half way, recovery restores it.
+            record["devices"].append(entry)
+            ctx.note(record)
+            self.change(ctx, device, before)
+        return record
+
+    @classmethod
+    def changed(cls, record: dict) -> bool:
+        return any(entry.get("changed") for entry in record.get("devices", []))
+
+    @classmethod
+    def undo(cls, ctx: StepContext, record: dict) -> None:
+        for entry in reversed(record.get("devices", [])):
+            if not entry.get("changed"):
+                continue
+            before = Binding.from_json(entry["before"])
+            device = PciDevice(ctx.host, entry["address"], ctx.label(entry["address"]))
+            if not device.exists():
+                raise HostError("the device disappeared; nothing to restore", device=entry["address"])
+            if record.get("via") == "libvirt" and before.driver and device.driver() != before.driver:
+                now = device.driver()
+                ctx.host.nodedev.reattach(entry["address"], f"{show(now)} → {before.driver}", before.driver)
+                if device.wait_for_driver(before.driver):
+                    device.set_override(before.override)
+                    continue
+                ctx.warnings.append(f"{entry['address']}: libvirt reattach left it on {show(device.driver())}; "
+                                    f"binding {before.driver} through sysfs")
+            device.restore(before)
+
+    @classmethod
+    def describe_undo(cls, record: dict) -> str:
+        moves = [f"{e.get('name') or e['address']} → {show(e['before']['driver'])}"
+                 for e in reversed(record.get("devices", [])) if e.get("changed")]
+        return "restore " + ", ".join(moves) if moves else "nothing (no device was changed)"
+
+
+def _libvirt_only_vfio(values: dict, node) -> None:
+    if values["via"] == "libvirt" and values["driver"] != "vfio-pci":
+        raise Invalid(node, f"libvirt detaches to vfio-pci only; for {values['driver']} use via: sysfs")
+
+
+class Detach(DeviceStep):
+    """Detach devices from their host drivers to vfio-pci. By default through libvirt's
+    node-device API, exactly what `virsh nodedev-detach` does; with `via: sysfs` by
+    driver_override, unbind and drivers_probe, with no call into libvirt. The driver
+    link is checked afterwards. Undo returns each device to its previous driver."""
+
+    name = "detach"
+    args = Args(fields=(DEVICES, VIA, Field("driver", DRIVER, default="vfio-pci",
+                                           doc="the driver to detach to (vfio-pci)")),
+                shorthand="devices", check_all=_libvirt_only_vfio)
+
+    def target(self) -> str:
+        return self.values["driver"]
+
+    def describe(self) -> str:
+        return f"detach {self.device_names()} to {self.target()} via {self.values['via']}"
+
+    def change(self, ctx: StepContext, device: PciDevice, before: Binding) -> None:
+        if self.values["via"] == "sysfs":
+            device.move_to(self.target())
+            return
+        ctx.host.nodedev.detach(device.address, "vfio", f"{show(before.driver)} → {self.target()}")
+        device.verify(self.target(), before.driver)
+
+
+class Reattach(DeviceStep):
+    """Give devices back to the driver the kernel picks for them (undo of a detach done
+    outside this program): libvirt's reattach, or with `via: sysfs` clearing
+    driver_override, unbind and drivers_probe. Fails if no host driver takes the device."""
+
+    name = "reattach"
+    args = Args(fields=(DEVICES, VIA), shorthand="devices")
+
+    def target(self) -> None:
+        return None
+
+    def already_done(self, before: Binding) -> bool:
+        return before.driver not in (None, *STUB_DRIVERS)
+
+    def describe(self) -> str:
+        return f"reattach {self.device_names()} to their host drivers via {self.values['via']}"
+
+    def change(self, ctx: StepContext, device: PciDevice, before: Binding) -> None:
+        if self.values["via"] == "libvirt":
+            ctx.host.nodedev.reattach(device.address, f"{show(before.driver)} → host driver")
+        else:
+            device.set_override(None)
+            device.unbind()
+            device.probe()
+        settled = ctx.host.wait_until(f"{device.address} to get a host driver",
+                                      lambda: device.driver() not in (None, *STUB_DRIVERS),
+                                      ctx.host.bind_wait)
+        if not settled:
+            raise HostError(f"no host driver took the device (it is on {show(device.driver())})",
+                            device=device.address,
+                            hint="load the host driver's module, or name it with `bind: {device, driver}`")
+        ctx.host.record(f"check {device.address} driver", f"{show(before.driver)} → {device.driver()}")
+
+
+class Unbind(DeviceStep):
+    """Unbind devices from whatever driver holds them, leaving them without a driver
+    (as needed before some firmware or BAR operations). Undo binds the previous driver."""
+
+    name = "unbind"
+    args = Args(fields=(DEVICES,), shorthand="devices")
+
+    def target(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"unbind {self.device_names()} from their drivers"
+
+    def already_done(self, before: Binding) -> bool:
+        return before.driver is None
+
+    def change(self, ctx: StepContext, device: PciDevice, before: Binding) -> None:
+        device.unbind()
+
+
+class Bind(DeviceStep):
+    """Bind devices to a named driver (`bind: {device: gpu, driver: vfio-pci}`) through
+    driver_override, unbind and drivers_probe, then check the driver link. Undo returns
+    each device to its previous driver."""
+
+    name = "bind"
+    args = Args(fields=(Field("devices", ListOf(Device(), "one or more device names"),
+                              doc="device names from `devices:`"),
+                        Field("device", Device(), doc="a device name (same as devices: [name])"),
+                        Field("driver", DRIVER, required=True, doc="the driver to bind, e.g. vfio-pci or amdgpu")),
+                check_all=lambda values, node: _one_device_field(values, node))
+
+    def target(self) -> str:
+        return self.values["driver"]
+
+    def describe(self) -> str:
+        return f"bind {self.device_names()} to {self.target()}"
+
+    def change(self, ctx: StepContext, device: PciDevice, before: Binding) -> None:
+        device.move_to(self.target())
+
+
+def _one_device_field(values: dict, node) -> None:
+    if bool(values["devices"]) == bool(values["device"]):
+        raise Invalid(node, "bind needs `device: name` or `devices: [names]` (one of them)")
+    if values["device"]:
+        values["devices"] = [values.pop("device")]
+    else:
+        values.pop("device")

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import re
+
+from ..errors import HostError
+from ..host.modules import driver_names
+from ..schema import Args, Field, Invalid, ListOf, Str
+from .base import Action, StepContext
+
+MODULE = Str("a module name", pattern=r"[A-Za-z0-9_-]+")
+
+
+def _one_of_load_or_remove(values: dict, node) -> None:
+    if bool(values["load"]) == bool(values["remove"]):
+        raise Invalid(node, "modprobe takes either a list of modules to load or {remove: [...]}, not both")
+
+
+def bound_devices(host, module: str) -> list[str]:
+    """PCI devices bound to the driver a module registers (`modprobe -r vfio_pci` would
+    silently unbind them and leave them without a driver)."""
+    for driver in driver_names(module):
+        entries = host.sysfs.listdir(f"bus/pci/drivers/{driver}")
+        devices = [e for e in entries if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", e)]
+        if devices:
+            return devices
+    return []
+
+
+class Modprobe(Action):
+    """Load kernel modules in order (`modprobe: [vfio, vfio_iommu_type1, vfio_pci]`), or unload
+    them (`modprobe: {remove: [nouveau]}`). Undo reverses only what this step changed: modules
+    that were already loaded stay loaded. A module whose driver still holds devices is not
+    unloaded (modprobe -r would leave those devices without a driver)."""
+
+    name = "modprobe"
+    args = Args(
+        fields=(Field("load", ListOf(MODULE), doc="modules to load, in order"),
+                Field("remove", ListOf(MODULE), doc="modules to unload, in order")),
+        shorthand="load",
+        check_all=_one_of_load_or_remove,
+    )
+
+    def describe(self) -> str:
+        if self.values["remove"]:
+            return "unload modules " + " ".join(self.values["remove"])
+        return "load modules " + " ".join(self.values["load"])
+
+    def apply(self, ctx: StepContext) -> dict:
+        modules = ctx.host.modules
+        if self.values["remove"]:
+            record: dict = {"unloaded": []}
+            for module in self.values["remove"]:
+                if not modules.is_loaded(module):
+                    continue
+                holders = bound_devices(ctx.host, module)
+                if holders and not ctx.force:
+                    raise HostError(f"module {module} still drives {', '.join(holders)}; unloading it would "
+                                    f"leave them without a driver", hint="detach or rebind them first, or set force: true")
+                record["unloaded"].append(module)
+                ctx.note(record)
+                modules.unload(module)
+            return record
+        record = {"loaded": []}
+        for module in self.values["load"]:
+            if modules.is_loaded(module):
+                ctx.host.record(f"modprobe {module}", f"{module}: already loaded, nothing to do")
+                continue
+            record["loaded"].append(module)
+            ctx.note(record)
+            modules.load(module)
+        return record
+
+    @classmethod
+    def changed(cls, record: dict) -> bool:
+        return bool(record.get("loaded") or record.get("unloaded"))
+
+    @classmethod
+    def undo(cls, ctx: StepContext, record: dict) -> None:
+        modules = ctx.host.modules
+        for module in reversed(record.get("loaded", [])):
+            if not modules.is_loaded(module):
+                continue  # unloading a later module took its dependencies with it
+            holders = bound_devices(ctx.host, module)
+            if holders:
+                ctx.warnings.append(f"left module {module} loaded: it still drives {', '.join(holders)}")
+                continue
+            modules.unload(module)
+        for module in reversed(record.get("unloaded", [])):
+            if not modules.is_loaded(module):
+                modules.load(module)
+
+    @classmethod
+    def describe_undo(cls, record: dict) -> str:
+        parts = []
+        if record.get("loaded"):
+            parts.append("unload " + " ".join(reversed(record["loaded"])))
+        if record.get("unloaded"):
+            parts.append("load " + " ".join(reversed(record["unloaded"])))
+        return "; ".join(parts) or "nothing (no module was changed)"

@@ -1,0 +1,118 @@
+"""Host access: every read and write of the host goes through a `Host`.
+
+A Host is rooted at a directory (`--root`, default `/`), so tests and dry runs never
+touch the real /sys. `make_host()` builds the real one; `dryrun.make_dry_run_host()`
+builds one that reads the host but predicts and records every change instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from ..errors import StepTimeout
+
+T = TypeVar("T")
+
+# Default bound for one sysfs write or libvirt call when the step sets none. An unbind
+# of a GPU still in use blocks in the kernel for ever; this turns that into an error.
+OPERATION_TIMEOUT = 20.0
+
+
+@dataclass
+class Operation:
+    """One concrete change (or predicted change) to the host, for the plan and the log."""
+
+    text: str
+    effect: str = ""  # "amdgpu → vfio-pci", "BAR 2: 256 MiB → 8 MiB"
+
+    def __str__(self) -> str:
+        return f"{self.text}   [{self.effect}]" if self.effect else self.text
+
+
+@dataclass
+class Host:
+    root: Path
+    sysfs: "object"
+    modules: "object"
+    nodedev: "object"
+    dry_run: bool = False
+    operations: list[Operation] = field(default_factory=list)
+    deadline: float | None = None  # monotonic time the current step must end by
+    # How long a probe may take to show up as a driver link. Probes are synchronous for
+    # most drivers; some probe asynchronously, and firmware loading takes time.
+    bind_wait: float = 5.0
+    on_operation: Callable[[Operation], None] | None = None
+
+    def record(self, text: str, effect: str = "") -> None:
+        op = Operation(text, effect)
+        self.operations.append(op)
+        if self.on_operation:
+            self.on_operation(op)
+
+    def take_operations(self) -> list[Operation]:
+        ops, self.operations = self.operations, []
+        return ops
+
+    def time_left(self, default: float = OPERATION_TIMEOUT) -> float:
+        if self.deadline is None:
+            return default
+        return max(0.0, min(default, self.deadline - time.monotonic()))
+
+    def bounded(self, what: str, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run fn, giving up after the time left for the step; raises StepTimeout.
+
+        A write that blocks in the kernel cannot be interrupted, so it runs in a daemon
+        thread and the hook reports and exits instead of hanging libvirt.
+        """
+        limit = self.time_left() if timeout is None else min(timeout, self.time_left())
+        if self.dry_run:
+            return fn()
+        outcome: dict[str, object] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = fn()
+            except BaseException as exc:  # re-raised in the calling thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=target, name=what, daemon=True)
+        worker.start()
+        worker.join(limit)
+        if worker.is_alive():
+            raise StepTimeout(f"{what} did not finish within {limit:.0f} s")
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        return outcome.get("value")  # type: ignore[return-value]
+
+    def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Poll predicate (1 ms growing to 50 ms) until true or timeout; never a fixed sleep."""
+        if self.dry_run:
+            return predicate()
+        end = time.monotonic() + min(timeout, self.time_left(timeout))
+        delay = 0.001
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def make_host(root: str | Path = "/") -> Host:
+    """The real host. Module loading and libvirt act on the running kernel whatever the
+    root is, so with a root other than / they refuse (see their classes)."""
+    from .libvirt import NodeDevices
+    from .modules import Modules
+    from .sysfs import Sysfs
+
+    root_path = Path(root)
+    host = Host(root=root_path, sysfs=None, modules=None, nodedev=None)
+    host.sysfs = Sysfs(root_path, host)
+    host.modules = Modules(root_path, host)
+    host.nodedev = NodeDevices(root_path, host)
+    return host

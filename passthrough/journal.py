@@ -1,0 +1,113 @@
+"""The per-domain journal: what each step changed, so it can be undone.
+
+`<state-dir>/<domain>.json` holds the changes in effect for a domain, oldest first.
+It is rewritten after every step and every partial change (write a temporary file,
+fsync, rename, fsync the directory), so a hook killed at any point leaves a journal
+that recovery can undo. JSON with a format number, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .errors import PassthroughError
+
+FORMAT = 1
+
+
+class JournalError(PassthroughError):
+    pass
+
+
+class Journal:
+    def __init__(self, path: Path | None, domain: str, entries: list[dict] | None = None):
+        self.path = path  # None: kept in memory only (dry run)
+        self.domain = domain
+        self.entries: list[dict] = entries or []
+
+    @classmethod
+    def load(cls, state_dir: Path | None, domain: str) -> "Journal":
+        if state_dir is None:
+            return cls(None, domain)
+        path = Path(state_dir) / f"{domain}.json"
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return cls(path, domain)
+        except (OSError, ValueError) as exc:
+            raise JournalError(f"{path}: cannot read the journal ({exc}); move it aside to continue, "
+                               f"and restore its devices by hand (see `passthrough-hook status`)") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), list):
+            raise JournalError(f"{path}: not a journal of format {FORMAT}; written by another version?")
+        return cls(path, domain, data["entries"])
+
+    @classmethod
+    def in_memory(cls, copy_of: "Journal") -> "Journal":
+        return cls(None, copy_of.domain, json.loads(json.dumps(copy_of.entries)))
+
+    def begin(self, event: str, step, describe: str) -> dict:
+        entry = {"id": max((e["id"] for e in self.entries), default=0) + 1, "event": event,
+                 "step": step.number, "action": step.action.name, "where": str(step.where),
+                 "describe": describe, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
+                 "status": "running", "record": {}}
+        self.entries.append(entry)
+        self.save()
+        return entry
+
+    def update(self, entry: dict, record: dict, status: str | None = None) -> None:
+        entry["record"] = record
+        if status:
+            entry["status"] = status
+        self.save()
+
+    def remove(self, entry: dict) -> None:
+        self.entries = [e for e in self.entries if e["id"] != entry["id"]]
+        self.save()
+
+    def clear(self) -> None:
+        self.entries = []
+        self.save()
+
+    def for_event(self, event: str | None) -> list[dict]:
+        return [e for e in self.entries if event is None or e["event"] == event]
+
+    def devices(self) -> set[str]:
+        """PCI addresses this journal holds changed."""
+        held = set()
+        for entry in self.entries:
+            record = entry.get("record", {})
+            for dev in record.get("devices", []):
+                if dev.get("changed"):
+                    held.add(dev["address"])
+            if record.get("changed") and "address" in record:
+                held.add(record["address"])
+        return held
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        if not self.entries:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            return
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data = {"format": FORMAT, "domain": self.domain, "entries": self.entries}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

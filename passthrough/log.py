@@ -1,0 +1,48 @@
+"""Logging: every step with its duration and outcome to syslog (when /dev/log exists) and
+to a log file; the terminal gets concise lines only."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+from pathlib import Path
+
+LOGGER = "passthrough-hook"
+
+
+def setup(log_file: Path | None, use_syslog: bool) -> logging.Logger:
+    logger = logging.getLogger(LOGGER)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError:
+            pass  # not root on a read-only check; the terminal still gets the messages
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+    if use_syslog and os.path.exists("/dev/log"):
+        try:
+            handler = logging.handlers.SysLogHandler(address="/dev/log")
+        except OSError:
+            pass
+        else:
+            handler.setFormatter(logging.Formatter("passthrough-hook[%(process)d]: %(message)s"))
+            handler.setLevel(logging.INFO)
+            logger.addHandler(handler)
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def log_path(logger: logging.Logger) -> str | None:
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return None

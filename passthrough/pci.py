@@ -1,0 +1,155 @@
+"""One PCI function as sysfs shows it, and the driver moves the actions are made of.
+
+Every bind or probe is verified through the `driver` link afterwards: the kernel
+reports success for drivers_probe writes that bound nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import HostError
+from .units import format_bytes
+
+NO_DRIVER = "no driver"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A device's driver and driver_override, as recorded in the journal."""
+
+    driver: str | None
+    override: str | None
+
+    def to_json(self) -> dict:
+        return {"driver": self.driver, "override": self.override}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Binding":
+        return cls(driver=data.get("driver"), override=data.get("override"))
+
+
+def show(driver: str | None) -> str:
+    return driver or NO_DRIVER
+
+
+class PciDevice:
+    def __init__(self, host, address: str, label: str | None = None):
+        self.host = host
+        self.sysfs = host.sysfs
+        self.address = address
+        self.label = label or address
+        self.rel = f"bus/pci/devices/{address}"
+
+    def exists(self) -> bool:
+        return self.sysfs.exists(self.rel)
+
+    def require(self) -> None:
+        if not self.exists():
+            raise HostError("no such PCI device on this host", device=self.address,
+                            hint="check the address with `lspci -D` and the profile's devices:")
+
+    def attribute(self, name: str) -> str | None:
+        return self.sysfs.read(f"{self.rel}/{name}")
+
+    def driver(self) -> str | None:
+        return self.sysfs.link_name(f"{self.rel}/driver")
+
+    def override(self) -> str | None:
+        value = self.attribute("driver_override")
+        return None if value in (None, "", "(null)") else value
+
+    def binding(self) -> Binding:
+        return Binding(self.driver(), self.override())
+
+    def iommu_group(self) -> str | None:
+        return self.sysfs.link_name(f"{self.rel}/iommu_group")
+
+    def driver_exists(self, driver: str) -> bool:
+        return self.sysfs.exists(f"bus/pci/drivers/{driver}")
+
+    # --- driver moves -----------------------------------------------------------------------
+
+    def set_override(self, driver: str | None) -> None:
+        if self.override() == driver:
+            return
+        self.sysfs.write(f"{self.rel}/driver_override", (driver or "") + "\n", device=self.address,
+                         effect=f"driver_override: {self.override() or 'none'} → {driver or 'none'}")
+
+    def unbind(self) -> None:
+        current = self.driver()
+        if current is None:
+            return
+        self.sysfs.write(f"{self.rel}/driver/unbind", self.address, device=self.address,
+                         effect=f"{current} → {NO_DRIVER}")
+
+    def probe(self) -> None:
+        self.sysfs.write("bus/pci/drivers_probe", self.address, device=self.address)
+
+    def wait_for_driver(self, wanted: str | None) -> bool:
+        return self.host.wait_until(f"{self.address} to bind {wanted}", lambda: self.driver() == wanted,
+                                    self.host.bind_wait)
+
+    def move_to(self, driver: str) -> None:
+        """Bind to `driver` by the route that works for any driver: driver_override, unbind,
+        drivers_probe; then verify. The override is left set so nothing else claims the device."""
+        before = self.driver()
+        if before == driver and self.override() in (None, driver):
+            return
+        if not self.driver_exists(driver):
+            raise HostError(f"driver {driver} is not loaded, so it cannot take the device", device=self.address,
+                            hint=f"add a modprobe step for it before this one (e.g. `modprobe: [{driver.replace('-', '_')}]`)")
+        self.set_override(driver)
+        self.unbind()
+        self.probe()
+        self.verify(driver, before)
+
+    def restore(self, binding: Binding) -> None:
+        """Return to a recorded binding: its driver (forced with driver_override, then verified)
+        and its original driver_override."""
+        if binding.driver is None:
+            self.unbind()
+        elif self.driver() != binding.driver:
+            before = self.driver()
+            if self.override() != binding.driver:
+                self.sysfs.write(f"{self.rel}/driver_override", binding.driver + "\n", device=self.address)
+            self.unbind()
+            self.probe()
+            self.verify(binding.driver, before)
+        self.set_override(binding.override)
+
+    def verify(self, wanted: str, before: str | None) -> None:
+        if self.wait_for_driver(wanted):
+            self.host.record(f"check {self.address} driver", f"{show(before)} → {wanted}")
+            return
+        now = self.driver()
+        if now is None:
+            raise HostError(
+                f"{wanted} did not bind: the kernel accepted the probe but the device has no driver",
+                device=self.address,
+                hint=f"see `dmesg | grep {self.address}`; for vfio-pci check that the IOMMU is enabled "
+                     f"(intel_iommu=on or amd_iommu=on) and the whole IOMMU group is passed through")
+        raise HostError(f"expected driver {wanted} but {now} took the device", device=self.address)
+
+    # --- BARs ---------------------------------------------------------------------------------
+
+    def bar_size(self, bar: int) -> int | None:
+        """Current size in bytes from line `bar` of the resource file (end - start + 1)."""
+        lines = (self.attribute("resource") or "").splitlines()
+        if bar >= len(lines):
+            return None
+        start, end, _flags = (int(part, 16) for part in lines[bar].split())
+        return end - start + 1 if end else 0
+
+    def resizable_sizes(self, bar: int) -> list[int] | None:
+        """Supported sizes in MiB from resourceN_resize (bit n = 2^n MiB); None without ReBAR."""
+        text = self.attribute(f"resource{bar}_resize")
+        if text is None:
+            return None
+        bitmap = int(text, 16)
+        return [1 << n for n in range(64) if bitmap >> n & 1]
+
+    def resize(self, bar: int, exponent: int) -> None:
+        before = self.bar_size(bar) or 0
+        self.sysfs.write(f"{self.rel}/resource{bar}_resize", f"{exponent}\n", device=self.address,
+                         effect=f"BAR {bar}: {format_bytes(before)} → {format_bytes(1 << (20 + exponent))}")

@@ -1,0 +1,163 @@
+"""Run a profile's steps for one event, journaling each change and rolling back on failure.
+
+Each step gets a deadline (its `timeout:` or the action's default). Before a step runs it
+is journaled as running; each partial record its action notes is saved at once. When a
+step fails, every step this run completed, and the failed step's partial work, are
+undone in reverse. Undo is best effort: it goes on past a failing undo and reports
+what it could not restore.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .actions import REGISTRY
+from .actions.base import StepContext
+from .errors import PassthroughError
+from .host import Host, Operation
+from .journal import Journal
+from .profile import Profile
+
+
+@dataclass
+class Outcome:
+    """What one step (or one undo) did."""
+
+    title: str
+    where: str
+    operations: list[Operation]
+    seconds: float
+    status: str  # done | failed | undone | not-undone
+    error: str | None = None
+
+
+@dataclass
+class EventResult:
+    domain: str
+    event: str
+    profile: str
+    dry_run: bool
+    steps: list[Outcome] = field(default_factory=list)
+    rollback: list[Outcome] = field(default_factory=list)
+    failed: Outcome | None = None
+    warnings: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None and not self.not_restored
+
+    @property
+    def not_restored(self) -> list[Outcome]:
+        return [o for o in self.rollback if o.status == "not-undone"]
+
+
+class Runner:
+    def __init__(self, host: Host, journal: Journal, profile: Profile | None, domain: str,
+                 on_outcome=None):
+        self.host = host
+        self.journal = journal
+        self.profile = profile
+        self.domain = domain
+        self.on_outcome = on_outcome or (lambda outcome: None)
+        self.names = dict((a, n) for n, a in (profile.devices.items() if profile else ()))
+
+    def run(self, event: str) -> EventResult:
+        result = EventResult(self.domain, event, self.profile.path if self.profile else "-", self.host.dry_run)
+        steps = self.profile.events.get(event) if self.profile else None
+        if steps is None:
+            if event == "release/end" and not self.journal.entries:
+                result.note = "nothing is journaled for this domain; nothing to undo"
+            elif event == "release/end":
+                result.note = "release/end has no steps of its own: undoing everything journaled, newest first"
+                result.rollback = self._undo_entries(list(self.journal.entries), result)
+            return result
+        inherited = len(self.journal.entries)  # journaled by earlier events
+        done: list[dict] = []
+        for step in steps:
+            entry, outcome = self._run_step(event, step, result)
+            result.steps.append(outcome)
+            self.on_outcome(outcome)
+            if outcome.status == "failed":
+                result.failed = outcome
+                result.rollback = self._undo_entries(done + [entry], result)
+                return result
+            done.append(entry)
+        if event == "release/end" and inherited and not any(s.action.name == "undo" for s in steps):
+            result.warnings.append(
+                f"release/end has its own steps and no `undo`; dropping {inherited} journal "
+                f"entries of earlier events without undoing them")
+        if event == "release/end":
+            self.journal.clear()
+        return result
+
+    def _context(self, force: bool = False, result: EventResult | None = None) -> StepContext:
+        ctx = StepContext(host=self.host, names=self.names, force=force)
+        if result is not None:
+            ctx.undo_event = lambda ev: self._undo_event(ev, result)
+        return ctx
+
+    def _run_step(self, event: str, step, result: EventResult) -> tuple[dict, Outcome]:
+        action = step.action
+        title = f"{step.number}. {action.describe()}"
+        timeout = step.timeout or action.default_timeout
+        entry = self.journal.begin(event, step, action.describe())
+        ctx = self._context(step.force, result)
+        ctx.note = lambda record: self.journal.update(entry, record)
+        self.host.take_operations()
+        self.host.deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        try:
+            record = action.apply(ctx)
+        except PassthroughError as exc:
+            self.journal.update(entry, entry["record"], status="failed")
+            return entry, Outcome(title, str(step.where), self.host.take_operations(),
+                                  time.monotonic() - started, "failed", str(exc))
+        finally:
+            self.host.deadline = None
+        result.warnings.extend(ctx.warnings)
+        if action.undoable:
+            self.journal.update(entry, record, status="done")
+        else:
+            self.journal.remove(entry)
+        return entry, Outcome(title, str(step.where), self.host.take_operations(),
+                              time.monotonic() - started, "done")
+
+    def _undo_event(self, event: str, result: EventResult) -> list[str]:
+        outcomes = self._undo_entries(self.journal.for_event(event), result)
+        result.rollback.extend(outcomes)
+        return [o.error for o in outcomes if o.status == "not-undone" and o.error]
+
+    def _undo_entries(self, entries: list[dict], result: EventResult) -> list[Outcome]:
+        outcomes = []
+        for entry in reversed(entries):
+            action_class = REGISTRY.get(entry["action"])
+            record = entry.get("record") or {}
+            if action_class is not None and not action_class.changed(record):
+                self.journal.remove(entry)  # the step changed nothing: nothing to undo or report
+                continue
+            title = f"undo {entry['event']} step {entry['step']}: " + (
+                action_class.describe_undo(record) if action_class else f"unknown action {entry['action']}")
+            ctx = self._context()
+            self.host.take_operations()
+            self.host.deadline = time.monotonic() + (action_class.default_timeout if action_class else 1)
+            started = time.monotonic()
+            try:
+                if action_class is None:
+                    raise PassthroughError(f"this version has no action {entry['action']!r}")
+                action_class.undo(ctx, record)
+            except PassthroughError as exc:
+                outcome = Outcome(title, entry["where"], self.host.take_operations(),
+                                  time.monotonic() - started, "not-undone", str(exc))
+                self.journal.update(entry, record, status="undo-failed")
+            else:
+                outcome = Outcome(title, entry["where"], self.host.take_operations(),
+                                  time.monotonic() - started, "undone")
+                self.journal.remove(entry)
+            finally:
+                self.host.deadline = None
+            result.warnings.extend(ctx.warnings)
+            outcomes.append(outcome)
+            self.on_outcome(outcome)
+        return outcomes

@@ -1,0 +1,331 @@
+"""A small declarative schema for profile values, checked against composed YAML nodes.
+
+Actions declare their arguments as data (`Args` of `Field`s); the same declarations
+validate a profile with `FILE:LINE:COL:` messages and produce the JSON Schema shipped
+for editors. Values are converted to plain Python (str, int, bool, list, dict).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .units import parse_bar_size, parse_pci_address
+
+
+class Invalid(Exception):
+    """A problem with one node; `node` gives its position."""
+
+    def __init__(self, node: Any, message: str):
+        self.node = node
+        super().__init__(message)
+
+
+def kind_of(node: Any) -> str:
+    """How a node looks to a person: 'a mapping', 'a list', 'the string "x"', 'the number 3'."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag.rsplit(":", 1)[-1]
+    if tag == "null":
+        return "nothing"
+    if tag in ("int", "float"):
+        return f"the number {node.value}"
+    if tag == "bool":
+        return f"the boolean {node.value}"
+    return f'the string "{node.value}"'
+
+
+def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean "x"?)' or ''."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{match[0]}"?)' if match else ""
+
+
+def mapping_items(node: Any, what: str) -> list[tuple[str, Any, Any]]:
+    """(key, key_node, value_node) of a mapping node with string keys, duplicates rejected.
+
+    PyYAML keeps the last of duplicate keys silently; in a root hook that hides a mistake.
+    """
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        raise Invalid(node, f"{what} must be a mapping, got {kind_of(node)}")
+    seen: dict[str, Any] = {}
+    items = []
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":null"):
+            raise Invalid(key_node, f"keys of {what} must be names, got {kind_of(key_node)}")
+        key = key_node.value
+        if key in seen:
+            line = seen[key].start_mark.line + 1
+            raise Invalid(key_node, f'duplicate key "{key}" in {what} (first at line {line})')
+        seen[key] = key_node
+        items.append((key, key_node, value_node))
+    return items
+
+
+def scalar(node: Any) -> Any:
+    """The Python value of a scalar node, with YAML's own typing (int, bool, null, str)."""
+    import yaml
+
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    return _constructor().construct_object(node)
+
+
+_CONSTRUCTOR = None
+
+
+def _constructor():
+    global _CONSTRUCTOR
+    if _CONSTRUCTOR is None:
+        import yaml
+
+        _CONSTRUCTOR = yaml.SafeLoader("")
+    return _CONSTRUCTOR
+
+
+# --- value types -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """What value types may look up while checking: the profile's device names."""
+
+    devices: dict[str, str]
+    events: tuple[str, ...]
+
+
+class Type:
+    description = "a value"
+
+    def check(self, node: Any, ctx: Context) -> Any:
+        raise NotImplementedError
+
+    def json_schema(self) -> dict:
+        raise NotImplementedError
+
+
+class Str(Type):
+    def __init__(self, description: str = "a string", pattern: str | None = None, choices: tuple[str, ...] = ()):
+        self.description = description
+        self.pattern = pattern
+        self.choices = choices
+
+    def check(self, node: Any, ctx: Context) -> str:
+        import yaml
+
+        if not isinstance(node, yaml.ScalarNode) or node.tag.rsplit(":", 1)[-1] in ("null", "bool"):
+            raise Invalid(node, f"expected {self.description}, got {kind_of(node)}")
+        value = str(node.value)
+        if self.choices and value not in self.choices:
+            options = ", ".join(self.choices)
+            raise Invalid(node, f'"{value}" is not one of {options}{closest(value, self.choices)}')
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise Invalid(node, f'"{value}" is not {self.description}')
+        return value
+
+    def json_schema(self) -> dict:
+        schema: dict = {"type": "string", "description": self.description}
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        if self.pattern:
+            schema["pattern"] = f"^(?:{self.pattern})$"
+        return schema
+
+
+class Int(Type):
+    def __init__(self, description: str, minimum: int, maximum: int):
+        self.description = description
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def check(self, node: Any, ctx: Context) -> int:
+        value = scalar(node)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(node, f"expected {self.description}, got {kind_of(node)}")
+        if not self.minimum <= value <= self.maximum:
+            raise Invalid(node, f"{value} is out of range; expected {self.description} ({self.minimum}..{self.maximum})")
+        return value
+
+    def json_schema(self) -> dict:
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum, "description": self.description}
+
+
+class Seconds(Type):
+    description = "a number of seconds"
+
+    def check(self, node: Any, ctx: Context) -> float:
+        value = scalar(node)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            raise Invalid(node, f"expected a number of seconds between 0 and 3600, got {kind_of(node)}")
+        return float(value)
+
+    def json_schema(self) -> dict:
+        return {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "description": self.description}
+
+
+class Bool(Type):
+    description = "true or false"
+
+    def check(self, node: Any, ctx: Context) -> bool:
+        value = scalar(node)
+        if not isinstance(value, bool):
+            raise Invalid(node, f"expected true or false, got {kind_of(node)}")
+        return value
+
+    def json_schema(self) -> dict:
+        return {"type": "boolean"}
+
+
+class Device(Type):
+    """A name from the profile's `devices:` section; checks to its PCI address."""
+
+    description = "a device name from `devices:`"
+
+    def check(self, node: Any, ctx: Context) -> str:
+        name = Str("a device name").check(node, ctx)
+        if name not in ctx.devices:
+            known = ", ".join(sorted(ctx.devices)) or "none are defined"
+            raise Invalid(node, f'unknown device "{name}"{closest(name, tuple(ctx.devices))}; devices: {known}')
+        return ctx.devices[name]
+
+    def json_schema(self) -> dict:
+        return {"type": "string", "description": self.description}
+
+
+class PciAddress(Type):
+    description = "a PCI address DDDD:BB:DD.F"
+
+    def check(self, node: Any, ctx: Context) -> str:
+        text = Str(self.description).check(node, ctx)
+        try:
+            return parse_pci_address(text)
+        except ValueError as exc:
+            raise Invalid(node, str(exc)) from None
+
+    def json_schema(self) -> dict:
+        return {"type": "string", "pattern": r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$",
+                "description": self.description}
+
+
+class BarSize(Type):
+    description = "a BAR size such as 8MiB, 256M, 1GiB, or the exponent n of 2^n MiB"
+
+    def check(self, node: Any, ctx: Context) -> int:
+        value = scalar(node)
+        if value is None or isinstance(value, (bool, float)):
+            raise Invalid(node, f"expected {self.description}, got {kind_of(node)}")
+        try:
+            return parse_bar_size(value)
+        except ValueError as exc:
+            raise Invalid(node, str(exc)) from None
+
+    def json_schema(self) -> dict:
+        return {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 63},
+                          {"type": "string", "pattern": r"^\s*\d+\s*[MGTmgt]?(i?[Bb]?)\s*$"}],
+                "description": self.description}
+
+
+class Event(Type):
+    description = "a libvirt event such as prepare/begin"
+
+    def check(self, node: Any, ctx: Context) -> str:
+        name = Str(self.description).check(node, ctx)
+        if name not in ctx.events:
+            raise Invalid(node, f'unknown event "{name}"{closest(name, ctx.events)}; expected one of {", ".join(ctx.events)}')
+        return name
+
+    def json_schema(self) -> dict:
+        return {"type": "string", "description": self.description}
+
+
+class ListOf(Type):
+    """A list of items; a single item is accepted where a list of one is meant."""
+
+    def __init__(self, item: Type, description: str | None = None):
+        self.item = item
+        self.description = description or f"a list of {item.description}"
+
+    def check(self, node: Any, ctx: Context) -> list:
+        import yaml
+
+        if isinstance(node, yaml.SequenceNode):
+            if not node.value:
+                raise Invalid(node, f"expected {self.description}, got an empty list")
+            return [self.item.check(child, ctx) for child in node.value]
+        return [self.item.check(node, ctx)]
+
+    def json_schema(self) -> dict:
+        item = self.item.json_schema()
+        return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}], "description": self.description}
+
+
+# --- action arguments ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: Type
+    required: bool = False
+    default: Any = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Args:
+    """An action's arguments: a mapping of fields, optionally written in a short form.
+
+    `shorthand` names the field that a bare value stands for, so `detach: [gpu, gpu-audio]`
+    means `detach: {devices: [gpu, gpu-audio]}`.
+    """
+
+    fields: tuple[Field, ...]
+    shorthand: str | None = None
+    check_all: Callable[[dict, Any], None] | None = field(default=None, compare=False)
+
+    def check(self, node: Any, ctx: Context, action: str) -> dict:
+        import yaml
+
+        by_name = {f.name: f for f in self.fields}
+        values: dict[str, Any] = {}
+        if isinstance(node, yaml.MappingNode):
+            for key, key_node, value_node in mapping_items(node, f"the arguments of {action}"):
+                if key not in by_name:
+                    raise Invalid(key_node, f'{action} has no argument "{key}"{closest(key, tuple(by_name))}; '
+                                            f'expected {", ".join(by_name)}')
+                values[key] = by_name[key].type.check(value_node, ctx)
+        elif self.shorthand is not None:
+            values[self.shorthand] = by_name[self.shorthand].type.check(node, ctx)
+        else:
+            raise Invalid(node, f"{action} takes a mapping with {', '.join(by_name)}, got {kind_of(node)}")
+        for f in self.fields:
+            if f.name not in values:
+                if f.required:
+                    raise Invalid(node, f'{action} needs "{f.name}" ({f.type.description})')
+                values[f.name] = f.default
+        if self.check_all:
+            self.check_all(values, node)
+        return values
+
+    def json_schema(self) -> dict:
+        props = {}
+        for f in self.fields:
+            prop = dict(f.type.json_schema())
+            if f.doc:
+                prop["description"] = f.doc
+            if f.default is not None:
+                prop["default"] = f.default
+            props[f.name] = prop
+        mapping = {"type": "object", "properties": props, "additionalProperties": False,
+                   "required": [f.name for f in self.fields if f.required]}
+        if self.shorthand is None:
+            return mapping
+        return {"anyOf": [props[self.shorthand], mapping]}

@@ -1,0 +1,55 @@
+"""Test-wide guards and the fake kernel fixture.
+
+This machine's real PCI devices are its disk and network: one wrong unbind ends the
+session. So every unit test runs with the real /sys, modprobe and libvirt unreachable;
+tests reach a kernel only through the fake one (or the QEMU guest tier).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml  # noqa: F401  loaded once here: pyfakefs unloads modules first imported inside a test,
+# and PyYAML's C parser keeps building nodes of the first import's classes.
+
+from passthrough.errors import UnsafeOperation
+from passthrough.host import sysfs as sysfs_module
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_real_host(monkeypatch, request):
+    if request.node.get_closest_marker("guest") or request.node.get_closest_marker("libvirt"):
+        return  # those tiers run real things on purpose, inside a guest or a test daemon
+
+    original_init = sysfs_module.Sysfs.__init__
+
+    def guarded_init(self, root, host):
+        # os.path, not pathlib: pyfakefs swaps pathlib's internals while a test runs.
+        if os.path.realpath(str(root)) == "/":
+            raise UnsafeOperation("a unit test reached the real /sys; use the fake kernel (--root)")
+        original_init(self, root, host)
+
+    def no_commands(*args, **kwargs):
+        raise UnsafeOperation(f"a unit test tried to run a command on the real host: {args}")
+
+    def no_libvirt(self, address):
+        raise UnsafeOperation("a unit test tried to connect to the real libvirt")
+
+    monkeypatch.setattr(sysfs_module.Sysfs, "__init__", guarded_init)
+    monkeypatch.setattr("passthrough.host.commands.run", no_commands)
+    monkeypatch.setattr("passthrough.host.libvirt.NodeDevices._lookup", no_libvirt)
+
+
+@pytest.fixture
+def kernel(fs):
+    """The demo host as a fake kernel at /host, with the project's config dir visible."""
+    from fakekernel import FakeKernel
+    from hosts import demo_host
+
+    fs.add_real_directory(str(REPO / "config"), read_only=True)
+    fs.add_real_directory(str(REPO / "passthrough"), read_only=True)
+    return FakeKernel(fs, demo_host())

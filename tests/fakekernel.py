@@ -1,0 +1,280 @@
+"""A fake Linux kernel on pyfakefs for unit tests.
+
+The host tree from tests/hosts.py is written into the fake filesystem; every kernel
+control file (driver_override, resourceN_resize, drivers_probe, drivers/*/bind|unbind)
+gets a pyfakefs side effect that runs passthrough.host.kernel_model.KernelModel, so
+writes behave like the real kernel's, traps included. Faults can be injected per file
+(an errno, a probe that binds nothing, a write that hangs, the process being killed).
+Module loading and libvirt's node-device calls are faked at the same level.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from passthrough.errors import HostError
+from passthrough.host import Host
+from passthrough.host.kernel_model import KernelModel
+from passthrough.host.modules import Modules, canonical, driver_names
+from passthrough.host.sysfs import Sysfs
+
+from hosts import HostSpec, write_tree
+
+CONTROL = re.compile(r"(^bus/pci/drivers_probe$|^bus/pci/drivers/[^/]+/(bind|unbind)$|"
+                     r"/driver_override$|/resource\d_resize$)")
+
+
+class Killed(BaseException):
+    """Stands for kill -9 in the middle of a step: nothing in the program catches it."""
+
+
+@dataclass
+class Fault:
+    pattern: str  # fnmatch pattern on the path relative to /sys, or a libvirt call name
+    kind: str  # errno name (EBUSY...), "hang", "kill", "libvirt"
+    times: int = 1
+
+
+class FsStore:
+    """KernelModel's store on the (fake) filesystem."""
+
+    def __init__(self, fs, root: Path):
+        self.fs = fs
+        self.sys = root / "sys"
+
+    def read(self, rel: str) -> str | None:
+        try:
+            return (self.sys / rel).read_text().strip()
+        except OSError:
+            return None
+
+    def set_text(self, rel: str, text: str) -> None:
+        # Without the side effect: the model is already handling a write.
+        self.fs.get_object(os.path.realpath(self.sys / rel)).set_initial_contents(text + "\n")
+
+    def link_name(self, rel: str) -> str | None:
+        try:
+            return os.path.basename(os.readlink(self.sys / rel))
+        except OSError:
+            return None
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.sys / rel)
+
+    def set_driver_link(self, address: str, driver: str | None) -> None:
+        device = Path(os.path.realpath(self.sys / "bus/pci/devices" / address))
+        old = self.link_name(f"bus/pci/devices/{address}/driver")
+        if old:
+            os.unlink(device / "driver")
+            os.unlink(self.sys / "bus/pci/drivers" / old / address)
+        if driver:
+            driver_dir = self.sys / "bus/pci/drivers" / driver
+            os.symlink(os.path.relpath(driver_dir, device), device / "driver")
+            os.symlink(os.path.relpath(device, driver_dir), driver_dir / address)
+
+
+class FakeKernel:
+    def __init__(self, fs, spec: HostSpec, root: str = "/host"):
+        self.fs = fs
+        self.spec = spec
+        self.root = Path(root)
+        write_tree(spec, self.root)
+        self.store = FsStore(fs, self.root)
+        self.native = {f.address: f.driver for f in spec.functions}
+        self.failing_probes: set[tuple[str, str]] = set()  # (address or *, driver)
+        self.faults: list[Fault] = []
+        self.release_hang = threading.Event()
+        self.model = KernelModel(self.store, native_driver=self.native.get, can_bind=self._can_bind)
+        self.writes: list[tuple[str, str]] = []
+        self.modules = set(spec.modules)
+        self._content_before: dict[str, str] = {}  # what a control file reads back between writes
+        for path in self._control_files():
+            self._arm(path)
+
+    # --- setting up faults ---------------------------------------------------------------------
+
+    def fail(self, pattern: str, kind: str, times: int = 1) -> None:
+        self.faults.append(Fault(pattern, kind, times))
+
+    def fail_probe(self, driver: str, address: str = "*") -> None:
+        """The driver's probe fails: drivers_probe still reports success, bind gives EINVAL."""
+        self.failing_probes.add((address, driver))
+
+    def _can_bind(self, address: str, driver: str) -> bool:
+        return (address, driver) not in self.failing_probes and ("*", driver) not in self.failing_probes
+
+    def take_fault(self, name: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.times > 0 and fnmatch.fnmatch(name, fault.pattern):
+                fault.times -= 1
+                return fault
+        return None
+
+    def trigger(self, fault: Fault) -> None:
+        if fault.kind == "kill":
+            raise Killed(fault.pattern)
+        if fault.kind == "hang":
+            self.release_hang.wait(30)
+            return
+        if fault.kind == "libvirt":
+            raise HostError(f"libvirt: internal error: injected failure on {fault.pattern}")
+        code = getattr(errno, fault.kind)
+        raise OSError(code, os.strerror(code))
+
+    # --- control files -------------------------------------------------------------------------
+
+    def _control_files(self) -> list[str]:
+        found = []
+        for dirpath, _dirs, files in os.walk(self.root / "sys"):
+            for name in files:
+                rel = os.path.relpath(os.path.join(dirpath, name), self.root / "sys")
+                if CONTROL.search(rel):
+                    found.append(rel)
+        return found
+
+    def _arm(self, rel: str) -> None:
+        path = str(self.root / "sys" / rel)
+        fake = self.fs.get_object(path)
+        # Writes come in through the bus/pci/devices links; the model wants that form.
+        canonical_rel = self._bus_path(rel)
+        kernel = self
+
+        def on_write(file_object) -> None:
+            value = file_object.contents or ""
+            if value == "":
+                return  # O_TRUNC at open; the kernel sees only the write that follows
+            # Reading a control file gives its state, not the last value written to it.
+            file_object.set_initial_contents(kernel._content_before.get(path, ""))
+            kernel.writes.append((canonical_rel, value.strip()))
+            fault = kernel.take_fault(canonical_rel)
+            if fault:
+                kernel.trigger(fault)
+            kernel.model.write(canonical_rel, value)
+            kernel._content_before[path] = fake.contents or ""
+
+        self._content_before[path] = fake.contents or ""
+        fake._side_effect = on_write
+
+    def _bus_path(self, rel: str) -> str:
+        match = re.match(r"^devices/.*/([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])/([^/]+)$", rel)
+        return f"bus/pci/devices/{match.group(1)}/{match.group(2)}" if match else rel
+
+    def add_driver(self, driver: str) -> None:
+        base = self.root / "sys/bus/pci/drivers" / driver
+        if base.exists():
+            return
+        for name in ("bind", "unbind", "new_id", "remove_id"):
+            self.fs.create_file(str(base / name))
+            self._arm(f"bus/pci/drivers/{driver}/{name}")
+
+    # --- what tests compare --------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """Everything a run may change: driver links, overrides, BAR sizes, modules."""
+        state = {}
+        for fn in self.spec.functions:
+            rel = f"bus/pci/devices/{fn.address}"
+            state[fn.address] = (self.store.link_name(f"{rel}/driver"), self.store.read(f"{rel}/driver_override"),
+                                 self.store.read(f"{rel}/resource"))
+        state["modules"] = tuple(sorted(self.modules))
+        state["drivers"] = tuple(sorted(os.listdir(self.root / "sys/bus/pci/drivers")))
+        return state
+
+    def driver(self, address: str) -> str | None:
+        return self.store.link_name(f"bus/pci/devices/{address}/driver")
+
+    def override(self, address: str) -> str | None:
+        return self.model.override(address)
+
+    # --- host objects ----------------------------------------------------------------------------
+
+    def host(self, root=None) -> Host:
+        # The fake kernel probes synchronously: a driver link that is not there at once never comes.
+        host = Host(root=self.root, sysfs=None, modules=None, nodedev=None, bind_wait=0.02)
+        host.sysfs = Sysfs(self.root, host)
+        host.modules = FakeModules(self, host)
+        host.nodedev = FakeNodeDevices(self, host)
+        return host
+
+
+class FakeModules(Modules):
+    """modprobe against the fake kernel, with its trap: unloading a driver's module leaves
+    its devices without a driver and with driver_override still set."""
+
+    def __init__(self, kernel: FakeKernel, host: Host):
+        super().__init__(kernel.root, host)
+        self.kernel = kernel
+
+    def loaded(self) -> set[str]:
+        return set(self.kernel.modules)
+
+    def is_loaded(self, module: str) -> bool:
+        return canonical(module) in self.kernel.modules
+
+    def load(self, module: str) -> None:
+        self.host.record(f"modprobe {module}")
+        fault = self.kernel.take_fault(f"modprobe {module}")
+        if fault:
+            self.kernel.trigger(fault)
+        self.kernel.modules.add(canonical(module))
+        if module.replace("-", "_") in ("vfio_pci", "pci_stub"):
+            self.kernel.add_driver(driver_names(module)[0])
+
+    def unload(self, module: str) -> None:
+        self.host.record(f"modprobe -r {module}")
+        fault = self.kernel.take_fault(f"modprobe -r {module}")
+        if fault:
+            self.kernel.trigger(fault)
+        self.kernel.modules.discard(canonical(module))
+        for driver in driver_names(module):
+            for fn in self.kernel.spec.functions:
+                if self.kernel.driver(fn.address) == driver:
+                    self.kernel.store.set_driver_link(fn.address, None)
+            driver_dir = self.kernel.root / "sys/bus/pci/drivers" / driver
+            if driver_dir.exists() and driver not in self.kernel.spec.drivers:
+                self.kernel.fs.remove_object(str(driver_dir))
+
+
+class FakeNodeDevices:
+    """libvirt's node-device detach/reattach as libvirt does them (virpci.c): the same sysfs
+    writes through the fake kernel, and an error when the device did not bind."""
+
+    def __init__(self, kernel: FakeKernel, host: Host):
+        self.kernel = kernel
+        self.host = host
+        self.calls: list[tuple[str, str]] = []
+
+    def _write(self, rel: str, value: str) -> None:
+        with open(self.kernel.root / "sys" / rel, "w") as handle:
+            handle.write(value)
+
+    def detach(self, address: str, driver: str, effect: str) -> None:
+        self.host.record(f"libvirt nodedev-detach {address}", effect)
+        self.calls.append(("detach", address))
+        fault = self.kernel.take_fault(f"libvirt detach {address}")
+        if fault:
+            self.kernel.trigger(fault)
+        self._write(f"bus/pci/devices/{address}/driver_override", "vfio-pci")
+        if self.kernel.driver(address):
+            self._write(f"bus/pci/devices/{address}/driver/unbind", address)
+        self._write("bus/pci/drivers_probe", address)
+        if self.kernel.driver(address) != "vfio-pci":
+            raise HostError("libvirt detach failed: internal error: Failed to bind PCI device to vfio-pci",
+                            device=address)
+
+    def reattach(self, address: str, effect: str, previous_driver: str | None = None) -> None:
+        self.host.record(f"libvirt nodedev-reattach {address}", effect)
+        self.calls.append(("reattach", address))
+        fault = self.kernel.take_fault(f"libvirt reattach {address}")
+        if fault:
+            self.kernel.trigger(fault)
+        self._write(f"bus/pci/devices/{address}/driver_override", "\n")
+        if self.kernel.driver(address):
+            self._write(f"bus/pci/devices/{address}/driver/unbind", address)
+        self._write("bus/pci/drivers_probe", address)

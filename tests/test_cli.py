@@ -1,0 +1,181 @@
+"""The program as users and libvirt run it: subprocesses on the bundled demo host."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "config" / "demo-host"
+HOOK = REPO / "hooks" / "qemu"
+
+
+def cli(*args, stdin="", env=None):
+    return subprocess.run([sys.executable, "-m", "passthrough", *args], cwd=REPO, input=stdin,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+
+
+def tree_digest(root: Path) -> str:
+    """Every path, file content and link target under root."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            digest.update(str(path.relative_to(root)).encode())
+            if path.is_symlink():
+                digest.update(b"->" + os.readlink(path).encode())
+            elif path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def demo(tmp_path):
+    copy = tmp_path / "host"
+    shutil.copytree(DEMO, copy, symlinks=True)
+    return copy
+
+
+def write_profile(directory: Path, text: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / "win10.yaml").write_text(text)
+    return directory
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(demo):
+    before = tree_digest(demo)
+    result = cli("--dry-run", "--root", str(demo), "--config-dir", "config", "win10", "prepare", "begin")
+    assert result.returncode == 0, result.stderr
+    plan = result.stdout
+    for expected in [
+        "modprobe vfio_pci   [vfio_pci: not loaded → loaded]",
+        "libvirt nodedev-detach pci_0000_03_00_0 --driver vfio   [amdgpu → vfio-pci]",
+        "libvirt nodedev-detach pci_0000_03_00_1 --driver vfio   [snd_hda_intel → vfio-pci]",
+        "write 0000:03:00.0 > /sys/bus/pci/devices/0000:03:00.0/driver/unbind   [vfio-pci → no driver]",
+        "write 3 > /sys/bus/pci/devices/0000:03:00.0/resource2_resize   [BAR 2: 256 MiB → 8 MiB]",
+        "check 0000:03:00.0 driver   [no driver → vfio-pci]",
+        "at config/win10.yaml:14:5",
+        "Plan: 3 step(s), no problems seen.",
+    ]:
+        assert expected in plan, plan
+    assert result.stderr == ""
+    assert tree_digest(demo) == before
+
+
+def test_dry_run_json(demo):
+    result = cli("--dry-run", "--json", "--root", str(demo), "--config-dir", "config", "win10", "prepare", "begin")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["ok"] and plan["dry_run"] and plan["event"] == "prepare/begin"
+    assert [s["title"] for s in plan["steps"]] == [
+        "1. load modules vfio vfio_iommu_type1 vfio_pci",
+        "2. detach gpu, gpu-audio to vfio-pci via libvirt",
+        "3. resize BAR 2 of gpu (0000:03:00.0) to 8 MiB"]
+    effects = [op["effect"] for op in plan["steps"][2]["operations"]]
+    assert "BAR 2: 256 MiB → 8 MiB" in effects
+
+
+def test_dry_run_reports_problems_it_can_see(demo, tmp_path):
+    profiles = write_profile(tmp_path / "p", """\
+devices: {gpu: "0000:03:00.0", nic: "0000:0b:00.0"}
+prepare/begin:
+  - detach: {devices: [gpu], via: sysfs}
+  - detach: [nic]
+""")
+    before = tree_digest(demo)
+    result = cli("--dry-run", "--root", str(demo), "--config-dir", str(profiles), "win10", "prepare", "begin")
+    assert result.returncode == 1
+    assert "0000:03:00.0: driver vfio-pci is not loaded, so it cannot take the device" in result.stdout
+    assert "add a modprobe step" in result.stdout
+    assert tree_digest(demo) == before
+
+
+def test_dry_run_of_unsupported_bar_size(demo, tmp_path):
+    profiles = write_profile(tmp_path / "p", """\
+devices: {gpu: "0000:03:00.0"}
+prepare/begin:
+  - resize_bar: {device: gpu, bar: 0, size: 8MiB}
+""")
+    result = cli("--dry-run", "--root", str(demo), "--config-dir", str(profiles), "win10", "prepare", "begin")
+    assert result.returncode == 1
+    assert "BAR 0 does not support 8 MiB; supported sizes: 256 MiB, 512 MiB, 1 GiB, 2 GiB, 4 GiB, 8 GiB, 16 GiB" \
+        in result.stdout
+
+
+@pytest.mark.parametrize("profile,message", [
+    ('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detatch: [gpu]\n', ':3:5: unknown action "detatch"'),
+    ('devices: {gpu: "0000:3:00.0"}\n', ":1:16: '0000:3:00.0' is not a PCI address"),
+    ('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpu0]\n', ':3:14: unknown device "gpu0"'),
+    ('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - resize_bar: {device: gpu, bar: 2, size: 7MiB}\n',
+     ":3:45: '7MiB' is not a power of two"),
+])
+def test_profile_errors_exit_2_with_one_line_and_write_nothing(demo, tmp_path, profile, message):
+    profiles = write_profile(tmp_path / "p", profile)
+    state = tmp_path / "state"
+    before = tree_digest(demo)
+    result = cli("--root", str(demo), "--config-dir", str(profiles), "--state-dir", str(state),
+                 "win10", "prepare", "begin", "-")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{profiles}/win10.yaml") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert tree_digest(demo) == before and not state.exists()
+
+
+def test_usage_errors_exit_2():
+    result = cli("win10")
+    assert result.returncode == 2 and "usage:" in result.stderr
+    result = cli("--dry-run", "--config-dir", "config", "../win10", "prepare", "begin")
+    assert result.returncode == 2 and "is not a plain domain name" in result.stderr
+
+
+def test_modules_and_libvirt_refuse_a_tree_root(demo):
+    """A real run with --root cannot load modules: modprobe would act on this machine's kernel."""
+    result = cli("--root", str(demo), "--config-dir", "config", "--state-dir", str(demo / "run"),
+                 "--log-file", str(demo / "hook.log"), "win10", "prepare", "begin", "-")
+    assert result.returncode == 1
+    assert "cannot load module vfio with --root" in result.stderr and "use --dry-run" in result.stderr
+
+
+def test_validate(tmp_path):
+    result = cli("validate", "--config-dir", "config")
+    assert result.returncode == 0 and "config/win10.yaml: ok (2 devices, 3 steps)" in result.stdout
+    bad = write_profile(tmp_path / "p", "devices: {gpu: 1}\n")
+    result = cli("validate", str(bad / "win10.yaml"))
+    assert result.returncode == 2 and "win10.yaml:1:16: '1' is not a PCI address" in result.stderr
+
+
+# --- the hook file libvirt runs ---------------------------------------------------------------
+
+
+def hook(*args, env=None, stdin="<domain type='qemu'><name>x</name></domain>"):
+    return subprocess.run(["/usr/bin/python3", "-I", str(HOOK), *args], input=stdin, capture_output=True,
+                          text=True, timeout=60, env=env or {"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+
+
+def test_hook_without_profile_exits_0_silently_and_imports_nothing_heavy(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(tmp_path)}
+    result = hook("other", "prepare", "begin", "-", env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c",
+         f"import runpy, sys; sys.argv = ['qemu', 'other', 'prepare', 'begin', '-']\n"
+         f"try:\n    runpy.run_path({str(HOOK)!r}, run_name='__main__')\nexcept SystemExit: pass\n"
+         f"print(sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'libvirt', 'passthrough', 'json')))"],
+        input="<domain/>", capture_output=True, text=True, env=env, timeout=60)
+    assert probe.stdout.strip() == "[]", probe
+
+
+def test_hook_runs_the_profile_for_a_domain_that_has_one(tmp_path):
+    profiles = write_profile(tmp_path / "p", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpuu]\n')
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)}
+    result = hook("win10", "prepare", "begin", "-", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{profiles}/win10.yaml:3:14: unknown device \"gpuu\"")
