@@ -20,7 +20,9 @@ from pathlib import Path
 
 from passthrough.errors import HostError
 from passthrough.host import Host
+from passthrough.host.commands import Commands
 from passthrough.host.kernel_model import KernelModel
+from passthrough.host.procfs import Procfs
 from passthrough.host.modules import Modules, canonical, driver_names
 from passthrough.host.sysfs import Sysfs
 
@@ -200,7 +202,13 @@ class FakeKernel:
         host.sysfs = Sysfs(self.root, host)
         host.modules = FakeModules(self, host)
         host.nodedev = FakeNodeDevices(self, host)
+        host.procfs = Procfs(self.root, host)
+        host.commands = self.make_commands(host)
         return host
+
+    def make_commands(self, host: Host):
+        """Commands refuse here (the root is a tree); tests that need them replace this method."""
+        return Commands(self.root, host)
 
 
 class FakeModules(Modules):

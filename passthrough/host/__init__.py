@@ -39,6 +39,8 @@ class Host:
     sysfs: "object"
     modules: "object"
     nodedev: "object"
+    commands: "object" = None
+    procfs: "object" = None
     dry_run: bool = False
     operations: list[Operation] = field(default_factory=list)
     deadline: float | None = None  # monotonic time the current step must end by
@@ -106,8 +108,10 @@ class Host:
 def make_host(root: str | Path = "/") -> Host:
     """The real host. Module loading and libvirt act on the running kernel whatever the
     root is, so with a root other than / they refuse (see their classes)."""
+    from .commands import Commands
     from .libvirt import NodeDevices
     from .modules import Modules
+    from .procfs import Procfs
     from .sysfs import Sysfs
 
     root_path = Path(root)
@@ -115,4 +119,6 @@ def make_host(root: str | Path = "/") -> Host:
     host.sysfs = Sysfs(root_path, host)
     host.modules = Modules(root_path, host)
     host.nodedev = NodeDevices(root_path, host)
+    host.commands = Commands(root_path, host)
+    host.procfs = Procfs(root_path, host)
     return host

@@ -45,3 +45,45 @@ def run(argv: list[str], timeout: float, stdin: bytes | None = None) -> subproce
     if result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stderr.decode(errors="replace"))
     return result
+
+
+class Commands:
+    """Commands as a Host member, so dry runs can record instead of run.
+
+    `query` is for read-only commands (`systemctl is-active gdm`): it runs in dry runs too.
+    `run` changes the host: recorded, bounded, never run in a dry run. Both act on the
+    running system, so with a --root other than / they refuse.
+    """
+
+    def __init__(self, root, host):
+        self.root = root
+        self.host = host
+
+    def _guard(self, argv: list[str]) -> None:
+        from pathlib import Path
+
+        from ..errors import UnsafeOperation
+
+        if Path(self.root).resolve() != Path("/"):
+            raise UnsafeOperation(f"cannot run `{' '.join(argv)}` with --root {self.root}: it would act on "
+                                  f"this machine, not on the tree")
+
+    def query(self, argv: list[str], timeout: float = 10.0) -> str:
+        self._guard(argv)
+        return run(argv, min(timeout, self.host.time_left(timeout))).stdout.decode(errors="replace")
+
+    def run(self, argv: list[str], timeout: float | None = None, stdin: bytes | None = None,
+            effect: str = "") -> str:
+        self._guard(argv)
+        self.host.record(" ".join(argv), effect)
+        limit = self.host.time_left() if timeout is None else min(timeout, self.host.time_left(timeout))
+        return run(argv, limit, stdin).stdout.decode(errors="replace")
+
+
+class RecordedCommands(Commands):
+    """The dry run's commands: queries run (on / only), changes are only recorded."""
+
+    def run(self, argv: list[str], timeout: float | None = None, stdin: bytes | None = None,
+            effect: str = "") -> str:
+        self.host.record(" ".join(argv), effect)
+        return ""

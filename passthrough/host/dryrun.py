@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ..units import nodedev_name
 from . import Host
+from .commands import RecordedCommands
+from .procfs import Procfs
 from .kernel_model import KernelModel
 from .modules import Modules, canonical, driver_names
 from .sysfs import Sysfs
@@ -145,4 +147,6 @@ def make_dry_run_host(root: str | Path = "/") -> Host:
     host.sysfs = DryRunSysfs(root_path, host)
     host.modules = PredictedModules(root_path, host, host.sysfs)
     host.nodedev = PredictedNodeDevices(host.sysfs, host)
+    host.commands = RecordedCommands(root_path, host)
+    host.procfs = Procfs(root_path, host)
     return host

@@ -1,0 +1,44 @@
+"""/proc under the root: reads anywhere, writes only under /proc/sys (bounded, recorded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import HostError, UnsafeOperation
+
+
+class Procfs:
+    def __init__(self, root: Path, host):
+        self.base = Path(root) / "proc"
+        self.host = host
+
+    def path(self, rel: str) -> Path:
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise UnsafeOperation(f"refusing a /proc path outside {self.base}: {rel}")
+        return self.base / rel
+
+    def read(self, rel: str) -> str | None:
+        try:
+            with open(self.path(rel), encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def listdir(self, rel: str = "") -> list[str]:
+        try:
+            return os.listdir(self.path(rel) if rel else self.base)
+        except OSError:
+            return []
+
+    def write(self, rel: str, value: str, effect: str = "") -> None:
+        if not rel.startswith("sys/"):
+            raise UnsafeOperation(f"refusing to write /proc/{rel}: writes stay under /proc/sys")
+        path = self.path(rel)
+        self.host.record(f"write {value.strip()} > /proc/{rel}", effect)
+        if self.host.dry_run:
+            return
+        try:
+            self.host.bounded(f"writing /proc/{rel}", lambda: path.write_text(value))
+        except OSError as exc:
+            raise HostError(f"writing {value.strip()!r} to /proc/{rel} failed: {exc.strerror}") from None
