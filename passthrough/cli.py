@@ -9,6 +9,7 @@ Ctrl-C exits 130. No traceback reaches a user.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import traceback
@@ -76,19 +77,26 @@ def _read_xml(args, stdin: TextIO | None) -> str:
 def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
     from .journal import Journal
     from .log import log_path, setup
-    from .profile import find_profile, load_profile
+    from .profile import check_trusted, find_profile, load_profile
     from .render import failure_text, plan_text, result_json
     from .runner import Runner
+    from .state import StateDir, check_ownership
 
     root, config_dir, state_dir, log_file = _paths(args)
     event = f"{args.operation}/{args.sub_operation}"
     xml = _read_xml(args, stdin)
-    path = find_profile(config_dir, args.domain)
+    recovering = getattr(args, "recover", False)
+    path = None if recovering else find_profile(config_dir, args.domain)
     journal_path = state_dir / f"{args.domain}.json"
+    if recovering and not journal_path.exists():
+        print(f"nothing to recover: {args.domain} has no journal in {state_dir}", file=out)
+        return EXIT_OK
     if path is None and not (event == "release/end" and journal_path.exists()):
         if args.dry_run:
             print(f"{args.domain} has no profile in {config_dir}: the hook does nothing for it.", file=out)
         return EXIT_OK
+    if path is not None:
+        check_trusted(path)
     profile = load_profile(path) if path else None
 
     if host_factory is None:
@@ -98,10 +106,8 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
         host_factory = make_dry_run_host if args.dry_run else make_host
     host = host_factory(root)
     logger = setup(None if args.dry_run else log_file, use_syslog=not args.dry_run and str(root) == "/")
-    journal = Journal.load(state_dir, args.domain)
-    if args.dry_run:
-        journal = Journal.in_memory(journal)
     host.domain_xml = xml
+    state = StateDir(state_dir)
 
     def report(outcome) -> None:
         level = "info" if outcome.status in ("done", "undone") else "error"
@@ -113,7 +119,17 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
             print(f"{PROG}: {args.domain} {event}: {outcome.title}: {outcome.status} "
                   f"({outcome.seconds * 1000:.0f} ms)", file=err)
 
-    result = Runner(host, journal, profile, args.domain, on_outcome=report).run(event)
+    steps = profile.events.get(event, ()) if profile else ()
+    addresses = [address for step in steps for address in step.action.addresses()]
+    if args.dry_run:
+        check_ownership(state, args.domain, addresses)
+        journal = Journal.in_memory(Journal.load(state_dir, args.domain))
+        result = Runner(host, journal, profile, args.domain, on_outcome=report).run(event)
+    else:
+        with state.lock(args.domain, event):
+            check_ownership(state, args.domain, addresses)
+            journal = Journal.load(state_dir, args.domain)
+            result = Runner(host, journal, profile, args.domain, on_outcome=report).run(event)
     if args.json:
         import json
 
@@ -122,6 +138,8 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
         print(plan_text(result, str(root)), end="", file=out)
     if not result.ok and not args.dry_run:
         print(failure_text(result, log_path(logger)), end="", file=err)
+    elif recovering and not args.dry_run and not args.json:
+        print(f"{args.domain}: undid {len(result.rollback)} journaled change(s); nothing is left", file=out)
     for warning in result.warnings:
         logger.warning("%s %s: %s", args.domain, event, warning)
     return EXIT_OK if result.ok else 1
@@ -170,14 +188,31 @@ def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
     return status
 
 
-SUBCOMMANDS: dict[str, Callable[[list[str], TextIO, TextIO], int]] = {
+def cmd_recover(argv: list[str], out: TextIO, err: TextIO, host_factory=None) -> int:
+    """Undo everything a domain's journal holds, whatever its profile says now: after a hook
+    was killed, or when an undo failed and the cause has been fixed."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} recover", description=cmd_recover.__doc__)
+    parser.add_argument("--dry-run", action="store_true", help="show what would be undone; change nothing")
+    _common_options(parser)
+    parser.add_argument("domain")
+    args = parser.parse_args(argv)
+    args.operation, args.sub_operation, args.xml, args.recover = "release", "end", None, True
+    return run_event(args, io.StringIO(), host_factory, out, err)
+
+
+SUBCOMMANDS: dict[str, Callable[..., int]] = {
     "validate": cmd_validate,
+    "recover": cmd_recover,
 }
+# Subcommands that act on the host get the host factory (tests pass a fake kernel's).
+HOST_COMMANDS = {"recover"}
 
 
 def _dispatch(argv: list[str], stdin, host_factory, out: TextIO, err: TextIO) -> int:
     positionals = [a for a in argv if not a.startswith("-")]
     if positionals and positionals[0] in SUBCOMMANDS and argv and argv[0] == positionals[0]:
+        if argv[0] in HOST_COMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:], out, err, host_factory=host_factory)
         return SUBCOMMANDS[argv[0]](argv[1:], out, err)
     args = hook_parser().parse_args(argv)
     return run_event(args, stdin, host_factory, out, err)

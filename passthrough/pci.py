@@ -76,12 +76,29 @@ class PciDevice:
         self.sysfs.write(f"{self.rel}/driver_override", (driver or "") + "\n", device=self.address,
                          effect=f"driver_override: {self.override() or 'none'} → {driver or 'none'}")
 
-    def unbind(self) -> None:
+    def unbind(self, check_holders: bool = True) -> None:
         current = self.driver()
         if current is None:
             return
+        if check_holders:
+            self.check_holders()
         self.sysfs.write(f"{self.rel}/driver/unbind", self.address, device=self.address,
                          effect=f"{current} → {NO_DRIVER}")
+
+    def check_holders(self) -> None:
+        """Refuse to unbind a device a process holds (the write would block in the kernel)."""
+        from .holders import blocking, find_holders
+
+        holders = find_holders(self.host, self.address)
+        for holder in holders:
+            self.host.record(f"open: {holder.describe(self.address)}",
+                             "will block the unbind" if holder in blocking(holders) else "sound: disconnected")
+        stuck = blocking(holders)
+        if stuck and not self.host.force:
+            raise HostError("cannot unbind while in use: " + "; ".join(h.describe(self.address) for h in stuck),
+                            device=self.address,
+                            hint="stop those processes (display manager, compositor, a running VM), add a "
+                                 "kill_holders step, or set force: true to unbind anyway")
 
     def probe(self) -> None:
         self.sysfs.write("bus/pci/drivers_probe", self.address, device=self.address)
@@ -92,7 +109,8 @@ class PciDevice:
 
     def move_to(self, driver: str) -> None:
         """Bind to `driver` by the route that works for any driver: driver_override, unbind,
-        drivers_probe; then verify. The override is left set so nothing else claims the device."""
+        drivers_probe; then verify. The override is left set so nothing else claims the device.
+        The caller checks holders first (check_holders), before it journals anything."""
         before = self.driver()
         if before == driver and self.override() in (None, driver):
             return
@@ -100,7 +118,7 @@ class PciDevice:
             raise HostError(f"driver {driver} is not loaded, so it cannot take the device", device=self.address,
                             hint=f"add a modprobe step for it before this one (e.g. `modprobe: [{driver.replace('-', '_')}]`)")
         self.set_override(driver)
-        self.unbind()
+        self.unbind(check_holders=False)
         self.probe()
         self.verify(driver, before)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .actions import REGISTRY
 from .actions.base import StepContext
-from .errors import PassthroughError
+from .errors import PassthroughError, StepTimeout
 from .host import Host, Operation
 from .journal import Journal
 from .profile import Profile
@@ -107,15 +107,20 @@ class Runner:
         ctx.note = lambda record: self.journal.update(entry, record)
         self.host.take_operations()
         self.host.deadline = time.monotonic() + timeout
+        self.host.force = step.force
         started = time.monotonic()
         try:
             record = action.apply(ctx)
         except PassthroughError as exc:
             self.journal.update(entry, entry["record"], status="failed")
+            message = str(exc)
+            if isinstance(exc, StepTimeout):
+                message += self._holders_note(action.addresses())
             return entry, Outcome(title, str(step.where), self.host.take_operations(),
-                                  time.monotonic() - started, "failed", str(exc))
+                                  time.monotonic() - started, "failed", message)
         finally:
             self.host.deadline = None
+            self.host.force = False
         result.warnings.extend(ctx.warnings)
         if action.undoable:
             self.journal.update(entry, record, status="done")
@@ -123,6 +128,12 @@ class Runner:
             self.journal.remove(entry)
         return entry, Outcome(title, str(step.where), self.host.take_operations(),
                               time.monotonic() - started, "done")
+
+    def _holders_note(self, addresses: list[str]) -> str:
+        from .holders import find_holders
+
+        found = [h.describe(a) for a in addresses for h in find_holders(self.host, a)]
+        return ("; still open: " + "; ".join(found)) if found else "; no process holds the device open"
 
     def _undo_event(self, event: str, result: EventResult) -> list[str]:
         outcomes = self._undo_entries(self.journal.for_event(event), result)

@@ -122,8 +122,10 @@ class FakeKernel:
         if fault.kind == "kill":
             raise Killed(fault.pattern)
         if fault.kind == "hang":
+            # Like a blocked unbind: the write does not return until the test lets it go,
+            # and then fails, so nothing changes behind the rollback's back.
             self.release_hang.wait(30)
-            return
+            raise OSError(errno.EINTR, os.strerror(errno.EINTR))
         if fault.kind == "libvirt":
             raise HostError(f"libvirt: internal error: injected failure on {fault.pattern}")
         code = getattr(errno, fault.kind)

@@ -31,7 +31,7 @@ def write_profile(tmp: str, text: str) -> Path:
 def test_prepare_then_release_restores_the_host(kernel):
     start = kernel.snapshot()
     code, _, err = run(kernel, "prepare", "begin")
-    assert code == 0, err
+    assert code == 0, err + Path("/host/log/hook.log").read_text()
     assert kernel.driver(GPU) == "vfio-pci" and kernel.driver(AUDIO) == "vfio-pci"
     assert kernel.store.read(f"bus/pci/devices/{GPU}/resource").splitlines()[2].split()[1] == "0x00000078007fffff"
     assert {"vfio", "vfio_iommu_type1", "vfio_pci"} <= kernel.modules

@@ -8,6 +8,7 @@ that binding, in reverse order, verifying the driver link.
 from __future__ import annotations
 
 from ..errors import HostError
+from ..guard import check_not_needed
 from ..pci import Binding, PciDevice, show
 from ..schema import Args, Device, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
@@ -52,6 +53,9 @@ class DeviceStep(Action):
                 ctx.host.record(f"{address} is already on {show(before.driver)}", "nothing to do")
                 record["devices"].append(entry)
                 continue
+            check_not_needed(ctx.host, address, ctx.force, f"{self.name} {ctx.label(address)}")
+            if before.driver:
+                device.check_holders()  # an unbind of a device in use would block in the kernel
             # Journaled before the change: if the hook dies half way, recovery restores it.
             record["devices"].append(entry)
             ctx.note(record)
@@ -140,7 +144,7 @@ class Reattach(DeviceStep):
             ctx.host.nodedev.reattach(device.address, f"{show(before.driver)} → host driver")
         else:
             device.set_override(None)
-            device.unbind()
+            device.unbind(check_holders=False)
             device.probe()
         settled = ctx.host.wait_until(f"{device.address} to get a host driver",
                                       lambda: device.driver() not in (None, *STUB_DRIVERS),
@@ -169,7 +173,7 @@ class Unbind(DeviceStep):
         return before.driver is None
 
     def change(self, ctx: StepContext, device: PciDevice, before: Binding) -> None:
-        device.unbind()
+        device.unbind(check_holders=False)
 
 
 class Bind(DeviceStep):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from ..errors import HostError
+from ..guard import check_not_needed
 from ..pci import Binding, PciDevice
 from ..schema import Args, BarSize, Device, Field, Int
 from ..units import format_bytes, format_mib
@@ -48,6 +49,7 @@ class ResizeBar(Action):
             ctx.host.record(f"BAR {bar} of {device.address} is already {format_bytes(before_size or 0)}",
                             "nothing to do")
             return record
+        check_not_needed(ctx.host, device.address, ctx.force, f"resize {ctx.label(device.address)}")
         ctx.note(record)
         set_size(device, bar, 1 << (20 + exponent), Binding.from_json(record["binding"]))
         return record
@@ -59,7 +61,11 @@ class ResizeBar(Action):
     @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
         device = PciDevice(ctx.host, record["address"], ctx.label(record["address"]))
-        binding = Binding.from_json(record["binding"])
+        # Rebind what holds the device now: later undos may have moved it on since. Only a
+        # device left without a driver (a crash mid-resize) goes back to the recorded one.
+        binding = device.binding()
+        if binding.driver is None:
+            binding = Binding.from_json(record["binding"])
         if device.bar_size(record["bar"]) == record["before_size"]:
             device.restore(binding)  # the resize never happened; only the binding may need putting back
             return

@@ -44,6 +44,8 @@ class Host:
     dry_run: bool = False
     operations: list[Operation] = field(default_factory=list)
     deadline: float | None = None  # monotonic time the current step must end by
+    force: bool = False  # the current step's `force: true`: safety refusals become plan notes
+    operation_timeout: float = OPERATION_TIMEOUT
     # How long a probe may take to show up as a driver link. Probes are synchronous for
     # most drivers; some probe asynchronously, and firmware loading takes time.
     bind_wait: float = 5.0
@@ -59,7 +61,8 @@ class Host:
         ops, self.operations = self.operations, []
         return ops
 
-    def time_left(self, default: float = OPERATION_TIMEOUT) -> float:
+    def time_left(self, default: float | None = None) -> float:
+        default = self.operation_timeout if default is None else default
         if self.deadline is None:
             return default
         return max(0.0, min(default, self.deadline - time.monotonic()))

@@ -25,6 +25,12 @@ class Procfs:
         except OSError:
             return None
 
+    def link(self, rel: str) -> str | None:
+        try:
+            return os.readlink(self.path(rel))
+        except OSError:
+            return None
+
     def listdir(self, rel: str = "") -> list[str]:
         try:
             return os.listdir(self.path(rel) if rel else self.base)

@@ -49,6 +49,19 @@ class Sysfs:
         except OSError:
             return None
 
+    def kernel_path(self, rel: str) -> str:
+        """The path the running kernel shows for rel, with links resolved: /sys/devices/..."""
+        return "/" + os.path.relpath(os.path.realpath(self.path(rel)), self.root)
+
+    def walk(self, rel: str, depth: int):
+        """(rel_dir, dirnames, filenames) below rel, not following links, at most depth levels."""
+        top = os.path.realpath(self.path(rel))
+        for dirpath, dirnames, filenames in os.walk(top):
+            level = os.path.relpath(dirpath, top).count(os.sep)
+            if level >= depth:
+                dirnames[:] = []
+            yield os.path.relpath(dirpath, self.base), dirnames, filenames
+
     def exists(self, rel: str) -> bool:
         return os.path.lexists(self.path(rel))
 

@@ -1,0 +1,75 @@
+"""Which processes hold a PCI device open.
+
+Unbinding a GPU that a process still uses blocks in the kernel until that process lets
+go, which hangs the hook and libvirt with it. So before unbinding, and when a step times
+out, this names the holders: open files on the device's nodes (/dev/dri/card* and
+renderD*, /dev/nvidia*, /dev/snd/* of its sound card, /dev/vfio/<group>) and mmaps of its
+sysfs resource files, read from <root>/proc/<pid>/fd and maps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SOUND_NODE = re.compile(r"^(controlC|pcmC|hwC|midiC)\d+")
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    command: str
+    path: str
+    kind: str  # drm, nvidia, sound, vfio, mmap
+
+    def describe(self, address: str) -> str:
+        return f"{self.command} (pid {self.pid}) holds {self.path} of {address}"
+
+
+def device_nodes(host, address: str) -> dict[str, str]:
+    """/dev paths that belong to the device -> their kind."""
+    sysfs = host.sysfs
+    rel = f"bus/pci/devices/{address}"
+    nodes: dict[str, str] = {}
+    for name in sysfs.listdir(f"{rel}/drm"):
+        if name.startswith(("card", "renderD")):
+            nodes[f"/dev/dri/{name}"] = "drm"
+    for card in sysfs.listdir(f"{rel}/sound"):
+        for name in sysfs.listdir(f"{rel}/sound/{card}"):
+            if SOUND_NODE.match(name):
+                nodes[f"/dev/snd/{name}"] = "sound"
+    group = sysfs.link_name(f"{rel}/iommu_group")
+    if group:
+        nodes[f"/dev/vfio/{group}"] = "vfio"
+    return nodes
+
+
+def find_holders(host, address: str) -> list[Holder]:
+    nodes = device_nodes(host, address)
+    nvidia = host.sysfs.link_name(f"bus/pci/devices/{address}/driver") == "nvidia"
+    resource_prefix = host.sysfs.kernel_path(f"bus/pci/devices/{address}") + "/resource"
+    procfs = host.procfs
+    holders: list[Holder] = []
+    for pid in sorted((p for p in procfs.listdir() if p.isdigit()), key=int):
+        found: list[tuple[str, str]] = []
+        for fd in procfs.listdir(f"{pid}/fd"):
+            target = procfs.link(f"{pid}/fd/{fd}")
+            if target in nodes:
+                found.append((target, nodes[target]))
+            elif nvidia and target and target.startswith("/dev/nvidia"):
+                found.append((target, "nvidia"))
+        for line in (procfs.read(f"{pid}/maps") or "").splitlines():
+            path = line.split(None, 5)[5] if len(line.split(None, 5)) == 6 else ""
+            if path.startswith(resource_prefix):
+                found.append((path, "mmap"))
+        if found:
+            command = (procfs.read(f"{pid}/comm") or "?").strip()
+            for path, kind in dict.fromkeys(found):
+                holders.append(Holder(int(pid), command, path, kind))
+    return holders
+
+
+def blocking(holders: list[Holder]) -> list[Holder]:
+    """Holders that make an unbind block. Sound cards are disconnected and their users
+    notified, so those are only worth a warning."""
+    return [h for h in holders if h.kind != "sound"]

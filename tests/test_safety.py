@@ -1,0 +1,264 @@
+"""Never strand a GPU: ownership, locking, crash recovery, idempotency, the host guard,
+holders and timeouts, root-owned configuration, internal errors."""
+
+import io
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+import hostdeps
+from fakekernel import Killed
+from passthrough.cli import main
+from passthrough.state import StateDir, StateError
+
+GPU, AUDIO, NVME, NIC = "0000:03:00.0", "0000:03:00.1", "0000:01:00.0", "0000:02:00.0"
+HOST = Path("/host")
+STATE = "/host/run/passthrough-hook"
+
+
+def run(kernel, *args, config="/profiles"):
+    out, err = io.StringIO(), io.StringIO()
+    argv = list(args)
+    options = ["--root", "/host", "--state-dir", STATE, "--log-file", "/host/log/hook.log"]
+    if argv[0] == "recover":
+        argv = ["recover", *options, *argv[1:]]
+    else:
+        argv = ["--config-dir", config, *options, *argv]
+    code = main(argv, stdin=io.StringIO(""), host_factory=kernel.host, out=out, err=err)
+    return code, out.getvalue() + err.getvalue()
+
+
+def profile(name: str, text: str, directory: str = "/profiles") -> None:
+    path = Path(directory) / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.chmod(path, 0o644)
+    os.chmod(path.parent, 0o755)
+
+
+SEED = """\
+devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
+prepare/begin:
+  - modprobe: [vfio, vfio_iommu_type1, vfio_pci]
+  - detach: [gpu, gpu-audio]
+  - resize_bar: {device: gpu, bar: 2, size: 8MiB}
+"""
+
+
+@pytest.fixture
+def seed(kernel):
+    profile("win10", SEED)
+    return kernel
+
+
+# --- ownership and locking -----------------------------------------------------------------
+
+
+def test_a_device_held_by_another_domain_is_refused_by_name(seed):
+    profile("win11", SEED)
+    assert run(seed, "win11", "prepare", "begin", "-")[0] == 0
+    held = seed.snapshot()
+    code, text = run(seed, "win10", "prepare", "begin", "-")
+    assert code == 1
+    assert "0000:03:00.0 is held by domain win11 since " in text and "stop win11 first" in text
+    assert seed.snapshot() == held
+    assert run(seed, "win11", "release", "end", "-")[0] == 0
+    assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
+
+
+def test_a_run_that_cannot_get_the_lock_fails_clearly(tmp_path):
+    state = StateDir(tmp_path / "state")
+    entered, leave = threading.Event(), threading.Event()
+
+    def holder():
+        with state.lock("win11", "prepare/begin"):
+            entered.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert entered.wait(5)
+        with pytest.raises(StateError, match=r"another passthrough-hook run \(pid \d+, win11 prepare/begin\) "
+                                             r"has held .*/lock for over 0 s"):
+            with state.lock("win10", "prepare/begin", timeout=0.2):
+                pass
+    finally:
+        leave.set()
+        thread.join()
+    with state.lock("win10", "prepare/begin", timeout=0.2):
+        pass
+    assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
+
+
+# --- crash safety ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", [
+    "modprobe vfio_iommu_type1",  # between two modules
+    "bus/pci/devices/0000:03:00.1/driver_override",  # libvirt half way through the second device
+    "bus/pci/devices/0000:03:00.0/resource2_resize",  # the GPU unbound for the resize
+])
+@pytest.mark.parametrize("then", ["recover", "release"])
+def test_killed_mid_prepare_is_undone_by_recover_or_release(seed, fault, then):
+    start = seed.snapshot()
+    seed.fail(fault, "kill")
+    with pytest.raises(Killed):
+        run(seed, "win10", "prepare", "begin", "-")
+    journal = json.loads(Path(STATE, "win10.json").read_text())
+    assert journal["entries"][-1]["status"] == "running"
+    assert seed.snapshot() != start
+    code, text = run(seed, "recover", "win10") if then == "recover" else run(seed, "win10", "release", "end", "-")
+    assert code == 0, text
+    assert seed.snapshot() == start
+    assert not Path(STATE, "win10.json").exists()
+
+
+def test_recover_with_nothing_journaled(seed):
+    code, text = run(seed, "recover", "win10")
+    assert code == 0 and "nothing to recover" in text
+
+
+def test_an_undo_that_fails_is_reported_and_kept_for_the_next_try(seed):
+    start = seed.snapshot()
+    assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
+    seed.fail("bus/pci/devices/0000:03:00.0/resource2_resize", "EBUSY")
+    code, text = run(seed, "win10", "release", "end", "-")
+    assert code == 1
+    assert "NOT restored: undo prepare/begin step 3: resize BAR 2 of gpu back to 256 MiB" in text
+    assert "passthrough-hook recover win10" in text
+    # best effort: the other steps were still undone
+    assert seed.driver(AUDIO) == "snd_hda_intel"
+    assert run(seed, "recover", "win10")[0] == 0
+    assert seed.snapshot() == start
+
+
+# --- idempotency ----------------------------------------------------------------------------
+
+
+def test_release_after_a_failed_prepare_changes_nothing(seed):
+    start = seed.snapshot()
+    seed.fail("bus/pci/devices/0000:03:00.0/resource2_resize", "EINVAL")
+    assert run(seed, "win10", "prepare", "begin", "-")[0] == 1
+    assert seed.snapshot() == start
+    writes = len(seed.writes)
+    for _ in range(2):
+        code, text = run(seed, "win10", "release", "end", "-")
+        assert code == 0, text
+    assert len(seed.writes) == writes and seed.snapshot() == start
+
+
+def test_a_device_already_on_vfio_is_a_recorded_no_op(seed):
+    profile("win10", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n'
+                     '  - bind: {device: gpu, driver: vfio-pci}\n  - detach: {devices: [gpu], via: sysfs}\n')
+    assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
+    entries = json.loads(Path(STATE, "win10.json").read_text())["entries"]
+    assert entries[2]["record"]["devices"][0]["changed"] is False
+    assert run(seed, "win10", "release", "end", "-")[0] == 0
+    assert seed.driver(GPU) == "amdgpu"
+
+
+# --- host guard -----------------------------------------------------------------------------
+
+
+def test_the_disk_the_root_filesystem_is_on_is_refused(kernel):
+    hostdeps.add_disk(HOST, NVME, "nvme0n1", ["nvme0n1p1", "nvme0n1p2"])
+    hostdeps.add_mounts(HOST, [("/dev/nvme0n1p1", "/boot/efi"), ("/dev/mapper/root", "/")],
+                        swaps=["/dev/nvme0n1p3"])
+    hostdeps.add_dm(HOST, "dm-0", "root", ["nvme0n1p2"])
+    profile("win10", 'devices: {gpu: "0000:01:00.0"}\nprepare/begin:\n  - detach: {devices: [gpu], via: sysfs}\n')
+    start = kernel.snapshot()
+    code, text = run(kernel, "win10", "prepare", "begin", "-")
+    assert code == 1
+    assert ("0000:01:00.0: refusing to detach gpu (0000:01:00.0) it: the host depends on it now "
+            "(/boot/efi is mounted from /dev/nvme0n1p1; / is mounted from /dev/mapper/root)") in text.replace(
+        "detach gpu (0000:01:00.0) it", "detach gpu (0000:01:00.0) it")
+    assert kernel.snapshot() == start
+
+
+def test_an_interface_that_is_up_is_refused_unless_forced(kernel):
+    hostdeps.add_interface(HOST, NIC, "enp2s0", up=True)
+    kernel.add_driver("vfio-pci")
+    profile("win10", 'devices: {nic: "0000:02:00.0"}\nprepare/begin:\n  - detach: {devices: [nic], via: sysfs}\n')
+    code, text = run(kernel, "win10", "prepare", "begin", "-")
+    assert code == 1 and "network interface enp2s0 is up" in text and "force: true" in text
+    profile("win10", 'devices: {nic: "0000:02:00.0"}\nprepare/begin:\n  - detach: {devices: [nic], via: sysfs}\n'
+                     '    force: true\n')
+    code, text = run(kernel, "win10", "prepare", "begin", "-")
+    assert code == 0, text
+    assert kernel.driver(NIC) == "vfio-pci"
+
+
+# --- holders and timeouts -------------------------------------------------------------------
+
+
+def test_a_gpu_held_by_a_process_is_not_unbound(seed):
+    hostdeps.add_drm(HOST, GPU, "card1", "renderD128")
+    hostdeps.add_process(HOST, 1234, "Xorg", files=["/dev/null", "/dev/dri/card1"])
+    hostdeps.add_process(HOST, 2000, "vkcube", maps=[
+        "/sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/resource0"])
+    profile("win10", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n'
+                     '  - detach: {devices: [gpu], via: sysfs}\n')
+    start = seed.snapshot()
+    code, text = run(seed, "win10", "prepare", "begin", "-")
+    assert code == 1
+    assert ("cannot unbind while in use: Xorg (pid 1234) holds /dev/dri/card1 of 0000:03:00.0; vkcube (pid 2000) "
+            "holds /sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/resource0 of 0000:03:00.0") in text
+    assert "Rolled back, newest first: unload vfio_pci." in text  # the detach itself changed nothing
+    assert seed.snapshot() == start
+
+
+def test_a_sound_device_in_use_is_only_noted(seed):
+    hostdeps.add_sound(HOST, AUDIO, 1, "controlC1", "pcmC1D3p")
+    hostdeps.add_process(HOST, 900, "pipewire", files=["/dev/snd/controlC1"])
+    code, text = run(seed, "win10", "prepare", "begin", "-")
+    assert code == 0, text
+    assert "pipewire (pid 900) holds /dev/snd/controlC1 of 0000:03:00.1" in Path("/host/log/hook.log").read_text()
+
+
+def test_a_blocked_write_times_out_and_is_rolled_back(seed):
+    profile("win10", 'devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}\nprepare/begin:\n'
+                     '  - modprobe: [vfio_pci]\n  - detach: {devices: [gpu, gpu-audio], via: sysfs}\n'
+                     '    timeout: 0.5\n')
+    start = seed.snapshot()
+    seed.fail("bus/pci/drivers/snd_hda_intel/unbind", "hang")
+    try:
+        code, text = run(seed, "win10", "prepare", "begin", "-")
+    finally:
+        seed.release_hang.set()
+    assert code == 1
+    assert "did not finish within 0 s" in text or "did not finish within 1 s" in text
+    assert "no process holds the device open" in text
+    assert seed.snapshot() == start
+
+
+# --- root-owned configuration and bad input -----------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the ownership rules apply when running as root")
+def test_profiles_others_can_write_are_refused(seed):
+    os.chmod("/profiles/win10.yaml", 0o666)
+    code, text = run(seed, "win10", "prepare", "begin", "-")
+    assert code == 2 and "writable by group or others (mode 666)" in text and "chmod go-w" in text
+    os.chmod("/profiles/win10.yaml", 0o644)
+    os.chown("/profiles/win10.yaml", 1000, 1000)
+    code, text = run(seed, "win10", "prepare", "begin", "-")
+    assert code == 2 and "owned by uid 1000, not root" in text
+    assert seed.writes == []
+
+
+def test_an_internal_error_exits_3_with_the_traceback_in_the_log(seed, monkeypatch):
+    from passthrough.actions.drivers import Detach
+
+    def broken(self, ctx):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Detach, "apply", broken)
+    code, text = run(seed, "win10", "prepare", "begin", "-")
+    assert code == 3
+    assert "internal error (a bug, not your profile); the traceback is in /host/log/hook.log" in text
+    assert "Traceback" not in text
+    assert "ZeroDivisionError: a bug" in Path("/host/log/hook.log").read_text()
