@@ -101,7 +101,8 @@ class Journal:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
+            # Compact: an indented dump takes Python's slow encoder, and this runs after every change.
+            os.write(fd, json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -81,7 +81,8 @@ class Runner:
             self.on_outcome(outcome)
             if outcome.status == "failed":
                 result.failed = outcome
-                result.rollback = self._undo_entries(done + [entry], result)
+                # extend: a failed `undo` step has already put its own outcomes there
+                result.rollback += self._undo_entries(done + [entry], result)
                 return result
             done.append(entry)
         if event == "release/end" and inherited and not any(s.action.name == "undo" for s in steps):
@@ -93,7 +94,8 @@ class Runner:
         return result
 
     def _context(self, force: bool = False, result: EventResult | None = None) -> StepContext:
-        ctx = StepContext(host=self.host, names=self.names, force=force)
+        ctx = StepContext(host=self.host, names=self.names, force=force, domain=self.domain,
+                          event=result.event if result is not None else "")
         if result is not None:
             ctx.undo_event = lambda ev: self._undo_event(ev, result)
         return ctx
@@ -106,6 +108,7 @@ class Runner:
         ctx = self._context(step.force, result)
         ctx.note = lambda record: self.journal.update(entry, record)
         self.host.take_operations()
+        self.host.step_cache.clear()
         self.host.deadline = time.monotonic() + timeout
         self.host.force = step.force
         started = time.monotonic()
@@ -132,6 +135,7 @@ class Runner:
     def _holders_note(self, addresses: list[str]) -> str:
         from .holders import find_holders
 
+        self.host.step_cache.clear()  # what holds the devices now, after the wait
         found = [h.describe(a) for a in addresses for h in find_holders(self.host, a)]
         return ("; still open: " + "; ".join(found)) if found else "; no process holds the device open"
 
@@ -152,6 +156,7 @@ class Runner:
                 action_class.describe_undo(record) if action_class else f"unknown action {entry['action']}")
             ctx = self._context()
             self.host.take_operations()
+            self.host.step_cache.clear()
             self.host.deadline = time.monotonic() + (action_class.default_timeout if action_class else 1)
             started = time.monotonic()
             try:

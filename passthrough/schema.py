@@ -267,6 +267,93 @@ class ListOf(Type):
         return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}], "description": self.description}
 
 
+class CpuList(Type):
+    """A CPU list in the kernel's syntax (`0-3,8-11`, or one number); checks to sorted CPU numbers."""
+
+    description = "a CPU list such as 0-3,8-11"
+
+    def check(self, node: Any, ctx: Context) -> list[int]:
+        import yaml
+
+        from .cpulist import parse_cpu_list
+
+        if not isinstance(node, yaml.ScalarNode) or node.tag.rsplit(":", 1)[-1] in ("null", "bool", "float"):
+            raise Invalid(node, f"expected {self.description}, got {kind_of(node)}")
+        try:
+            cpus = parse_cpu_list(str(node.value))  # the text as written: YAML would read 1:30 as a number
+        except ValueError as exc:
+            raise Invalid(node, str(exc)) from None
+        if not cpus:
+            raise Invalid(node, f"expected {self.description}, got an empty list")
+        return cpus
+
+    def json_schema(self) -> dict:
+        return {"anyOf": [{"type": "integer", "minimum": 0},
+                          {"type": "string", "pattern": r"^\s*\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*\s*$"}],
+                "description": self.description}
+
+
+class Text(Str):
+    """A scalar taken as written, numbers included (`value: 10` writes "10")."""
+
+    def json_schema(self) -> dict:
+        return {"type": ["string", "number"], "description": self.description}
+
+
+class AbsolutePath(Type):
+    """An absolute, normalised path (no `..`), optionally confined below some prefixes."""
+
+    def __init__(self, description: str = "an absolute path", under: tuple[str, ...] = ()):
+        self.description = description
+        self.under = under
+
+    def check(self, node: Any, ctx: Context) -> str:
+        import posixpath
+
+        path = Str(self.description).check(node, ctx)
+        if not path.startswith("/") or "\0" in path:
+            raise Invalid(node, f'"{path}" is not {self.description}; write it from / on')
+        if ".." in path.split("/") or posixpath.normpath(path) != path.rstrip("/"):
+            raise Invalid(node, f'"{path}" is not a plain path; write it without "..", "." or "//"')
+        if self.under and not any(path.startswith(prefix) for prefix in self.under):
+            raise Invalid(node, f'"{path}" is outside {" and ".join(self.under)}; expected {self.description}')
+        return path.rstrip("/")
+
+    def json_schema(self) -> dict:
+        pattern = "^(?:" + "|".join(self.under) + ")" if self.under else "^/"
+        return {"type": "string", "pattern": pattern, "description": self.description}
+
+
+class Argv(Type):
+    """A command as an argv list: `[systemctl, stop, foo]`. The program is an absolute path or
+    a bare name looked up in the fixed system PATH; commands never go through a shell."""
+
+    description = "a command as a list: [program, argument, ...]"
+
+    def check(self, node: Any, ctx: Context) -> list[str]:
+        import yaml
+
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not items:
+            raise Invalid(node, f"expected {self.description}, got an empty list")
+        argv = []
+        for item in items:
+            if not isinstance(item, yaml.ScalarNode) or item.tag.endswith(":null"):
+                raise Invalid(item, f"expected {self.description}; each item is one argument, got {kind_of(item)}")
+            argv.append(str(item.value))
+        program = argv[0]
+        if any(ch.isspace() for ch in program):
+            raise Invalid(items[0], f'"{program}" is not a program name; commands are argv lists, not shell '
+                                    f'lines: write [{", ".join(program.split())}]')
+        if "/" in program and not program.startswith("/"):
+            raise Invalid(items[0], f'"{program}" is a relative path; give an absolute path or a bare program name')
+        return argv
+
+    def json_schema(self) -> dict:
+        return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+                "description": self.description}
+
+
 # --- action arguments ----------------------------------------------------------------------
 
 
@@ -277,6 +364,13 @@ class Field:
     required: bool = False
     default: Any = None
     doc: str = ""
+
+
+def _comma_hint(mapping: Any, value: Any) -> str:
+    """`{host: 0-3,8-11}` reads as {host: 0-3, "8-11": null}: in {...} a comma ends a value."""
+    if getattr(mapping, "flow_style", False) and getattr(value, "tag", "").endswith(":null"):
+        return ' (inside {...} a comma starts the next argument: quote values that contain commas, "0-3,8-11")'
+    return ""
 
 
 @dataclass(frozen=True)
@@ -300,7 +394,7 @@ class Args:
             for key, key_node, value_node in mapping_items(node, f"the arguments of {action}"):
                 if key not in by_name:
                     raise Invalid(key_node, f'{action} has no argument "{key}"{closest(key, tuple(by_name))}; '
-                                            f'expected {", ".join(by_name)}')
+                                            f'expected {", ".join(by_name)}{_comma_hint(node, value_node)}')
                 values[key] = by_name[key].type.check(value_node, ctx)
         elif self.shorthand is not None:
             values[self.shorthand] = by_name[self.shorthand].type.check(node, ctx)

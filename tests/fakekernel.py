@@ -20,7 +20,8 @@ from pathlib import Path
 
 from passthrough.errors import HostError
 from passthrough.host import Host
-from passthrough.host.commands import Commands
+from passthrough.host.commands import CommandError, Commands
+from passthrough.host.kernel_files import SystemFiles
 from passthrough.host.kernel_model import KernelModel
 from passthrough.host.procfs import Procfs
 from passthrough.host.modules import Modules, canonical, driver_names
@@ -29,7 +30,10 @@ from passthrough.host.sysfs import Sysfs
 from hosts import HostSpec, write_tree
 
 CONTROL = re.compile(r"(^bus/pci/drivers_probe$|^bus/pci/drivers/[^/]+/(bind|unbind)$|"
-                     r"/driver_override$|/resource\d_resize$)")
+                     r"/driver_override$|/resource\d_resize$|"
+                     # the toolbox's files (passthrough/host/kernel_files.py)
+                     r"/vtcon\d+/bind$|^bus/platform/drivers/[^/]+/(bind|unbind)$|/nr_hugepages$|"
+                     r"/scaling_governor$|^fs/cgroup/(.+/)?(cpuset\.cpus|cgroup\.subtree_control)$)")
 
 
 class Killed(BaseException):
@@ -43,11 +47,10 @@ class Fault:
     times: int = 1
 
 
-class FsStore:
-    """KernelModel's store on the (fake) filesystem."""
+class TreeStore:
+    """KernelModel's store on a directory tree (real, or pyfakefs's through FsStore)."""
 
-    def __init__(self, fs, root: Path):
-        self.fs = fs
+    def __init__(self, root: Path):
         self.sys = root / "sys"
 
     def read(self, rel: str) -> str | None:
@@ -57,8 +60,7 @@ class FsStore:
             return None
 
     def set_text(self, rel: str, text: str) -> None:
-        # Without the side effect: the model is already handling a write.
-        self.fs.get_object(os.path.realpath(self.sys / rel)).set_initial_contents(text + "\n")
+        (self.sys / rel).write_text(text + "\n")
 
     def link_name(self, rel: str) -> str | None:
         try:
@@ -80,6 +82,28 @@ class FsStore:
             os.symlink(os.path.relpath(driver_dir, device), device / "driver")
             os.symlink(os.path.relpath(device, driver_dir), driver_dir / address)
 
+    def set_link(self, rel: str, target: str | None) -> None:
+        """Make or remove a symlink outside the PCI bus (platform driver links)."""
+        path = self.sys / rel
+        if target is None:
+            if os.path.lexists(path):
+                os.unlink(path)
+            return
+        real_target = os.path.realpath(self.sys / target)
+        os.symlink(os.path.relpath(real_target, os.path.realpath(path.parent)), path)
+
+
+class FsStore(TreeStore):
+    """TreeStore on pyfakefs, writing control files without triggering their side effects."""
+
+    def __init__(self, fs, root: Path):
+        super().__init__(root)
+        self.fs = fs
+
+    def set_text(self, rel: str, text: str) -> None:
+        # Without the side effect: the model is already handling a write.
+        self.fs.get_object(os.path.realpath(self.sys / rel)).set_initial_contents(text + "\n")
+
 
 class FakeKernel:
     def __init__(self, fs, spec: HostSpec, root: str = "/host"):
@@ -91,13 +115,22 @@ class FakeKernel:
         self.native = {f.address: f.driver for f in spec.functions}
         self.failing_probes: set[tuple[str, str]] = set()  # (address or *, driver)
         self.faults: list[Fault] = []
+        self.points: list[str] = []  # every write, module change and libvirt call, in order
+        self.fail_nth: tuple[int, str] | None = None  # (index in points, kind)
+        self.operation_timeout = 20.0
         self.release_hang = threading.Event()
-        self.model = KernelModel(self.store, native_driver=self.native.get, can_bind=self._can_bind)
+        # Hugepages: the most pages of a size (kB) the kernel can hold (absent: no limit), and
+        # how many more each write to /proc/sys/vm/compact_memory makes room for.
+        self.hugepage_limits: dict[int, int] = {}
+        self.compaction_gain: dict[int, int] = {}
+        self.model = KernelModel(self.store, native_driver=self.native.get, can_bind=self._can_bind,
+                                 files=SystemFiles(self.store, hugepage_limit=self.hugepage_limits.get))
         self.writes: list[tuple[str, str]] = []
         self.modules = set(spec.modules)
         self._content_before: dict[str, str] = {}  # what a control file reads back between writes
         for path in self._control_files():
             self._arm(path)
+        self._arm_compaction()
 
     # --- setting up faults ---------------------------------------------------------------------
 
@@ -112,6 +145,10 @@ class FakeKernel:
         return (address, driver) not in self.failing_probes and ("*", driver) not in self.failing_probes
 
     def take_fault(self, name: str) -> Fault | None:
+        """Called at every injection point; returns the fault to apply there, if any."""
+        self.points.append(name)
+        if self.fail_nth and self.fail_nth[0] == len(self.points) - 1:
+            return Fault(name, self.fail_nth[1])
         for fault in self.faults:
             if fault.times > 0 and fnmatch.fnmatch(name, fault.pattern):
                 fault.times -= 1
@@ -128,6 +165,8 @@ class FakeKernel:
             raise OSError(errno.EINTR, os.strerror(errno.EINTR))
         if fault.kind == "libvirt":
             raise HostError(f"libvirt: internal error: injected failure on {fault.pattern}")
+        if fault.kind == "command":
+            raise CommandError(fault.pattern.split(), 1, f"modprobe: ERROR: injected failure on {fault.pattern}")
         code = getattr(errno, fault.kind)
         raise OSError(code, os.strerror(code))
 
@@ -157,6 +196,8 @@ class FakeKernel:
             file_object.set_initial_contents(kernel._content_before.get(path, ""))
             kernel.writes.append((canonical_rel, value.strip()))
             fault = kernel.take_fault(canonical_rel)
+            if fault and fault.kind == "nobind":
+                return  # the write "succeeds" and nothing binds: a probe that failed quietly
             if fault:
                 kernel.trigger(fault)
             kernel.model.write(canonical_rel, value)
@@ -164,6 +205,23 @@ class FakeKernel:
 
         self._content_before[path] = fake.contents or ""
         fake._side_effect = on_write
+
+    def _arm_compaction(self) -> None:
+        """Each write to /proc/sys/vm/compact_memory makes room for compaction_gain more hugepages."""
+        path = self.root / "proc/sys/vm/compact_memory"
+        if not path.exists():
+            return
+        kernel = self
+
+        def on_write(file_object) -> None:
+            if not file_object.contents:
+                return  # O_TRUNC at open
+            kernel.writes.append(("/proc/sys/vm/compact_memory", file_object.contents.strip()))
+            for kib, gain in kernel.compaction_gain.items():
+                if kib in kernel.hugepage_limits:
+                    kernel.hugepage_limits[kib] += gain
+
+        self.fs.get_object(str(path))._side_effect = on_write
 
     def _bus_path(self, rel: str) -> str:
         match = re.match(r"^devices/.*/([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])/([^/]+)$", rel)
@@ -200,7 +258,8 @@ class FakeKernel:
 
     def host(self, root=None) -> Host:
         # The fake kernel probes synchronously: a driver link that is not there at once never comes.
-        host = Host(root=self.root, sysfs=None, modules=None, nodedev=None, bind_wait=0.02)
+        host = Host(root=self.root, sysfs=None, modules=None, nodedev=None, bind_wait=0.02,
+                    operation_timeout=self.operation_timeout)
         host.sysfs = Sysfs(self.root, host)
         host.modules = FakeModules(self, host)
         host.nodedev = FakeNodeDevices(self, host)
@@ -211,6 +270,13 @@ class FakeKernel:
     def make_commands(self, host: Host):
         """Commands refuse here (the root is a tree); tests that need them replace this method."""
         return Commands(self.root, host)
+
+
+def call_point(kernel: FakeKernel, host: Host, point: str) -> None:
+    """An injection point in a module or libvirt call, bounded in time like the real calls."""
+    fault = kernel.take_fault(point)
+    if fault:
+        host.bounded(point, lambda: kernel.trigger(fault))
 
 
 class FakeModules(Modules):
@@ -229,18 +295,14 @@ class FakeModules(Modules):
 
     def load(self, module: str) -> None:
         self.host.record(f"modprobe {module}")
-        fault = self.kernel.take_fault(f"modprobe {module}")
-        if fault:
-            self.kernel.trigger(fault)
+        call_point(self.kernel, self.host, f"modprobe {module}")
         self.kernel.modules.add(canonical(module))
         if module.replace("-", "_") in ("vfio_pci", "pci_stub"):
             self.kernel.add_driver(driver_names(module)[0])
 
     def unload(self, module: str) -> None:
         self.host.record(f"modprobe -r {module}")
-        fault = self.kernel.take_fault(f"modprobe -r {module}")
-        if fault:
-            self.kernel.trigger(fault)
+        call_point(self.kernel, self.host, f"modprobe -r {module}")
         self.kernel.modules.discard(canonical(module))
         for driver in driver_names(module):
             for fn in self.kernel.spec.functions:
@@ -253,38 +315,42 @@ class FakeModules(Modules):
 
 class FakeNodeDevices:
     """libvirt's node-device detach/reattach as libvirt does them (virpci.c): the same sysfs
-    writes through the fake kernel, and an error when the device did not bind."""
+    writes through the fake kernel, a libvirt error when a write fails or the device did not
+    bind, and the whole call bounded in time like the real one."""
 
     def __init__(self, kernel: FakeKernel, host: Host):
         self.kernel = kernel
         self.host = host
         self.calls: list[tuple[str, str]] = []
 
-    def _write(self, rel: str, value: str) -> None:
-        with open(self.kernel.root / "sys" / rel, "w") as handle:
-            handle.write(value)
+    def _write(self, address: str, rel: str, value: str) -> None:
+        try:
+            with open(self.kernel.root / "sys" / rel, "w") as handle:
+                handle.write(value)
+        except OSError as exc:
+            raise HostError(f"libvirt: Failed to write to '/sys/{rel}': {os.strerror(exc.errno)}",
+                            device=address) from None
+
+    def _call(self, verb: str, address: str, override: str) -> None:
+        def libvirt_call() -> None:
+            fault = self.kernel.take_fault(f"libvirt {verb} {address}")
+            if fault:
+                self.kernel.trigger(fault)
+            self._write(address, f"bus/pci/devices/{address}/driver_override", override)
+            if self.kernel.driver(address):
+                self._write(address, f"bus/pci/devices/{address}/driver/unbind", address)
+            self._write(address, "bus/pci/drivers_probe", address)
+
+        self.calls.append((verb, address))
+        self.host.bounded(f"libvirt {verb} of {address}", libvirt_call)
 
     def detach(self, address: str, driver: str, effect: str) -> None:
         self.host.record(f"libvirt nodedev-detach {address}", effect)
-        self.calls.append(("detach", address))
-        fault = self.kernel.take_fault(f"libvirt detach {address}")
-        if fault:
-            self.kernel.trigger(fault)
-        self._write(f"bus/pci/devices/{address}/driver_override", "vfio-pci")
-        if self.kernel.driver(address):
-            self._write(f"bus/pci/devices/{address}/driver/unbind", address)
-        self._write("bus/pci/drivers_probe", address)
+        self._call("detach", address, "vfio-pci")
         if self.kernel.driver(address) != "vfio-pci":
             raise HostError("libvirt detach failed: internal error: Failed to bind PCI device to vfio-pci",
                             device=address)
 
     def reattach(self, address: str, effect: str, previous_driver: str | None = None) -> None:
         self.host.record(f"libvirt nodedev-reattach {address}", effect)
-        self.calls.append(("reattach", address))
-        fault = self.kernel.take_fault(f"libvirt reattach {address}")
-        if fault:
-            self.kernel.trigger(fault)
-        self._write(f"bus/pci/devices/{address}/driver_override", "\n")
-        if self.kernel.driver(address):
-            self._write(f"bus/pci/devices/{address}/driver/unbind", address)
-        self._write("bus/pci/drivers_probe", address)
+        self._call("reattach", address, "\n")

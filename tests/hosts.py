@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from system_facts import Process, System, write_system
+
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -52,6 +54,15 @@ class HostSpec:
     builtin: list[str] = field(default_factory=list)
     cmdline: str = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-13-amd64 root=UUID=1c1b9c1e ro quiet amd_iommu=on iommu=pt"
     cpu_vendor: str = "AuthenticAMD"
+    kernel: str = "6.1.0-13-amd64"  # uname -r, as /proc/sys/kernel/osrelease shows it
+    # Module files of the running kernel, relative to /lib/modules/<kernel> (names only:
+    # written empty), and modules.builtin's lines. Debian 6.1's vfio by default.
+    module_files: tuple[str, ...] = tuple(f"kernel/drivers/vfio/{name}.ko" for name in (
+        "vfio", "vfio_iommu_type1", "vfio_virqfd", "pci/vfio-pci", "pci/vfio-pci-core"))
+    modules_builtin: tuple[str, ...] = ("kernel/drivers/pci/pci-stub.ko",)
+    iommu: bool = True  # False: the IOMMU is off (no intel_iommu=on), so no IOMMU groups
+    # Consoles, framebuffers, CPUs, hugepages, cgroups, systemd, processes (system_facts.py).
+    system: System = field(default_factory=System)
 
 
 def _bridge(address: str, group: int, parent: str | None = None) -> Function:
@@ -85,6 +96,113 @@ def demo_host() -> HostSpec:
         ],
         modules=["amdgpu", "i915", "snd_hda_intel", "nvme", "igc", "kvm_amd", "kvm"],
         drivers=["amdgpu", "i915", "snd_hda_intel", "nvme", "igc", "pcieport"],
+        system=demo_system(),
+    )
+
+
+def demo_system() -> System:
+    """The demo host's desktop side: a Ryzen 7 5800X (16 CPUs, acpi-cpufreq), GNOME on
+    Wayland started by gdm3 under systemd, efifb and fbcon still bound, no hugepages yet.
+    gnome-shell drives the A380 (card0); nothing holds the RX 6750 or its HDMI audio."""
+    session = "/user.slice/user-1000.slice"
+    user_manager = f"{session}/user@1000.service"
+    return System(
+        cpus=16, governors=("conservative", "ondemand", "userspace", "powersave", "performance", "schedutil"),
+        governor="schedutil", hugepages={2048: 0, 1048576: 0},
+        vtconsoles=(("(S) dummy device", False), ("(M) frame buffer device", True)),
+        framebuffers=(("efi-framebuffer.0", "efi-framebuffer"),),
+        cgroups={"init.scope": "", "system.slice": "", "user.slice": "", "machine.slice": ""},
+        systemd=True, display_manager="gdm3.service",
+        processes=(
+            Process(1, "systemd", cgroup="/init.scope"),
+            Process(1021, "gdm3", cgroup="/system.slice/gdm3.service"),
+            Process(1490, "systemd", uid=1000, cgroup=f"{user_manager}/init.scope"),
+            Process(1502, "gnome-shell", uid=1000, cgroup=f"{session}/session-2.scope",
+                    fds={14: "/dev/dri/card0"}),
+            Process(1577, "Xwayland", uid=1000, cgroup=f"{session}/session-2.scope"),
+            Process(1560, "pipewire", uid=1000,
+                    cgroup=f"{user_manager}/session.slice/pipewire.service"),
+        ),
+        drm={"0000:03:00.0": ("card1", "renderD129"), "0000:04:00.0": ("card0", "renderD128")},
+        sound={"0000:03:00.1": (1, ("controlC1", "pcmC1D3p"))},
+    )
+
+
+def mixed_group_host() -> HostSpec:
+    """An Intel desktop whose only free x16 slot hangs off the chipset: the chipset's root
+    ports have no ACS, so the RX 580 shares IOMMU group 7 with the ASMedia USB controller
+    the keyboard is on. Fedora kernel, compressed modules."""
+    return HostSpec(
+        functions=[
+            Function("0000:00:02.0", "0x8086", "0x4680", "0x030000", "i915", 0, boot_vga=True,
+                     bars={0: Bar(16 * MiB, 0x6000000000, flags=0x00140204)}, reset_method="flr",
+                     description="Intel UHD Graphics 770 (host display)"),
+            Function("0000:00:14.0", "0x8086", "0x7ae0", "0x0c0330", "xhci_hcd", 3,
+                     bars={0: Bar(64 * 1024, 0x6001100000, flags=0x00140204)}, reset_method="pm",
+                     description="Intel Alder Lake-S PCH USB 3.2 xHCI"),
+            Function("0000:00:17.0", "0x8086", "0x7ae2", "0x010601", "ahci", 4,
+                     bars={5: Bar(2048, 0x80A00000, flags=0x00040200)}, reset_method="pm",
+                     description="Intel Alder Lake-S PCH SATA controller [AHCI]"),
+            Function("0000:00:1f.6", "0x8086", "0x1a1c", "0x020000", "e1000e", 8,
+                     bars={0: Bar(128 * 1024, 0x80B00000, flags=0x00040200)}, reset_method="flr",
+                     description="Intel Ethernet Connection (17) I219-V"),
+            Function("0000:00:1c.0", "0x8086", "0x7ab8", "0x060400", "pcieport", 7,
+                     description="Intel Alder Lake-S PCH PCI Express Root Port #1"),
+            Function("0000:00:1c.4", "0x8086", "0x7abc", "0x060400", "pcieport", 7,
+                     description="Intel Alder Lake-S PCH PCI Express Root Port #5"),
+            Function("0000:02:00.0", "0x1b21", "0x2142", "0x0c0330", "xhci_hcd", 7, "0000:00:1c.0",
+                     {0: Bar(32 * 1024, 0x80700000, flags=0x00140204)}, reset_method="bus",
+                     description="ASMedia ASM2142 USB 3.1 Host Controller (keyboard, mouse)"),
+            Function("0000:03:00.0", "0x1002", "0x67df", "0x030000", "amdgpu", 7, "0000:00:1c.4",
+                     {0: Bar(256 * MiB, 0x4000000000), 2: Bar(2 * MiB, 0x4010000000)}, boot_vga=False,
+                     description="AMD Radeon RX 580 (Ellesmere)"),
+            Function("0000:03:00.1", "0x1002", "0xaaf0", "0x040300", "snd_hda_intel", 7, "0000:00:1c.4",
+                     {0: Bar(16 * 1024, 0x80600000, flags=0x00040200)},
+                     description="Ellesmere HDMI audio"),
+        ],
+        modules=["i915", "amdgpu", "snd_hda_intel", "xhci_pci", "ahci", "e1000e", "kvm_intel", "kvm"],
+        drivers=["i915", "amdgpu", "snd_hda_intel", "xhci_hcd", "ahci", "e1000e", "pcieport"],
+        cmdline="BOOT_IMAGE=(hd0,gpt2)/vmlinuz-6.6.9-200.fc39.x86_64 root=UUID=5d7e ro rhgb quiet intel_iommu=on",
+        cpu_vendor="GenuineIntel",
+        kernel="6.6.9-200.fc39.x86_64",
+        module_files=tuple(f"kernel/drivers/vfio/{name}.ko.xz" for name in (
+            "vfio", "vfio_iommu_type1", "pci/vfio-pci", "pci/vfio-pci-core")),
+        modules_builtin=("kernel/drivers/pci/pci-stub.ko", "kernel/drivers/usb/host/xhci-hcd.ko"),
+    )
+
+
+def nvidia_4_function_host() -> HostSpec:
+    """A Ryzen host with a Turing RTX 2070: one card, four functions in one IOMMU group
+    (video, HDMI audio, USB 3.1 xHCI, USB-C UCSI serial bus controller); an AMD Radeon
+    stays with the host. Ubuntu kernel: vfio built in, compressed modules."""
+    return HostSpec(
+        functions=[
+            _bridge("0000:00:01.2", 2), _bridge("0000:00:03.1", 16), _bridge("0000:00:03.2", 17),
+            Function("0000:01:00.0", "0x15b7", "0x5011", "0x010802", "nvme", 9, "0000:00:01.2",
+                     {0: Bar(16 * 1024, 0xFC800000, flags=0x00140204)}, reset_method="flr bus",
+                     description="WD Black SN850 NVMe SSD"),
+            Function("0000:0a:00.0", "0x10de", "0x1f02", "0x030000", "nouveau", 16, "0000:00:03.1",
+                     {0: Bar(16 * MiB, 0xFB000000, flags=0x00040200), 1: Bar(256 * MiB, 0x7FE0000000),
+                      3: Bar(32 * MiB, 0x7FF0000000)}, boot_vga=False,
+                     description="NVIDIA GeForce RTX 2070 (TU106)"),
+            Function("0000:0a:00.1", "0x10de", "0x10f9", "0x040300", "snd_hda_intel", 16, "0000:00:03.1",
+                     {0: Bar(16 * 1024, 0xFC080000, flags=0x00040200)}, description="TU106 HDMI audio"),
+            Function("0000:0a:00.2", "0x10de", "0x1ada", "0x0c0330", "xhci_hcd", 16, "0000:00:03.1",
+                     {0: Bar(256 * 1024, 0x7FF2000000)}, description="TU106 USB 3.1 xHCI"),
+            Function("0000:0a:00.3", "0x10de", "0x1adb", "0x0c8000", "nvidia-gpu", 16, "0000:00:03.1",
+                     {0: Bar(4 * 1024, 0xFC084000, flags=0x00040200)}, description="TU106 USB Type-C UCSI"),
+            Function("0000:0b:00.0", "0x1002", "0x6779", "0x030000", "radeon", 17, "0000:00:03.2",
+                     {0: Bar(256 * MiB, 0xE0000000, flags=0x0014220C)}, boot_vga=True,
+                     description="AMD Radeon HD 6450 (host display)"),
+        ],
+        modules=["nouveau", "radeon", "snd_hda_intel", "xhci_pci", "i2c_nvidia_gpu", "nvme", "kvm_amd", "kvm"],
+        drivers=["nouveau", "radeon", "snd_hda_intel", "xhci_hcd", "nvidia-gpu", "nvme", "pcieport"],
+        builtin=["vfio", "vfio_iommu_type1", "vfio_pci"],
+        cmdline="BOOT_IMAGE=/boot/vmlinuz-6.5.0-14-generic root=UUID=0b8e ro quiet splash amd_iommu=on iommu=pt",
+        kernel="6.5.0-14-generic",
+        module_files=(),
+        modules_builtin=tuple(f"kernel/drivers/vfio/{name}.ko" for name in (
+            "vfio", "vfio_iommu_type1", "pci/vfio-pci", "pci/vfio-pci-core")),
     )
 
 
@@ -137,10 +255,11 @@ def write_tree(spec: HostSpec, root: Path) -> None:
                 put(d / f"resource{number}_resize", f"{bitmap:016x}")
         put(d / "resource", "\n".join(lines))
         link(sys_dir / "bus" / "pci" / "devices" / fn.address, d)
-        group = sys_dir / "kernel" / "iommu_groups" / str(fn.group)
-        put(group / "type", "DMA")
-        link(group / "devices" / fn.address, d)
-        link(d / "iommu_group", group)
+        if spec.iommu:
+            group = sys_dir / "kernel" / "iommu_groups" / str(fn.group)
+            put(group / "type", "DMA")
+            link(group / "devices" / fn.address, d)
+            link(d / "iommu_group", group)
         if fn.driver:
             link(d / "driver", drivers / fn.driver)
             link(drivers / fn.driver / fn.address, d)
@@ -152,9 +271,15 @@ def write_tree(spec: HostSpec, root: Path) -> None:
     put(proc / "modules", "\n".join(f"{m} 65536 0 - Live 0x0000000000000000" for m in spec.modules))
     put(proc / "cmdline", spec.cmdline)
     put(proc / "cpuinfo", f"processor\t: 0\nvendor_id\t: {spec.cpu_vendor}\n")
+    put(proc / "sys" / "kernel" / "osrelease", spec.kernel)
+    modules_dir = root / "lib" / "modules" / spec.kernel
+    put(modules_dir / "modules.builtin", "\n".join(spec.modules_builtin))
+    for name in spec.module_files:
+        put(modules_dir / name, "")
+    write_system(spec.system, root)
 
 
-HOSTS = {"demo": demo_host}
+HOSTS = {"demo": demo_host, "mixed": mixed_group_host, "nvidia4": nvidia_4_function_host}
 
 
 if __name__ == "__main__":

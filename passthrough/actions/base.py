@@ -23,6 +23,8 @@ class StepContext:
     force: bool = False
     undo_event: Callable[[str], list[str]] | None = None  # for the `undo` action
     warnings: list[str] = field(default_factory=list)
+    domain: str = ""  # the libvirt domain and event the step runs for (the `scripts` action passes them on)
+    event: str = ""  # "prepare/begin"
 
     def label(self, address: str) -> str:
         name = self.names.get(address)
@@ -67,3 +69,23 @@ class Action:
     @classmethod
     def describe_undo(cls, record: dict) -> str:
         raise NotImplementedError
+
+
+class NotUndoable(Action):
+    """An action whose effect is not reversed (ended processes, scripts run, an undo):
+    the runner drops its journal entry, and the plan says why in `undo_note`."""
+
+    undoable = False
+    undo_note: ClassVar[str] = "nothing"
+
+    @classmethod
+    def changed(cls, record: dict) -> bool:
+        return False
+
+    @classmethod
+    def undo(cls, ctx: StepContext, record: dict) -> None:
+        return None
+
+    @classmethod
+    def describe_undo(cls, record: dict) -> str:
+        return cls.undo_note

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from ..errors import HostError
 from ..schema import Args, Event, Field
-from .base import Action, StepContext
+from .base import NotUndoable, StepContext
 
 
-class Undo(Action):
+class Undo(NotUndoable):
     """Undo what an earlier event did, from its journal, in reverse order
     (`- undo: prepare/begin`). It is what release/end does when it has no steps of its
     own; write it to add steps before or after the undo."""
@@ -13,7 +13,7 @@ class Undo(Action):
     name = "undo"
     args = Args(fields=(Field("event", Event(), required=True, doc="the event whose changes to undo"),),
                 shorthand="event")
-    undoable = False
+    undo_note = 'nothing (an undo is not redone)'
 
     def describe(self) -> str:
         return f"undo what {self.values['event']} changed, in reverse order"
@@ -25,15 +25,3 @@ class Undo(Action):
         if problems:
             raise HostError("could not restore everything: " + "; ".join(problems))
         return {}
-
-    @classmethod
-    def changed(cls, record: dict) -> bool:
-        return False
-
-    @classmethod
-    def undo(cls, ctx: StepContext, record: dict) -> None:
-        return None
-
-    @classmethod
-    def describe_undo(cls, record: dict) -> str:
-        return "nothing (an undo is not redone)"

@@ -11,9 +11,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from ..errors import StepTimeout
+
+if TYPE_CHECKING:
+    from ..domain_xml import DomainXml
 
 T = TypeVar("T")
 
@@ -46,10 +49,23 @@ class Host:
     deadline: float | None = None  # monotonic time the current step must end by
     force: bool = False  # the current step's `force: true`: safety refusals become plan notes
     operation_timeout: float = OPERATION_TIMEOUT
+    step_cache: dict = field(default_factory=dict)  # facts read once per step; emptied by the runner
     # How long a probe may take to show up as a driver link. Probes are synchronous for
     # most drivers; some probe asynchronously, and firmware loading takes time.
     bind_wait: float = 5.0
     on_operation: Callable[[Operation], None] | None = None
+    domain_xml: str = ""  # what libvirt wrote on the hook's stdin (cli.run_event sets it)
+    _parsed_domain: tuple = field(default=(), init=False, repr=False, compare=False)
+
+    @property
+    def domain(self) -> "DomainXml":
+        """domain_xml parsed on first use: the domain's name and the PCI functions it takes
+        (`host.domain.hostdev_addresses`). Never raises; unreadable XML gives an empty one."""
+        from ..domain_xml import parse
+
+        if not self._parsed_domain or self._parsed_domain[0] is not self.domain_xml:
+            self._parsed_domain = (self.domain_xml, parse(self.domain_xml))
+        return self._parsed_domain[1]
 
     def record(self, text: str, effect: str = "") -> None:
         op = Operation(text, effect)

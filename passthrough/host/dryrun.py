@@ -19,6 +19,7 @@ from .modules import Modules, canonical, driver_names
 from .sysfs import Sysfs
 
 _DRIVER_LINK = re.compile(r"^bus/pci/devices/([^/]+)/driver$")
+_DRIVER_DIR = re.compile(r"^bus/pci/drivers/([^/]+)$")
 # Drivers that never bind by id table; a device on one of them has an unknown native driver.
 STUB_DRIVERS = ("vfio-pci", "pci-stub")
 
@@ -47,6 +48,11 @@ class Overlay:
 
     def set_driver_link(self, address: str, driver: str | None) -> None:
         self.drivers[address] = driver
+
+    def set_link(self, rel: str, target: str | None) -> None:
+        """A symlink outside the PCI bus appears (target given) or goes (platform drivers)."""
+        (self.added if target else self.removed).add(rel)
+        (self.removed if target else self.added).discard(rel)
 
     def exists(self, rel: str) -> bool:
         if rel in self.added:
@@ -86,6 +92,21 @@ class DryRunSysfs(Sysfs):
     def exists(self, rel: str) -> bool:
         self.path(rel)
         return self.overlay.exists(rel)
+
+    def listdir(self, rel: str) -> list[str]:
+        """A driver's directory lists the devices predicted bound to it, so undoing a modprobe
+        after a predicted detach back to the host driver knows vfio-pci drives nothing."""
+        if not self.exists(rel):
+            return []
+        entries = set(super().listdir(rel))
+        match = _DRIVER_DIR.match(rel)
+        if match:
+            for address, driver in self.overlay.drivers.items():
+                if driver == match.group(1):
+                    entries.add(address)
+                else:
+                    entries.discard(address)
+        return sorted(entries)
 
     def _apply(self, rel: str, path: Path, value: str) -> None:
         self.model.write(rel, value)

@@ -13,6 +13,8 @@ import errno
 import re
 from typing import Callable, Protocol
 
+from .kernel_files import SystemFiles
+
 _DEVICE_FILE = re.compile(r"^bus/pci/devices/([^/]+)/(.+)$")
 _DRIVER_FILE = re.compile(r"^bus/pci/drivers/([^/]+)/(bind|unbind|new_id|remove_id)$")
 _RESIZE = re.compile(r"^resource(\d)_resize$")
@@ -32,8 +34,11 @@ class Store(Protocol):
 
 class KernelModel:
     def __init__(self, store: Store, native_driver: Callable[[str], str | None],
-                 can_bind: Callable[[str, str], bool] = lambda address, driver: True):
+                 can_bind: Callable[[str, str], bool] = lambda address, driver: True,
+                 files: "SystemFiles | None" = None):
         self.store = store
+        # Control files outside the PCI bus (consoles, hugepages, cpufreq, cgroups).
+        self.files = files or SystemFiles(store)  # type: ignore[arg-type]
         # The driver the kernel's id tables would pick for a device without override.
         self.native_driver = native_driver
         # Whether a driver's probe succeeds (vfio-pci fails without an IOMMU, for example).
@@ -42,6 +47,8 @@ class KernelModel:
     def write(self, rel: str, value: str) -> None:
         """Apply a write; raises OSError with the kernel's errno."""
         text = value.strip()
+        if not rel.startswith("bus/pci/"):
+            return self.files.write(rel, value)
         if rel == "bus/pci/drivers_probe":
             return self.probe(text)
         match = _DRIVER_FILE.match(rel)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import re
+
+from ..errors import HostError
+from ..schema import Args, Field, Str
+from .base import Action, StepContext
+
+CLASS_DIR = "class/vtconsole"
+
+
+def console_number(name: str) -> int:
+    match = re.fullmatch(r"vtcon(\d+)", name)
+    return int(match.group(1)) if match else -1
+
+
+def bound_consoles(host) -> list[tuple[str, str]]:
+    """(vtconN, driver name) of the console drivers bound now, the dummy one left out: it
+    holds no device, and the kernel keeps it bound when nothing else is."""
+    found = []
+    for console in sorted(host.sysfs.listdir(CLASS_DIR), key=console_number):
+        name = host.sysfs.read(f"{CLASS_DIR}/{console}/name") or console
+        if host.sysfs.read(f"{CLASS_DIR}/{console}/bind") == "1" and "dummy" not in name:
+            found.append((console, name))
+    return found
+
+
+def set_bound(host, console: str, name: str, bound: bool) -> None:
+    value = "1" if bound else "0"
+    effect = "unbound → bound" if bound else "bound → unbound"
+    host.sysfs.write(f"{CLASS_DIR}/{console}/bind", value, effect=f"{console} {name}: {effect}")
+    # The kernel accepts the write and keeps the last console driver bound; say so.
+    if host.sysfs.read(f"{CLASS_DIR}/{console}/bind") != value:
+        raise HostError(f"the kernel kept {console} ({name}) {'unbound' if bound else 'bound'} after writing "
+                        f"{value} to /sys/{CLASS_DIR}/{console}/bind",
+                        hint="see `dmesg`; a console driver stays bound when it is the only one left")
+
+
+class VtConsoles(Action):
+    """Unbind the virtual consoles from the framebuffer (fbcon) and VGA console drivers
+    (`vtconsoles: unbind`), so they let go of the GPU on single-GPU hosts. Only consoles
+    bound now are unbound (`/sys/class/vtconsole/vtconN/bind` reading 1); the dummy console
+    is left alone. Undo binds exactly those consoles again, newest first."""
+
+    name = "vtconsoles"
+    args = Args(fields=(Field("operation", Str("unbind", choices=("unbind",)), required=True,
+                              doc="unbind (the only operation; undo binds them again)"),),
+                shorthand="operation")
+    default_timeout = 20.0
+
+    def describe(self) -> str:
+        return "unbind the virtual consoles from their console drivers"
+
+    def apply(self, ctx: StepContext) -> dict:
+        record: dict = {"unbound": []}
+        consoles = bound_consoles(ctx.host)
+        if not consoles:
+            ctx.host.record("no virtual console is bound to a console driver", "nothing to do")
+        for console, name in consoles:
+            record["unbound"].append({"console": console, "name": name})
+            ctx.note(record)
+            set_bound(ctx.host, console, name, bound=False)
+        return record
+
+    @classmethod
+    def changed(cls, record: dict) -> bool:
+        return bool(record.get("unbound"))
+
+    @classmethod
+    def undo(cls, ctx: StepContext, record: dict) -> None:
+        for entry in reversed(record.get("unbound", [])):
+            if ctx.host.sysfs.read(f"{CLASS_DIR}/{entry['console']}/bind") != "1":
+                set_bound(ctx.host, entry["console"], entry["name"], bound=True)
+
+    @classmethod
+    def describe_undo(cls, record: dict) -> str:
+        consoles = [e["console"] for e in reversed(record.get("unbound", []))]
+        return "bind " + ", ".join(consoles) + " again" if consoles else "nothing (no console was unbound)"

@@ -1,0 +1,102 @@
+"""The domain XML libvirt writes on the hook's stdin, reduced to what actions may need: the
+domain's name and the PCI functions it takes from the host.
+
+libvirt sends the full live XML on prepare/begin (defaults filled in, every `<hostdev>`).
+A PCI function reaches a guest as `<hostdev mode='subsystem' type='pci'>` or, for network
+functions (SR-IOV), as `<interface type='hostdev'>`; both carry `<source><address .../>`.
+
+Parsed on first use (`host.domain`), never on the hook's fast path. The hook must not crash
+on what it is given: text that is not well-formed XML, or not a `<domain>`, gives an empty
+DomainXml whose `problems` say why, and a malformed hostdev address is skipped and reported
+the same way. A document type declaration is refused outright: libvirt never writes one, and
+it is what entity expansion (a "billion laughs" bomb) and external entities (reads of files
+or URLs) need.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+
+# Far above any real domain XML (libvirt's RPC caps a string at 4 MiB).
+MAX_CHARS = 16 * 1024 * 1024
+
+# PCI address parts as libvirt writes them (`bus='0x01'`), with their largest values.
+_ADDRESS_PARTS = (("domain", 0xFFFF), ("bus", 0xFF), ("slot", 0x1F), ("function", 0x7))
+
+
+@dataclass(frozen=True)
+class Hostdev:
+    address: str  # "0000:01:00.0", the form profiles use
+    managed: bool  # managed='yes': libvirt detaches and reattaches it itself
+
+
+@dataclass(frozen=True)
+class DomainXml:
+    name: str | None = None
+    hostdevs: tuple[Hostdev, ...] = ()
+    problems: tuple[str, ...] = ()  # what could not be read, for a warning; empty when all was read
+
+    @property
+    def hostdev_addresses(self) -> list[str]:
+        return [hostdev.address for hostdev in self.hostdevs]
+
+
+def parse(text: str) -> DomainXml:
+    """Read the name and PCI hostdevs from a domain XML; never raises."""
+    if not text.strip():
+        return DomainXml(problems=("no domain XML was given",))
+    if len(text) > MAX_CHARS:
+        return DomainXml(problems=(f"the domain XML is larger than {MAX_CHARS} characters; not read",))
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        return DomainXml(problems=("the domain XML has a document type declaration, which libvirt "
+                                   "never writes; not read",))
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        return DomainXml(problems=(f"the domain XML is not well-formed: {exc}",))
+    if root.tag != "domain":
+        return DomainXml(problems=(f"the XML's root element is <{root.tag}>, not <domain>",))
+    name = (root.findtext("name") or "").strip() or None
+    hostdevs: list[Hostdev] = []
+    problems: list[str] = []
+    for element in root.iterfind("devices/*"):
+        if not _is_pci_hostdev(element):
+            continue
+        source = element.find("source/address")
+        try:
+            address = _pci_address(source)
+        except ValueError as exc:
+            problems.append(f"<{element.tag}> skipped: {exc}")
+            continue
+        hostdevs.append(Hostdev(address, managed=element.get("managed", "no") == "yes"))
+    return DomainXml(name, tuple(hostdevs), tuple(problems))
+
+
+def _is_pci_hostdev(element: ElementTree.Element) -> bool:
+    if element.tag == "hostdev":
+        return element.get("mode", "subsystem") == "subsystem" and element.get("type") == "pci"
+    if element.tag == "interface":
+        source = element.find("source/address")
+        return element.get("type") == "hostdev" and source is not None and source.get("type", "pci") == "pci"
+    return False
+
+
+def _pci_address(source: ElementTree.Element | None) -> str:
+    """`<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>` as "0000:01:00.0"."""
+    if source is None:
+        raise ValueError("no <source><address/>")
+    values = []
+    for part, largest in _ADDRESS_PARTS:
+        raw = source.get(part, "0" if part == "domain" else None)
+        if raw is None:
+            raise ValueError(f"its address has no {part}")
+        try:
+            value = int(raw, 0)  # libvirt writes 0x01; decimal is accepted in input XML
+        except ValueError:
+            raise ValueError(f"its address has {part}={raw!r}, not a number") from None
+        if not 0 <= value <= largest:
+            raise ValueError(f"its address has {part}={raw!r}, outside 0..{largest:#x}")
+        values.append(value)
+    domain, bus, slot, function = values
+    return f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}"

@@ -1,0 +1,86 @@
+"""Processes as <root>/proc shows them, ending them, and waiting until they are gone.
+
+Everything goes through the Host: /proc is read with host.procfs, signals are sent with
+`kill` through host.commands (recorded, and not sent, in a dry run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import HostError
+
+SIGNALS = ("TERM", "INT", "HUP", "QUIT", "KILL")
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    command: str  # the kernel's name for it (/proc/<pid>/comm)
+    uid: int | None = None
+    cgroup: str = ""  # cgroup v2 path, e.g. /system.slice/gdm.service
+
+    def __str__(self) -> str:
+        return f"{self.command} (pid {self.pid})"
+
+    def to_json(self) -> dict:
+        return {"pid": self.pid, "command": self.command}
+
+
+def read_process(host, pid: int) -> Process | None:
+    """The process with this pid, or None when it is gone or a zombie (a zombie holds nothing)."""
+    comm = host.procfs.read(f"{pid}/comm")
+    if comm is None:
+        return None
+    status = host.procfs.read(f"{pid}/status") or ""
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "").strip().startswith(("Z", "X")):
+        return None
+    uid_field = fields.get("Uid", "").split()
+    cgroup = ""
+    for line in (host.procfs.read(f"{pid}/cgroup") or "").splitlines():
+        if line.startswith("0::"):  # the cgroup v2 line
+            cgroup = line[3:].strip()
+    return Process(pid, comm.strip(), int(uid_field[0]) if uid_field else None, cgroup)
+
+
+def all_processes(host) -> list[Process]:
+    found = (read_process(host, int(name)) for name in host.procfs.listdir() if name.isdigit())
+    return sorted((p for p in found if p is not None), key=lambda p: p.pid)
+
+
+def still_running(host, processes: list[Process]) -> list[Process]:
+    """Those of the processes that still run. A pid now used by another command counts as gone."""
+    alive = []
+    for process in processes:
+        now = read_process(host, process.pid)
+        if now is not None and now.command == process.command:
+            alive.append(process)
+    return alive
+
+
+def send_signal(host, processes: list[Process], signal: str) -> None:
+    """`kill -s SIGNAL -- PID...`: one command for all of them, recorded with their names."""
+    if not processes:
+        return
+    if signal not in SIGNALS:
+        raise HostError(f"unknown signal {signal}; expected one of {', '.join(SIGNALS)}")
+    names = ", ".join(str(p) for p in processes)
+    host.commands.run(["kill", "-s", signal, "--", *(str(p.pid) for p in processes)],
+                      effect=f"SIG{signal} to {names}")
+
+
+def wait_for_exit(host, processes: list[Process], timeout: float) -> list[Process]:
+    """Poll /proc until the processes have exited; return those still running after timeout.
+
+    The wait is recorded in the plan. A dry run ends nothing, so it has nothing to wait for:
+    it reports none left, and the plan shows the wait that would happen.
+    """
+    if not processes:
+        return []
+    host.record("wait until " + ", ".join(str(p) for p in processes) + " have exited",
+                f"up to {round(timeout, 1):g} s")
+    if host.dry_run:
+        return []
+    host.wait_until("processes to exit", lambda: not still_running(host, processes), timeout)
+    return still_running(host, processes)
