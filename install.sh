@@ -86,7 +86,7 @@ do_install() {
 
     put_dir "$PREFIX/lib" 0755
     put_dir "$LIBDIR" 0755
-    for dir in passthrough passthrough/actions passthrough/host; do
+    for dir in passthrough passthrough/actions passthrough/host passthrough/tools; do
         put_dir "$LIBDIR/$dir" 0755
         for file in "$SRC/$dir"/*.py "$SRC/$dir"/*.json; do
             [ -f "$file" ] && put_file "$file" "$LIBDIR/$dir/$(basename "$file")" 0644

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, TextIO
 
-from . import __version__
+from . import __version__, tools
 from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PassthroughError, ProfileError,
                      UsageError)
 
@@ -95,9 +95,17 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
         if args.dry_run:
             print(f"{args.domain} has no profile in {config_dir}: the hook does nothing for it.", file=out)
         return EXIT_OK
-    if path is not None:
-        check_trusted(path)
-    profile = load_profile(path) if path else None
+    profile, profile_problem = None, None
+    try:
+        if path is not None:
+            check_trusted(path)
+            profile = load_profile(path)
+    except (ProfileError, UsageError) as exc:
+        # A profile broken while the VM ran must not strand its devices: release undoes
+        # the journal alone, which needs nothing from the profile.
+        if not (event == "release/end" and journal_path.exists()):
+            raise
+        profile_problem = str(exc)
 
     if host_factory is None:
         from .host import make_host
@@ -140,6 +148,10 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
         print(failure_text(result, log_path(logger)), end="", file=err)
     elif recovering and not args.dry_run and not args.json:
         print(f"{args.domain}: undid {len(result.rollback)} journaled change(s); nothing is left", file=out)
+    if profile_problem:
+        result.warnings.insert(0, f"the profile did not load, so its release/end steps were not used and the "
+                                  f"journal was undone instead: {profile_problem}")
+        print(f"{PROG}: warning: {result.warnings[0]}", file=err)
     for warning in result.warnings:
         logger.warning("%s %s: %s", args.domain, event, warning)
     return EXIT_OK if result.ok else 1
@@ -203,6 +215,7 @@ def cmd_recover(argv: list[str], out: TextIO, err: TextIO, host_factory=None) ->
 SUBCOMMANDS: dict[str, Callable[..., int]] = {
     "validate": cmd_validate,
     "recover": cmd_recover,
+    **tools.subcommands(),  # iommu, check, init, edit, status, snapshot, schema, completion
 }
 # Subcommands that act on the host get the host factory (tests pass a fake kernel's).
 HOST_COMMANDS = {"recover"}
@@ -235,6 +248,9 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, host_fac
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=err)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `passthrough-hook iommu | head`: the reader has all it wanted
+        sys.stderr = open(os.devnull, "w")  # no "Exception ignored" message at exit
+        return EXIT_OK
     except Exception:
         return _internal_error(err)
 
@@ -264,5 +280,8 @@ def console_main() -> None:
 
 
 def hook_main(argv: list[str]) -> int:
-    """Entry from hooks/qemu, after its fast path found a profile or a journal."""
-    return main(argv)
+    """Entry from hooks/qemu, after its fast path found a profile or a journal.
+
+    libvirt's arguments are always DOMAIN OPERATION SUB_OPERATION EXTRA: "--" keeps a domain
+    named like a subcommand (validate, status...) or starting with "-" a domain name."""
+    return main(["--", *argv])

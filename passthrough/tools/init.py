@@ -1,0 +1,148 @@
+"""`passthrough-hook init DOMAIN`: write a first profile from the domain's PCI <hostdev>s.
+
+Devices are named from what they are (`gpu`, `gpu-audio`, `gpu-usb`...); functions of
+the same slot that share the IOMMU group are added even when the XML leaves them out
+(vfio needs the whole group); the steps load the vfio modules and detach every device.
+An existing profile is never replaced without --force. Then `check` runs on the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from . import libvirt_domain
+from .check import Preflight, print_findings
+from .common import PROG, add_config_dir, add_domain_xml, add_root, config_dir, parser_for, wrap
+from .facts import VFIO_MODULES, HostFacts, PciFunction
+from .libvirt_domain import DomainXml, hostdev_snippet
+from .naming import suggest_names
+
+SCHEMA = Path(__file__).resolve().parent.parent / "profile.schema.json"
+
+
+def build_parser():
+    parser = parser_for("init", "Write a first profile for a domain from its PCI <hostdev> entries, then check it.")
+    add_root(parser)
+    add_config_dir(parser)
+    add_domain_xml(parser)
+    parser.add_argument("--force", action="store_true", help="replace an existing profile")
+    parser.add_argument("domain")
+    return parser
+
+
+def main(argv: list[str], out: TextIO, err: TextIO) -> int:
+    from ..profile import find_profile, load_profile, parse_profile
+
+    args = build_parser().parse_args(argv)
+    directory = config_dir(args)
+    existing = find_profile(directory, args.domain)
+    if existing is not None and not args.force:
+        raise UsageError(f"{existing} exists; change it with `{PROG} edit {args.domain}`, or replace it with "
+                         f"`{PROG} init --force {args.domain}`")
+    xml = libvirt_domain.load(args.domain, args.xml, args.connect)
+    if not xml.hostdevs:
+        raise UsageError(f"{xml.source}: the domain has no PCI <hostdev>, so there is nothing to prepare; add the "
+                         f"GPU to the VM first (virt-manager: Add Hardware > PCI Host Device; or `virsh edit "
+                         f"{args.domain}` and add e.g. {hostdev_snippet('0000:03:00.0')})")
+    facts = HostFacts(args.root)
+    target = existing or directory / f"{args.domain}.yaml"
+    devices, notes = choose_devices(xml, facts)
+    text = profile_text(args.domain, devices, facts)
+    parse_profile(text.encode(), str(target))  # what init writes must be a valid profile
+    write_new(target, text)
+    print(f"Wrote {target}:\n", file=out)
+    print(text, end="", file=out)
+    for note, example in notes:
+        print("\n".join(wrap(f"Note: {note}", "", "  ")), file=out)
+        if example:
+            print(f"  {example}", file=out)
+    findings = Preflight(args.domain, load_profile(target), facts, xml).run()
+    print("", file=out)
+    print_findings(args.domain, str(target), args.root, xml, findings, False, out)
+    return EXIT_FAILED if any(f.severity == "error" for f in findings) else EXIT_OK
+
+
+def choose_devices(xml: DomainXml, facts: HostFacts) -> tuple[dict[str, tuple[PciFunction, str]],
+                                                             list[tuple[str, str]]]:
+    """name -> (function, why it is there), in address order; and (note, XML to paste) for the person."""
+    notes = []
+    chosen: dict[str, PciFunction] = {}
+    why: dict[str, str] = {}
+    for hostdev in xml.hostdevs:
+        fn = facts.function(hostdev.address)
+        if fn is None:
+            notes.append((f"{hostdev.address} from the XML is not a PCI device of this host; check the address "
+                          f"(`{PROG} iommu` lists this host's devices)", ""))
+            fn = PciFunction(hostdev.address, "0000", "0000", 0, None, None, None, False)
+        chosen[fn.address] = fn
+        why[fn.address] = "in the XML"
+    for fn in list(chosen.values()):
+        for sibling in facts.functions().values():
+            if sibling.slot == fn.slot and fn.group is not None and sibling.group == fn.group \
+                    and sibling.address not in chosen:
+                chosen[sibling.address] = sibling
+                why[sibling.address] = "same slot and IOMMU group; not in the XML"
+                notes.append((f"added {sibling.short()}: it shares the slot and IOMMU group of {fn.address}, so "
+                              f"it must be on vfio-pci too. If the guest should use it, `virsh edit` and add:",
+                              hostdev_snippet(sibling.address)))
+    names = suggest_names(list(chosen.values()))
+    ordered = sorted(chosen.values(), key=lambda f: f.address)
+    return {names[f.address]: (f, why[f.address]) for f in ordered}, notes
+
+
+def profile_text(domain: str, devices: dict[str, tuple[PciFunction, str]], facts: HostFacts) -> str:
+    width = max(len(f'  {name}: "{fn.address}"') for name, (fn, _) in devices.items()) + 2
+    lines = [f"# yaml-language-server: $schema={SCHEMA}",
+             f"# Profile for the libvirt domain \"{domain}\", written by `{PROG} init {domain}` from its",
+             f"# <hostdev> entries. Check it with `{PROG} check {domain}`; change it with",
+             f"# `{PROG} edit {domain}`.",
+             "",
+             "devices:"]
+    for name, (fn, why) in devices.items():
+        entry = f'  {name}: "{fn.address}"'
+        what = f"{fn.class_name} {fn.ids}, {fn.driver or 'no driver'}" if fn.pci_class or fn.driver else "not found"
+        lines.append(f"{entry:<{width}}# {what}; {why}")
+    lines += ["",
+              "prepare/begin:                 # before libvirt starts QEMU",
+              f"  - modprobe: [{', '.join(VFIO_MODULES)}]",
+              f"  - detach: [{', '.join(devices)}]"]
+    for name, (fn, _) in devices.items():
+        if rebar_hint(fn, facts):
+            lines.append(f"  # - resize_bar: {{device: {name}, bar: 2, size: 8MiB}}  # if Windows shows Code 43 "
+                         f"(AMD card, Resizable BAR on)")
+    lines += ["",
+              "# release/end omitted: after the VM stops, everything prepare/begin changed is undone in",
+              "# reverse order (devices back to their drivers, the vfio modules prepare loaded unloaded).",
+              ""]
+    return "\n".join(lines)
+
+
+def rebar_hint(fn: PciFunction, facts: HostFacts) -> bool:
+    """An AMD GPU whose BAR 2 is resizable and larger than 8 MiB: the Code 43 case."""
+    if not (fn.is_gpu and fn.vendor == "1002"):
+        return False
+    current, supported = facts.bar_resize(fn.address, 2)
+    return bool(supported) and 8 in supported and (current or 0) > 8 << 20
+
+
+def write_new(target: Path, text: str) -> None:
+    """Write the profile through a temporary file and a rename: never half a profile."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        hint = "; run as root (the hook's profiles are root's)" if isinstance(exc, PermissionError) else ""
+        raise UsageError(f"cannot write {target}: {exc.strerror}{hint}") from None

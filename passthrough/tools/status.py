@@ -1,0 +1,162 @@
+"""`passthrough-hook status`: which domains hold which devices now, from the journals in
+the state directory, and what a crash or a failed undo left behind.
+
+A journal holds the changes in effect for its domain (passthrough/journal.py): entries
+`done` are in place as planned; `running` means a hook stopped in the middle of a step
+(killed, or the machine lost power) unless that process still runs; `failed` and
+`undo-failed` mean a rollback or release could not restore something. Those need
+`passthrough-hook recover DOMAIN`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..units import format_bytes
+from .common import PROG, add_json, add_root, parser_for, wrap
+from .facts import HostFacts
+
+
+def build_parser():
+    parser = parser_for("status", "Show which domains hold which devices now (from the journals) and anything "
+                                  "a crash or a failed undo left behind. Exits 1 when something needs recovery.")
+    add_root(parser)
+    parser.add_argument("--state-dir", metavar="DIR", help="where journals live (default <root>/run/passthrough-hook)")
+    add_json(parser)
+    return parser
+
+
+def main(argv: list[str], out: TextIO, err: TextIO) -> int:
+    args = build_parser().parse_args(argv)
+    facts = HostFacts(args.root)
+    state_dir = Path(args.state_dir) if args.state_dir else facts.root / "run" / "passthrough-hook"
+    domains = [domain_status(path, facts) for path in journal_files(state_dir)]
+    held = {d["address"] for status in domains for d in status["devices"]}
+    loose = [fn.short() for fn in facts.functions().values() if fn.driver == "vfio-pci" and fn.address not in held]
+    if args.json:
+        print(json.dumps({"state_dir": str(state_dir), "domains": domains, "vfio_without_journal": loose},
+                         indent=2), file=out)
+    else:
+        print(status_text(state_dir, domains, loose), end="", file=out)
+    return EXIT_FAILED if any(status["problems"] for status in domains) else EXIT_OK
+
+
+def journal_files(state_dir: Path) -> list[Path]:
+    try:
+        return sorted(p for p in state_dir.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
+    except FileNotFoundError:
+        return []
+    except PermissionError:
+        raise UsageError(f"cannot read {state_dir}: permission denied; journals are root's, run as root") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {state_dir}: {exc.strerror}") from None
+
+
+def domain_status(path: Path, facts: HostFacts) -> dict:
+    """What one journal says: devices held, BARs and modules changed, and problems."""
+    from ..journal import Journal, JournalError
+
+    domain = path.stem
+    status: dict = {"domain": domain, "journal": str(path), "readable": True, "since": None, "devices": [],
+                    "bars": [], "modules": [], "other": [], "problems": []}
+    try:
+        journal = Journal.load(path.parent, domain)
+    except JournalError as exc:
+        status["readable"] = False
+        status["problems"].append({"kind": "unreadable", "message": str(exc),
+                                   "fix": f"restore its devices by hand (`{PROG} iommu` shows their drivers), "
+                                          f"then move {path} aside"})
+        return status
+    status["since"] = min((e.get("time", "") for e in journal.entries), default=None)
+    for entry in journal.entries:
+        _add_changes(status, entry, facts)
+        problem = _problem(domain, entry, facts)
+        if problem:
+            status["problems"].append(problem)
+    return status
+
+
+def _add_changes(status: dict, entry: dict, facts: HostFacts) -> None:
+    """Devices, BARs and modules from the records of the actions that change them; for any
+    other action, what undoing it will do (its own words: describe_undo)."""
+    from ..actions import REGISTRY
+
+    record = entry.get("record") or {}
+    if entry.get("action") not in ("detach", "reattach", "unbind", "bind", "resize_bar", "modprobe"):
+        action = REGISTRY.get(entry.get("action"))
+        if action is not None and action.changed(record):
+            status["other"].append(f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe')}); "
+                                   f"undo: {action.describe_undo(record)}")
+        return
+    for device in record.get("devices", []):
+        if device.get("changed"):
+            fn = facts.function(device["address"])
+            status["devices"].append({"address": device["address"], "name": device.get("name"),
+                                      "was": (device.get("before") or {}).get("driver"),
+                                      "now": fn.driver if fn else None})
+    if record.get("changed") and "bar" in record:
+        status["bars"].append({"address": record["address"], "name": record.get("name"), "bar": record["bar"],
+                               "was": record.get("before_size"), "set": record.get("size")})
+    status["modules"] += record.get("loaded", [])
+
+
+def _problem(domain: str, entry: dict, facts: HostFacts) -> dict | None:
+    step = (f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe', entry.get('action'))}, "
+            f"at {entry.get('where', '?')}, {entry.get('time', '?')}, pid {entry.get('pid', '?')})")
+    recover = f"run `{PROG} recover {domain}`: it undoes everything journaled for {domain}"
+    state = entry.get("status")
+    if state == "running":
+        if _alive(facts, entry.get("pid")):
+            return None  # a hook is running this step right now
+        return {"kind": "crashed", "message": f"{step} was running when the hook stopped (killed, or the host "
+                                              f"went down): the host may be half changed", "fix": recover}
+    if state in ("failed", "undo-failed"):
+        return {"kind": state, "message": f"{step} could not be undone", "fix":
+                f"find why in the log ({facts.root / 'var/log/libvirt/passthrough-hook.log'}), fix that, then run "
+                f"`{PROG} recover {domain}`"}
+    return None
+
+
+def _alive(facts: HostFacts, pid) -> bool:
+    return isinstance(pid, int) and (facts.root / "proc" / str(pid)).is_dir()
+
+
+def status_text(state_dir: Path, domains: list[dict], loose: list[str]) -> str:
+    if not domains:
+        lines = [f"No domain holds devices (no journals in {state_dir})."]
+    else:
+        lines = []
+        for status in domains:
+            lines += _domain_lines(status)
+    if loose:
+        lines.append(f"On vfio-pci but in no journal (bound at boot by vfio-pci.ids, by another tool, or left by a "
+                     f"lost journal): {', '.join(loose)}")
+    return "\n".join(lines) + "\n"
+
+
+def _domain_lines(status: dict) -> list[str]:
+    held = len(status["devices"])
+    if not status["readable"]:
+        lines = [f"{status['domain']}: its journal cannot be read"]
+    else:
+        lines = [f"{status['domain']}: holds {held} device{'s' if held != 1 else ''}"
+                 + (f" since {status['since']}" if status["since"] else "") + f" (journal {status['journal']})"]
+    for device in status["devices"]:
+        label = f"{device['name']} ({device['address']})" if device["name"] else device["address"]
+        now, was = device["now"] or "no driver", device["was"] or "no driver"
+        lines.append(f"  {label}: now {now}, was {was}" if now != was else f"  {label}: on {now}, as before")
+    for bar in status["bars"]:
+        label = f"{bar['name']} ({bar['address']})" if bar["name"] else bar["address"]
+        lines.append(f"  BAR {bar['bar']} of {label}: set to {format_bytes(bar['set'] or 0)}, "
+                     f"was {format_bytes(bar['was'] or 0)}")
+    if status["modules"]:
+        lines.append(f"  modules it loaded: {' '.join(status['modules'])}")
+    for other in status["other"]:
+        lines += wrap(other, "  ", "    ")
+    for problem in status["problems"]:
+        lines += wrap(f"PROBLEM ({problem['kind']}): {problem['message']}", "  ", "    ")
+        lines += wrap(f"fix: {problem['fix']}", "    ", "         ")
+    return lines
