@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 from ..errors import HostError
-from ..host.modules import driver_names
+from ..host.modules import canonical, driver_names
 from ..schema import Args, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
 
@@ -67,7 +67,14 @@ class Modprobe(Action):
                 continue
             record["loaded"].append(module)
             ctx.note(record)
+            before = modules.loaded()
             modules.load(module)
+            # modprobe loads dependencies and soft dependencies too (vfio_pci brings vfio_pci_core,
+            # irqbypass...); undo unloads them as well, once nothing holds them.
+            pulled_in = sorted(modules.loaded() - before - {canonical(module)})
+            if pulled_in:
+                record.setdefault("pulled_in", []).extend(pulled_in)
+                ctx.note(record)
         return record
 
     @classmethod
@@ -77,23 +84,49 @@ class Modprobe(Action):
     @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
         modules = ctx.host.modules
+        kept, named = [], []
         for module in reversed(record.get("loaded", [])):
             if not modules.is_loaded(module):
                 continue  # unloading a later module took its dependencies with it
             holders = bound_devices(ctx.host, module)
             if holders:
-                ctx.warnings.append(f"left module {module} loaded: it still drives {', '.join(holders)}")
+                kept.append(f"{module} (it still drives {', '.join(holders)})")
                 continue
-            modules.unload(module)
+            named.append(module)
+        # Each module once nothing holds it: vfio is held by vfio_iommu_type1, which `modprobe vfio`
+        # pulled in, so the order of the profile is not an order modprobe -r can follow.
+        unload_unused(modules, named + record.get("pulled_in", []))
+        for module in named:
+            if modules.is_loaded(module):
+                modules.unload(module)  # still held by something else: modprobe -r says by what
         for module in reversed(record.get("unloaded", [])):
             if not modules.is_loaded(module):
                 modules.load(module)
+        if kept:
+            # Not done: the journal keeps the step, and the next release or recover retries it
+            # once those devices are back on their own drivers.
+            raise HostError("left loaded: " + "; ".join(kept),
+                            hint="modprobe -r would leave those devices without a driver")
 
     @classmethod
     def describe_undo(cls, record: dict) -> str:
         parts = []
         if record.get("loaded"):
             parts.append("unload " + " ".join(reversed(record["loaded"])))
+        if record.get("pulled_in"):
+            parts.append("unload, once unused, " + " ".join(record["pulled_in"]))
         if record.get("unloaded"):
             parts.append("load " + " ".join(reversed(record["unloaded"])))
         return "; ".join(parts) or "nothing (no module was changed)"
+
+
+def unload_unused(modules, candidates: list[str]) -> None:
+    """Unload the candidates, first first, each once nothing holds it (unloading one can free
+    another). One that something else holds stays loaded."""
+    pending = list(candidates)
+    for _ in range(len(pending)):
+        pending = [m for m in pending if modules.is_loaded(m)]
+        free = [m for m in pending if not modules.in_use(m)]
+        if not free:
+            return
+        modules.unload(free[0])

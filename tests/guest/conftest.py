@@ -25,3 +25,24 @@ def guest():
                 pytest.fail(f"guest tier required but unavailable: {exc}", pytrace=False)
             pytest.skip(f"guest tier unavailable: {exc}")
     return run
+
+
+_REPORT = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def guest_report(request: pytest.FixtureRequest):
+    """report(section, line): a line for the terminal summary, for figures the guest
+    measured (kept out of assertions: machines differ)."""
+    sections = request.config.stash.setdefault(_REPORT, {})
+
+    def report(section: str, line: str) -> None:
+        sections.setdefault(section, []).append(line)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for section, lines in config.stash.get(_REPORT, {}).items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)
