@@ -217,6 +217,10 @@ class Libvirtd:
         self.reload()
         return path
 
+    def is_running(self) -> bool:
+        """Whether the libvirtd started here is up (a test's restart may have failed)."""
+        return self._libvirtd_pid is not None and _alive(self._libvirtd_pid)
+
     def daemon_version(self) -> tuple[int, ...]:
         """The running daemon's libvirt version, e.g. (9, 0, 0)."""
         out = self.virsh("version", "--daemon").stdout
