@@ -4,7 +4,6 @@ to a log file; the terminal gets concise lines only."""
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 from pathlib import Path
 
@@ -28,8 +27,10 @@ def setup(log_file: Path | None, use_syslog: bool) -> logging.Logger:
             handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
             logger.addHandler(handler)
     if use_syslog and os.path.exists("/dev/log"):
+        from logging.handlers import SysLogHandler  # only here: it imports socket, pickle, queue (~4 ms)
+
         try:
-            handler = logging.handlers.SysLogHandler(address="/dev/log")
+            handler = SysLogHandler(address="/dev/log")
         except OSError:
             pass
         else:

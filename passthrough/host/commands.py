@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 from ..errors import HostError, StepTimeout
 
@@ -33,6 +32,8 @@ def resolve(program: str) -> str:
 
 def run(argv: list[str], timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """Run argv; raise CommandError on a non-zero exit, StepTimeout past the timeout."""
+    import subprocess  # only when a command runs: a dry run or a release may run none (~2 ms)
+
     full = [resolve(argv[0]), *argv[1:]]
     try:
         result = subprocess.run(

@@ -1,0 +1,1 @@
+"""Benchmarks of passthrough-hook: `tools/bench` (see run.py and README.md, "Benchmarks")."""
