@@ -262,3 +262,18 @@ def test_an_internal_error_exits_3_with_the_traceback_in_the_log(seed, monkeypat
     assert "internal error (a bug, not your profile); the traceback is in /host/log/hook.log" in text
     assert "Traceback" not in text
     assert "ZeroDivisionError: a bug" in Path("/host/log/hook.log").read_text()
+
+
+def test_a_profile_broken_while_the_vm_runs_still_releases(seed):
+    """The user edits the YAML into an error while the VM runs: release must still put
+    the devices back from the journal, and say why it ignored the profile."""
+    start = seed.snapshot()
+    assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
+    profile("win10", SEED + "release/end:\n  - detatch: [gpu]\n")
+    code, text = run(seed, "win10", "release", "end", "-")
+    assert code == 0, text
+    assert "warning: the profile did not load, so its release/end steps were not used" in text
+    assert 'unknown action "detatch"' in text
+    assert seed.snapshot() == start
+    # Other events still refuse the broken profile.
+    assert run(seed, "win10", "prepare", "begin", "-")[0] == 2

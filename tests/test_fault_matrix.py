@@ -1,0 +1,153 @@
+"""Fault injection at every point of prepare and release, of every kind that point can see.
+
+A clean run lists the injection points (each sysfs control write, module load/unload and
+libvirt call, in order). Then, for each point and kind, a fresh fake kernel runs with that
+one fault: the hook must fail cleanly and, after its own rollback (or `recover` when the
+process was killed), the host must equal its starting snapshot: every driver link,
+driver_override, BAR size and module. A fault during release is followed by `recover`.
+"""
+
+import io
+from pathlib import Path
+
+import pytest
+
+from fakekernel import FakeKernel, Killed
+from hosts import Bar, Function, HostSpec, demo_host
+from passthrough.cli import main
+
+MiB = 1 << 20
+
+SEED = """\
+devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
+prepare/begin:
+  - modprobe: [vfio, vfio_iommu_type1, vfio_pci]
+  - detach: [gpu, gpu-audio]
+  - resize_bar: {device: gpu, bar: 2, size: 8MiB}
+"""
+
+NVIDIA = """\
+devices: {gpu: "0000:0a:00.0", gpu-audio: "0000:0a:00.1", gpu-usb: "0000:0a:00.2", gpu-serial: "0000:0a:00.3"}
+prepare/begin:
+  - modprobe: [vfio_pci]
+  - detach: {devices: [gpu, gpu-audio, gpu-usb, gpu-serial], via: sysfs}
+"""
+
+
+def nvidia_host() -> HostSpec:
+    """A 4-function NVIDIA card (video, audio, USB xHCI, USB-C UCSI) in one IOMMU group."""
+    fns = [Function("0000:00:01.1", "0x1022", "0x1483", "0x060400", "pcieport", 20, description="bridge")]
+    for fn, (device, cls, driver) in enumerate([("0x2204", "0x030000", "nouveau"),
+                                                 ("0x1aef", "0x040300", "snd_hda_intel"),
+                                                 ("0x1aed", "0x0c0330", "xhci_hcd"),
+                                                 ("0x1aee", "0x0c8000", "nvidia-gpu")]):
+        bars = {0: Bar(16 * MiB, 0xFB000000 + fn * 0x1000000, flags=0x00040200)}
+        fns.append(Function(f"0000:0a:00.{fn}", "0x10de", device, cls, driver, 21, "0000:00:01.1", bars))
+    return HostSpec(functions=fns, modules=["nouveau", "snd_hda_intel", "xhci_pci", "i2c_nvidia_gpu"],
+                    drivers=["nouveau", "snd_hda_intel", "xhci_hcd", "nvidia-gpu", "pcieport"])
+
+
+CASES = {"seed": (demo_host, SEED), "nvidia-4fn": (nvidia_host, NVIDIA)}
+WRITE_KINDS = ("EBUSY", "EINVAL", "ENODEV", "hang", "kill")
+
+
+def kinds_for(point: str) -> tuple[str, ...]:
+    if point.startswith("modprobe"):
+        return ("command", "hang", "kill")
+    if point.startswith("libvirt"):
+        return ("libvirt", "hang", "kill")
+    if point == "bus/pci/drivers_probe" or point.endswith("/bind"):
+        return WRITE_KINDS + ("nobind",)
+    return WRITE_KINDS
+
+
+class Case:
+    """One fake kernel at its own root, with the profile, driven through main()."""
+
+    count = 0
+
+    def __init__(self, fs, shape: str):
+        Case.count += 1
+        spec, text = CASES[shape]
+        self.kernel = FakeKernel(fs, spec(), root=f"/hosts/{Case.count}")
+        self.kernel.operation_timeout = 0.2
+        self.root = self.kernel.root
+        profiles = self.root / "profiles"
+        profiles.mkdir()
+        (profiles / "win10.yaml").write_text(text)
+        self.start = self.kernel.snapshot()
+
+    def run(self, *args: str) -> tuple[int | str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        options = ["--root", str(self.root), "--state-dir", f"{self.root}/run",
+                   "--log-file", f"{self.root}/hook.log"]
+        argv = ["recover", *options, "win10"] if args == ("recover",) else \
+            ["--config-dir", f"{self.root}/profiles", *options, "win10", *args, "-"]
+        try:
+            code = main(argv, stdin=io.StringIO(""), host_factory=self.kernel.host, out=out, err=err)
+        except Killed:
+            code = "killed"
+        finally:
+            self.kernel.release_hang.set()
+        return code, out.getvalue() + err.getvalue()
+
+
+def clean_points(fs, shape: str) -> tuple[list[str], list[str], dict]:
+    case = Case(fs, shape)
+    assert case.run("prepare", "begin")[0] == 0
+    prepare_points, prepared = list(case.kernel.points), case.kernel.snapshot()
+    case.kernel.points.clear()
+    assert case.run("release", "end")[0] == 0
+    assert case.kernel.snapshot() == case.start
+    return prepare_points, list(case.kernel.points), prepared
+
+
+@pytest.mark.parametrize("shape", sorted(CASES))
+def test_every_fault_in_prepare_is_rolled_back(fs, shape, record_property):
+    points, _, prepared = clean_points(fs, shape)
+    problems, covered = [], 0
+    for index, point in enumerate(points):
+        for kind in kinds_for(point):
+            case = Case(fs, shape)
+            case.kernel.fail_nth = (index, kind)
+            code, text = case.run("prepare", "begin")
+            if code == "killed":
+                code, text = case.run("recover")
+            elif code == 0:
+                # A fault the step absorbed must leave the same result as a clean run.
+                if case.kernel.snapshot() != prepared:
+                    problems.append(f"{point} {kind}: exit 0 but not the prepared state")
+                covered += 1
+                continue
+            if case.kernel.snapshot() != case.start:
+                problems.append(f"{point} {kind}: host not restored (exit {code}): {text[-400:]}")
+            if "Traceback" in text or code not in (0, 1):
+                problems.append(f"{point} {kind}: exit {code}: {text[-300:]}")
+            if Path(f"{case.root}/run/win10.json").exists():
+                problems.append(f"{point} {kind}: journal left behind")
+            covered += 1
+    record_property("injection_points", covered)
+    print(f"\n{shape}: prepare: {covered} injections at {len(points)} points, host restored in all")
+    assert not problems, "\n".join(problems)
+    assert covered >= 3 * len(points)
+
+
+@pytest.mark.parametrize("shape", sorted(CASES))
+def test_every_fault_in_release_is_recovered(fs, shape, record_property):
+    _, points, _ = clean_points(fs, shape)
+    problems, covered = [], 0
+    for index, point in enumerate(points):
+        for kind in kinds_for(point):
+            case = Case(fs, shape)
+            assert case.run("prepare", "begin")[0] == 0
+            case.kernel.points.clear()
+            case.kernel.fail_nth = (index, kind)
+            code, text = case.run("release", "end")
+            if code != 0:
+                code, text = case.run("recover")
+            if code != 0 or case.kernel.snapshot() != case.start:
+                problems.append(f"{point} {kind}: not restored after recover (exit {code}): {text[-400:]}")
+            covered += 1
+    record_property("injection_points", covered)
+    print(f"\n{shape}: release: {covered} injections at {len(points)} points, host restored in all")
+    assert not problems, "\n".join(problems)
