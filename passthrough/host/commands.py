@@ -77,7 +77,9 @@ class Commands:
             effect: str = "") -> str:
         self._guard(argv)
         self.host.record(" ".join(argv), effect)
-        limit = self.host.time_left() if timeout is None else min(timeout, self.host.time_left(timeout))
+        # A command is often the whole step (`command:`, `scripts:`), so without its own
+        # timeout it gets what is left of the step's, not the per-write bound.
+        limit = self.host.time_left(3600.0) if timeout is None else min(timeout, self.host.time_left(timeout))
         return run(argv, limit, stdin).stdout.decode(errors="replace")
 
 

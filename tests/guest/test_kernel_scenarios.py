@@ -152,7 +152,7 @@ echo "<domain/>" | env -i LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH
     --log-file "$HOOK_LOG" "$DOMAIN" prepare begin - >"$OUT/killed.out" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
-    grep -q '"action": "command"' "$STATE/$DOMAIN.json" 2>/dev/null && break
+    grep -Eq '"action": ?"command"' "$STATE/$DOMAIN.json" 2>/dev/null && break
     sleep 0.05
 done
 kill -9 "$pid"
