@@ -423,3 +423,9 @@ class Args:
         if self.shorthand is None:
             return mapping
         return {"anyOf": [props[self.shorthand], mapping]}
+
+
+# `vtconsoles: unbind`, `framebuffer: unbind`: actions with one operation, undone by binding.
+UNBIND_ONLY = Args(fields=(Field("operation", Str("unbind", choices=("unbind",)), required=True,
+                                 doc="unbind (the only operation; undo binds them again)"),),
+                   shorthand="operation")

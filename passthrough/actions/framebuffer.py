@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 from ..errors import HostError
-from ..schema import Args, Field, Str
+from ..schema import UNBIND_ONLY
 from .base import Action, StepContext
 
 DRIVERS_DIR = "bus/platform/drivers"
@@ -35,9 +35,7 @@ class Framebuffer(Action):
     (a warning says so)."""
 
     name = "framebuffer"
-    args = Args(fields=(Field("operation", Str("unbind", choices=("unbind",)), required=True,
-                              doc="unbind (the only operation; undo binds them again)"),),
-                shorthand="operation")
+    args = UNBIND_ONLY
     default_timeout = 20.0
 
     def describe(self) -> str:

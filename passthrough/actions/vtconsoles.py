@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 from ..errors import HostError
-from ..schema import Args, Field, Str
+from ..schema import UNBIND_ONLY
 from .base import Action, StepContext
 
 CLASS_DIR = "class/vtconsole"
@@ -43,9 +43,7 @@ class VtConsoles(Action):
     is left alone. Undo binds exactly those consoles again, newest first."""
 
     name = "vtconsoles"
-    args = Args(fields=(Field("operation", Str("unbind", choices=("unbind",)), required=True,
-                              doc="unbind (the only operation; undo binds them again)"),),
-                shorthand="operation")
+    args = UNBIND_ONLY
     default_timeout = 20.0
 
     def describe(self) -> str:

@@ -143,23 +143,23 @@ class PredictedNodeDevices:
         self.sysfs = sysfs
         self.host = host
 
-    def detach(self, address: str, driver: str, effect: str) -> None:
-        self.host.record(f"libvirt nodedev-detach {nodedev_name(address)} --driver vfio", effect)
+    def _reprobe(self, address: str, override: str) -> None:
+        """Both calls are the same sysfs sequence, only the override differs."""
         model = self.sysfs.model
-        model.write(f"bus/pci/devices/{address}/driver_override", "vfio-pci")
+        model.write(f"bus/pci/devices/{address}/driver_override", override)
         if model.driver(address):
             model.write(f"bus/pci/devices/{address}/driver/unbind", address)
         model.write("bus/pci/drivers_probe", address)
+
+    def detach(self, address: str, driver: str, effect: str) -> None:
+        self.host.record(f"libvirt nodedev-detach {nodedev_name(address)} --driver vfio", effect)
+        self._reprobe(address, "vfio-pci")
 
     def reattach(self, address: str, effect: str, previous_driver: str | None = None) -> None:
         self.host.record(f"libvirt nodedev-reattach {nodedev_name(address)}", effect)
         if previous_driver:
             self.sysfs.native_hints[address] = previous_driver
-        model = self.sysfs.model
-        model.write(f"bus/pci/devices/{address}/driver_override", "\n")
-        if model.driver(address):
-            model.write(f"bus/pci/devices/{address}/driver/unbind", address)
-        model.write("bus/pci/drivers_probe", address)
+        self._reprobe(address, "\n")
 
 
 def make_dry_run_host(root: str | Path = "/") -> Host:
