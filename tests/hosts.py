@@ -206,6 +206,17 @@ def nvidia_4_function_host() -> HostSpec:
     )
 
 
+# The seed write-up's profile for the demo host's card (config/win10.yaml without comments),
+# for tests that write it into their own config directories.
+SEED_PROFILE = """\
+devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
+prepare/begin:
+  - modprobe: [vfio, vfio_iommu_type1, vfio_pci]
+  - detach: [gpu, gpu-audio]
+  - resize_bar: {device: gpu, bar: 2, size: 8MiB}
+"""
+
+
 def write_tree(spec: HostSpec, root: Path) -> None:
     """Write spec as a sysfs-like tree under root (sys/, proc/)."""
     sys_dir = root / "sys"

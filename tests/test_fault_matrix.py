@@ -13,18 +13,11 @@ from pathlib import Path
 import pytest
 
 from fakekernel import FakeKernel, Killed
-from hosts import Bar, Function, HostSpec, demo_host
+from hosts import SEED_PROFILE, Bar, Function, HostSpec, demo_host
 from passthrough.cli import main
 
 MiB = 1 << 20
 
-SEED = """\
-devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
-prepare/begin:
-  - modprobe: [vfio, vfio_iommu_type1, vfio_pci]
-  - detach: [gpu, gpu-audio]
-  - resize_bar: {device: gpu, bar: 2, size: 8MiB}
-"""
 
 NVIDIA = """\
 devices: {gpu: "0000:0a:00.0", gpu-audio: "0000:0a:00.1", gpu-usb: "0000:0a:00.2", gpu-serial: "0000:0a:00.3"}
@@ -47,7 +40,7 @@ def nvidia_host() -> HostSpec:
                     drivers=["nouveau", "snd_hda_intel", "xhci_hcd", "nvidia-gpu", "pcieport"])
 
 
-CASES = {"seed": (demo_host, SEED), "nvidia-4fn": (nvidia_host, NVIDIA)}
+CASES = {"seed": (demo_host, SEED_PROFILE), "nvidia-4fn": (nvidia_host, NVIDIA)}
 WRITE_KINDS = ("EBUSY", "EINVAL", "ENODEV", "hang", "kill")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import hostdeps
+from hosts import SEED_PROFILE
 from fakekernel import Killed
 from passthrough.cli import main
 from passthrough.state import StateDir, StateError
@@ -39,18 +40,11 @@ def profile(name: str, text: str, directory: str = "/profiles") -> None:
     os.chmod(path.parent, 0o755)
 
 
-SEED = """\
-devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
-prepare/begin:
-  - modprobe: [vfio, vfio_iommu_type1, vfio_pci]
-  - detach: [gpu, gpu-audio]
-  - resize_bar: {device: gpu, bar: 2, size: 8MiB}
-"""
 
 
 @pytest.fixture
 def seed(kernel):
-    profile("win10", SEED)
+    profile("win10", SEED_PROFILE)
     return kernel
 
 
@@ -58,7 +52,7 @@ def seed(kernel):
 
 
 def test_a_device_held_by_another_domain_is_refused_by_name(seed):
-    profile("win11", SEED)
+    profile("win11", SEED_PROFILE)
     assert run(seed, "win11", "prepare", "begin", "-")[0] == 0
     held = seed.snapshot()
     code, text = run(seed, "win10", "prepare", "begin", "-")
@@ -269,7 +263,7 @@ def test_a_profile_broken_while_the_vm_runs_still_releases(seed):
     the devices back from the journal, and say why it ignored the profile."""
     start = seed.snapshot()
     assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
-    profile("win10", SEED + "release/end:\n  - detatch: [gpu]\n")
+    profile("win10", SEED_PROFILE + "release/end:\n  - detatch: [gpu]\n")
     code, text = run(seed, "win10", "release", "end", "-")
     assert code == 0, text
     assert "warning: the profile did not load, so its release/end steps were not used" in text
