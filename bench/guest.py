@@ -28,7 +28,9 @@ def run_guest(rounds: int) -> dict:
     except GuestError as exc:
         raise BenchError(f"the QEMU guest did not run the benchmark: {exc}") from None
     if run.returncode != 0 or "bench.json" not in run.files:
-        raise BenchError(f"the benchmark failed inside the guest (exit {run.returncode}):\n{run.output[-3000:]}")
+        raise BenchError(
+            f"the benchmark failed inside the guest (exit {run.returncode}):\n{run.output[-3000:]}"
+        )
     data = json.loads(run.text("bench.json"))
     data["boot_and_run_seconds"] = run.duration
     return data
@@ -47,24 +49,51 @@ def measure(quick: bool = False) -> tuple[list[Figure], dict]:
         Figure("hook release/end", "ms", tuple(c["release"] for c in hook)),
         Figure("hook prepare + release", "ms", tuple(total(c) for c in hook)),
         Figure("  of which the steps (as the hook logs them)", "ms", tuple(steps(c) for c in hook)),
-        Figure("  of which imports (-X importtime, one extra run)", "ms",
-               (data["imports"]["prepare"] + data["imports"]["release"],)),
-        Figure("minimal script prepare + release (no checks)", "ms", tuple(total(c) for c in minimal)),
+        Figure(
+            "  of which imports (-X importtime, one extra run)",
+            "ms",
+            (data["imports"]["prepare"] + data["imports"]["release"],),
+        ),
+        Figure(
+            "minimal script prepare + release (no checks)", "ms", tuple(total(c) for c in minimal)
+        ),
         Figure("python3 -I -c pass in the guest", "ms", tuple(data["floor"])),
-        Figure("hook / minimal script", "x", tuple(total(h) / total(m) for h, m in zip(hook, minimal))),
-        Figure("hook's steps / minimal script", "x", tuple(steps(h) / total(m) for h, m in zip(hook, minimal))),
-        Figure("hook: devices not ready when it exits", "ms",
-               tuple(c["prepare_settle"] + c["release_settle"] for c in hook),
-               note="the hook returns once the driver links show the result"),
-        Figure("minimal script: devices not ready when it exits", "ms",
-               tuple(c["prepare_settle"] + c["release_settle"] for c in minimal),
-               note="time after the script exited until the driver links and BAR showed the result"),
-        Figure(f"tutorial script (sleep {data['nap_seconds']} after each of {data['rebindings']} rebindings)", "ms",
-               (tutorial_ms,), note=f"{naps_ms / 1000:.0f} s of it is sleep; run once"),
-        Figure("time saved by the hook vs the tutorial script", "ms",
-               tuple(tutorial_ms - total(c) for c in hook)),
+        Figure(
+            "hook / minimal script", "x", tuple(total(h) / total(m) for h, m in zip(hook, minimal))
+        ),
+        Figure(
+            "hook's steps / minimal script",
+            "x",
+            tuple(steps(h) / total(m) for h, m in zip(hook, minimal)),
+        ),
+        Figure(
+            "hook: devices not ready when it exits",
+            "ms",
+            tuple(c["prepare_settle"] + c["release_settle"] for c in hook),
+            note="the hook returns once the driver links show the result",
+        ),
+        Figure(
+            "minimal script: devices not ready when it exits",
+            "ms",
+            tuple(c["prepare_settle"] + c["release_settle"] for c in minimal),
+            note="time after the script exited until the driver links and BAR showed the result",
+        ),
+        Figure(
+            f"tutorial script (sleep {data['nap_seconds']} after each of {data['rebindings']} rebindings)",
+            "ms",
+            (tutorial_ms,),
+            note=f"{naps_ms / 1000:.0f} s of it is sleep; run once",
+        ),
+        Figure(
+            "time saved by the hook vs the tutorial script",
+            "ms",
+            tuple(tutorial_ms - total(c) for c in hook),
+        ),
     ]
-    details = {"initial_state": data["initial"], "profile": data["profile"],
-               "boot_and_run_seconds": data["boot_and_run_seconds"], "raw": {k: data[k] for k in
-                                                                              ("hook", "minimal", "floor", "imports", "tutorial")}}
+    details = {
+        "initial_state": data["initial"],
+        "profile": data["profile"],
+        "boot_and_run_seconds": data["boot_and_run_seconds"],
+        "raw": {k: data[k] for k in ("hook", "minimal", "floor", "imports", "tutorial")},
+    }
     return figures, details

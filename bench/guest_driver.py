@@ -58,10 +58,18 @@ def install() -> None:
     """Copy the hook and the package to tmpfs and write the profile, owned by root, 0644."""
     shutil.rmtree(INSTALL, ignore_errors=True)
     for part in ("hooks", "passthrough"):
-        shutil.copytree(PROJECT / part, INSTALL / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            PROJECT / part, INSTALL / part, ignore=shutil.ignore_patterns("__pycache__")
+        )
     CONFIG.mkdir(mode=0o755, exist_ok=True)
-    (CONFIG / "win10.yaml").write_text(PROFILE.format(video=env("GPU_VIDEO"), audio=env("GPU_AUDIO"),
-                                                      rebar=env("REBAR_DEVICE"), bar=env("REBAR_BAR")))
+    (CONFIG / "win10.yaml").write_text(
+        PROFILE.format(
+            video=env("GPU_VIDEO"),
+            audio=env("GPU_AUDIO"),
+            rebar=env("REBAR_DEVICE"),
+            bar=env("REBAR_BAR"),
+        )
+    )
 
 
 def driver(address: str) -> str | None:
@@ -72,20 +80,32 @@ def driver(address: str) -> str | None:
 
 
 def bar_mib(address: str, bar: int) -> int:
-    start, end, _flags = (int(part, 16) for part in (SYS / address / "resource").read_text().splitlines()[bar].split())
+    start, end, _flags = (
+        int(part, 16) for part in (SYS / address / "resource").read_text().splitlines()[bar].split()
+    )
     return (end - start + 1) >> 20
 
 
 def state() -> dict:
-    return {"video": driver(env("GPU_VIDEO")), "audio": driver(env("GPU_AUDIO")),
-            "rebar": driver(env("REBAR_DEVICE")), "bar_mib": bar_mib(env("REBAR_DEVICE"), int(env("REBAR_BAR"))),
-            "vfio_pci_loaded": Path("/sys/module/vfio_pci").exists()}
+    return {
+        "video": driver(env("GPU_VIDEO")),
+        "audio": driver(env("GPU_AUDIO")),
+        "rebar": driver(env("REBAR_DEVICE")),
+        "bar_mib": bar_mib(env("REBAR_DEVICE"), int(env("REBAR_BAR"))),
+        "vfio_pci_loaded": Path("/sys/module/vfio_pci").exists(),
+    }
 
 
 def expected(phase: str, initial: dict) -> dict:
     if phase == "release":
         return initial
-    return {**initial, "video": "vfio-pci", "audio": "vfio-pci", "bar_mib": 64, "vfio_pci_loaded": True}
+    return {
+        **initial,
+        "video": "vfio-pci",
+        "audio": "vfio-pci",
+        "bar_mib": 64,
+        "vfio_pci_loaded": True,
+    }
 
 
 def settle(phase: str, initial: dict, who: str) -> float:
@@ -104,9 +124,12 @@ def settle(phase: str, initial: dict, who: str) -> float:
 
 def hook_command(phase: str, *python_options: str) -> Command:
     sub = "begin" if phase == "prepare" else "end"
-    return Command((PYTHON, "-I", *python_options, str(INSTALL / "hooks" / "qemu"), "win10", phase, sub, "-"),
-                   env={**HOOK_ENV, "PASSTHROUGH_HOOK_CONFIG_DIR": str(CONFIG)},
-                   stdin=(PROJECT / "bench" / "domain.xml").read_bytes(), keep_output=True)
+    return Command(
+        (PYTHON, "-I", *python_options, str(INSTALL / "hooks" / "qemu"), "win10", phase, sub, "-"),
+        env={**HOOK_ENV, "PASSTHROUGH_HOOK_CONFIG_DIR": str(CONFIG)},
+        stdin=(PROJECT / "bench" / "domain.xml").read_bytes(),
+        keep_output=True,
+    )
 
 
 def minimal_command(phase: str, nap: int | None = None) -> Command:
@@ -114,8 +137,11 @@ def minimal_command(phase: str, nap: int | None = None) -> Command:
     variables = {name: env(name) for name in names}
     if nap:
         variables["NAP"] = str(nap)
-    return Command(("/usr/bin/bash", str(PROJECT / "bench" / "guest_minimal.sh"), phase),
-                   env={**HOOK_ENV, **variables}, keep_output=True)
+    return Command(
+        ("/usr/bin/bash", str(PROJECT / "bench" / "guest_minimal.sh"), phase),
+        env={**HOOK_ENV, **variables},
+        keep_output=True,
+    )
 
 
 def steps_ms(run: ChildRun) -> float:
@@ -128,7 +154,7 @@ def imports_ms(run: ChildRun) -> float:
     total = 0
     for line in run.output.splitlines():
         if line.startswith("import time:") and not line.startswith("import time: self"):
-            _self, cumulative, name = line[len("import time:"):].split("|")
+            _self, cumulative, name = line[len("import time:") :].split("|")
             if not name.startswith("  "):  # nested imports are inside their parent's figure
                 total += int(cumulative)
     return total / 1000
@@ -167,7 +193,11 @@ def main() -> None:
     args = parser.parse_args()
     install()
     initial = state()
-    if initial["vfio_pci_loaded"] or initial["video"] in (None, "vfio-pci") or initial["audio"] in (None, "vfio-pci"):
+    if (
+        initial["vfio_pci_loaded"]
+        or initial["video"] in (None, "vfio-pci")
+        or initial["audio"] in (None, "vfio-pci")
+    ):
         raise BenchError(f"the guest does not start as the benchmark expects: {initial}")
     results: dict = {"initial": initial, "hook": [], "minimal": [], "floor": []}
     cycle("hook", initial)  # warm-up: .pyc written, page cache filled

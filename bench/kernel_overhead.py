@@ -54,29 +54,63 @@ def card_host(devices: int) -> HostSpec:
         bridge = f"0000:00:{card + 1:02x}.1"
         bus = 0x10 + card
         functions += [
-            Function(address=bridge, vendor="0x1022", device="0x1483", pci_class="0x060400", driver="pcieport",
-                     group=100 + card),
-            Function(address=f"0000:{bus:02x}:00.0", vendor="0x1002", device="0x73df", pci_class="0x030000",
-                     driver="amdgpu", group=card, bridge=bridge,
-                     bars={0: Bar(16 * GiB, 0x7000000000 + card * 0x800000000, resizable=(16384,)),
-                           2: Bar(256 * MiB, 0x6000000000 + card * 0x20000000,
-                                  resizable=tuple(1 << n for n in range(1, 9)))}),
-            Function(address=f"0000:{bus:02x}:00.1", vendor="0x1002", device="0xab28", pci_class="0x040300",
-                     driver="snd_hda_intel", group=card, bridge=bridge,
-                     bars={0: Bar(16 * 1024, 0xFC000000 + card * 0x10000, flags=0x00040200)}),
+            Function(
+                address=bridge,
+                vendor="0x1022",
+                device="0x1483",
+                pci_class="0x060400",
+                driver="pcieport",
+                group=100 + card,
+            ),
+            Function(
+                address=f"0000:{bus:02x}:00.0",
+                vendor="0x1002",
+                device="0x73df",
+                pci_class="0x030000",
+                driver="amdgpu",
+                group=card,
+                bridge=bridge,
+                bars={
+                    0: Bar(16 * GiB, 0x7000000000 + card * 0x800000000, resizable=(16384,)),
+                    2: Bar(
+                        256 * MiB,
+                        0x6000000000 + card * 0x20000000,
+                        resizable=tuple(1 << n for n in range(1, 9)),
+                    ),
+                },
+            ),
+            Function(
+                address=f"0000:{bus:02x}:00.1",
+                vendor="0x1002",
+                device="0xab28",
+                pci_class="0x040300",
+                driver="snd_hda_intel",
+                group=card,
+                bridge=bridge,
+                bars={0: Bar(16 * 1024, 0xFC000000 + card * 0x10000, flags=0x00040200)},
+            ),
         ]
-    return HostSpec(functions=functions, modules=["amdgpu", "snd_hda_intel"],
-                    drivers=["amdgpu", "snd_hda_intel", "pcieport"])
+    return HostSpec(
+        functions=functions,
+        modules=["amdgpu", "snd_hda_intel"],
+        drivers=["amdgpu", "snd_hda_intel", "pcieport"],
+    )
 
 
 def card_profile(devices: int) -> str:
     cards = range(devices // 2)
     lines = ["devices:"]
     for card in cards:
-        lines += [f'  gpu{card}: "0000:{0x10 + card:02x}:00.0"', f'  gpu{card}-audio: "0000:{0x10 + card:02x}:00.1"']
+        lines += [
+            f'  gpu{card}: "0000:{0x10 + card:02x}:00.0"',
+            f'  gpu{card}-audio: "0000:{0x10 + card:02x}:00.1"',
+        ]
     names = ", ".join(f"gpu{card}, gpu{card}-audio" for card in cards)
-    lines += ["prepare/begin:", "  - modprobe: [vfio, vfio_iommu_type1, vfio_pci]",
-              f"  - detach: {{devices: [{names}], via: sysfs}}"]
+    lines += [
+        "prepare/begin:",
+        "  - modprobe: [vfio, vfio_iommu_type1, vfio_pci]",
+        f"  - detach: {{devices: [{names}], via: sysfs}}",
+    ]
     lines += [f"  - resize_bar: {{device: gpu{card}, bar: 2, size: 8MiB}}" for card in cards]
     return "\n".join(lines) + "\n"
 
@@ -98,9 +132,12 @@ def mirror_process_table(root: Path, proc: Path = Path("/proc")) -> dict:
         (fake / "comm").write_text(f"process{pid}\n")
         for number in range(fds):
             os.symlink(f"pipe:[{number + 1000}]", fake / "fd" / str(number))
-        (fake / "maps").write_text("".join(
-            f"7f{line:010x}000-7f{line:010x}fff r-xp 00000000 fe:01 {line} /usr/lib/x86_64-linux-gnu/libfoo.so.{line}\n"
-            for line in range(maps)))
+        (fake / "maps").write_text(
+            "".join(
+                f"7f{line:010x}000-7f{line:010x}fff r-xp 00000000 fe:01 {line} /usr/lib/x86_64-linux-gnu/libfoo.so.{line}\n"
+                for line in range(maps)
+            )
+        )
         counts["processes"] += 1
         counts["fds"] += fds
         counts["maps_lines"] += maps
@@ -143,8 +180,11 @@ class SimulatedKernel:
         result = {}
         for fn in self.spec.functions:
             rel = f"bus/pci/devices/{fn.address}"
-            result[fn.address] = (self.store.link_name(f"{rel}/driver"), self.store.read(f"{rel}/driver_override"),
-                                  self.store.read(f"{rel}/resource"))
+            result[fn.address] = (
+                self.store.link_name(f"{rel}/driver"),
+                self.store.read(f"{rel}/driver_override"),
+                self.store.read(f"{rel}/resource"),
+            )
         result["modules"] = sorted(self.modules)
         result["drivers"] = sorted(os.listdir(self.root / "sys/bus/pci/drivers"))
         return result
@@ -153,7 +193,8 @@ class SimulatedKernel:
 
     def _write_proc_modules(self) -> None:
         (self.root / "proc" / "modules").write_text(
-            "".join(f"{name} 65536 0 - Live 0x0000000000000000\n" for name in sorted(self.modules)))
+            "".join(f"{name} 65536 0 - Live 0x0000000000000000\n" for name in sorted(self.modules))
+        )
 
     def load(self, module: str) -> None:
         self.modules.add(canonical(module))
@@ -207,9 +248,11 @@ class Breakdown:
     """Time spent in some of the program's own functions (the overhead's main parts),
     measured by wrapping them for the length of the benchmark."""
 
-    PARTS = (("holder scans", "passthrough.holders", None, "find_holders"),
-             ("journal writes", "passthrough.journal", "Journal", "save"),
-             ("bounded writes", "passthrough.host", "Host", "bounded"))
+    PARTS = (
+        ("holder scans", "passthrough.holders", None, "find_holders"),
+        ("journal writes", "passthrough.journal", "Journal", "save"),
+        ("bounded writes", "passthrough.host", "Host", "bounded"),
+    )
 
     def __init__(self):
         self.seconds = {label: 0.0 for label, *_ in self.PARTS}
@@ -237,6 +280,7 @@ class Breakdown:
                 return original(*args, **kwargs)
             finally:
                 self.seconds[label] += time.perf_counter() - started
+
         return timed
 
     def reset(self) -> dict[str, float]:
@@ -260,12 +304,30 @@ class Scenario:
 
     def event(self, operation: str, sub_operation: str) -> None:
         err = io.StringIO()
-        code = main(["--root", str(self.kernel.root), "--config-dir", str(self.config),
-                     "--state-dir", str(self.state_dir), "--log-file", str(self.log),
-                     DOMAIN, operation, sub_operation, "-"],
-                    stdin=io.StringIO("<domain/>"), host_factory=self.kernel.host, out=io.StringIO(), err=err)
+        code = main(
+            [
+                "--root",
+                str(self.kernel.root),
+                "--config-dir",
+                str(self.config),
+                "--state-dir",
+                str(self.state_dir),
+                "--log-file",
+                str(self.log),
+                DOMAIN,
+                operation,
+                sub_operation,
+                "-",
+            ],
+            stdin=io.StringIO("<domain/>"),
+            host_factory=self.kernel.host,
+            out=io.StringIO(),
+            err=err,
+        )
         if code != 0:
-            raise BenchError(f"{self.devices} devices: {operation}/{sub_operation} exited {code}:\n{err.getvalue()}")
+            raise BenchError(
+                f"{self.devices} devices: {operation}/{sub_operation} exited {code}:\n{err.getvalue()}"
+            )
 
     def cycle(self) -> tuple[float, float]:
         """prepare/begin then release/end; (wall seconds, seconds inside the simulated kernel)."""
@@ -277,9 +339,14 @@ class Scenario:
         started = time.perf_counter()
         self.event("release", "end")
         wall += time.perf_counter() - started
-        if not all(prepared[a][0] == "vfio-pci" for a in prepared if a.startswith("0000:") and
-                   self.initial[a][0] != "pcieport"):
-            raise BenchError(f"{self.devices} devices: prepare did not move every device to vfio-pci")
+        if not all(
+            prepared[a][0] == "vfio-pci"
+            for a in prepared
+            if a.startswith("0000:") and self.initial[a][0] != "pcieport"
+        ):
+            raise BenchError(
+                f"{self.devices} devices: prepare did not move every device to vfio-pci"
+            )
         if self.kernel.state() != self.initial:
             raise BenchError(f"{self.devices} devices: release did not restore the host")
         return wall, self.kernel.seconds
@@ -304,26 +371,48 @@ def measure(work: Path, rounds: int, warmup: int = 2) -> tuple[list[Figure], dic
                     kernel[scenario.devices].append(in_kernel * 1000)
                     parts[scenario.devices].append({k: v * 1000 for k, v in taken.items()})
     figures = []
-    medians = {n: {label: statistics.median(p[label] for p in parts[n]) for label in parts[n][0]}
-               for n in DEVICE_COUNTS}
+    medians = {
+        n: {label: statistics.median(p[label] for p in parts[n]) for label in parts[n][0]}
+        for n in DEVICE_COUNTS
+    }
     unseen = [label for label, ms in medians[DEVICE_COUNTS[0]].items() if ms <= 0]
     if unseen:
-        raise BenchError(f"no time measured in {', '.join(unseen)}: the program no longer calls what "
-                         f"bench/kernel_overhead.py Breakdown wraps; update PARTS")
+        raise BenchError(
+            f"no time measured in {', '.join(unseen)}: the program no longer calls what "
+            f"bench/kernel_overhead.py Breakdown wraps; update PARTS"
+        )
     for n in DEVICE_COUNTS:
         shares = ", ".join(f"{label} {ms:.1f}" for label, ms in medians[n].items())
-        figures.append(Figure(f"prepare+release overhead, {n} devices", "ms", tuple(overhead[n]),
-                              note=f"excluded: simulated kernel {statistics.median(kernel[n]):.1f} ms; "
-                                   f"included: {shares} ms"))
+        figures.append(
+            Figure(
+                f"prepare+release overhead, {n} devices",
+                "ms",
+                tuple(overhead[n]),
+                note=f"excluded: simulated kernel {statistics.median(kernel[n]):.1f} ms; "
+                f"included: {shares} ms",
+            )
+        )
     slope, intercept, r_squared = _fit([(n, statistics.median(overhead[n])) for n in DEVICE_COUNTS])
     per_device = [(overhead[32][i] - overhead[2][i]) / 30 for i in range(rounds)]
-    figures.append(Figure("overhead per device (32 vs 2 devices)", "ms", tuple(per_device),
-                          target="linear", met=r_squared >= 0.99,
-                          note=f"least squares over 2/4/8/32: {slope:.2f} ms/device + {intercept:.1f} ms, "
-                               f"R² = {r_squared:.4f}"))
-    details = {"process_table": scenarios[0].kernel.process_table, "per_device_ms": slope, "fixed_ms": intercept, "r_squared": r_squared,
-               "kernel_ms_median": {n: statistics.median(kernel[n]) for n in DEVICE_COUNTS},
-               "overhead_parts_ms_median": medians}
+    figures.append(
+        Figure(
+            "overhead per device (32 vs 2 devices)",
+            "ms",
+            tuple(per_device),
+            target="linear",
+            met=r_squared >= 0.99,
+            note=f"least squares over 2/4/8/32: {slope:.2f} ms/device + {intercept:.1f} ms, "
+            f"R² = {r_squared:.4f}",
+        )
+    )
+    details = {
+        "process_table": scenarios[0].kernel.process_table,
+        "per_device_ms": slope,
+        "fixed_ms": intercept,
+        "r_squared": r_squared,
+        "kernel_ms_median": {n: statistics.median(kernel[n]) for n in DEVICE_COUNTS},
+        "overhead_parts_ms_median": medians,
+    }
     return figures, details
 
 

@@ -15,8 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 # What libvirtd gives a hook (../shared/notes/libvirt-hooks.md): a bare environment.
-HOOK_ENV = {"LC_ALL": "C", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/root", "USER": "root", "LOGNAME": "root"}
+HOOK_ENV = {
+    "LC_ALL": "C",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "USER": "root",
+    "LOGNAME": "root",
+}
 PIPE_CAPACITY = 65536  # the XML must fit in the pipe: nobody writes while the child runs
 
 
@@ -43,14 +48,19 @@ class Command:
 def run_child(command: Command) -> ChildRun:
     """Run one command to completion and measure it."""
     if len(command.stdin) >= PIPE_CAPACITY:
-        raise ValueError(f"stdin of {len(command.stdin)} bytes does not fit in a pipe; use a smaller XML")
+        raise ValueError(
+            f"stdin of {len(command.stdin)} bytes does not fit in a pipe; use a smaller XML"
+        )
     read_end, write_end = os.pipe()
     os.write(write_end, command.stdin)
     os.close(write_end)
     output = tempfile.TemporaryFile() if command.keep_output else None
     sink = output.fileno() if output else os.open(os.devnull, os.O_WRONLY)
-    actions = [(os.POSIX_SPAWN_DUP2, read_end, 0), (os.POSIX_SPAWN_DUP2, sink, 1),
-               (os.POSIX_SPAWN_DUP2, sink, 2)]
+    actions = [
+        (os.POSIX_SPAWN_DUP2, read_end, 0),
+        (os.POSIX_SPAWN_DUP2, sink, 1),
+        (os.POSIX_SPAWN_DUP2, sink, 2),
+    ]
     try:
         started = time.perf_counter()
         pid = os.posix_spawn(command.argv[0], list(command.argv), command.env, file_actions=actions)
@@ -65,21 +75,30 @@ def run_child(command: Command) -> ChildRun:
         output.seek(0)
         text = output.read().decode(errors="replace")
         output.close()
-    return ChildRun(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
-                    os.waitstatus_to_exitcode(status), text)
+    return ChildRun(
+        seconds,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss,
+        os.waitstatus_to_exitcode(status),
+        text,
+    )
 
 
 def check_exit(command: Command, run: ChildRun, expected: int = 0) -> None:
     """A benchmark of a command that failed measures nothing: stop and say why."""
     if run.status != expected:
-        raise BenchError(f"`{command.shown()}` exited {run.status} (expected {expected}):\n{run.output}")
+        raise BenchError(
+            f"`{command.shown()}` exited {run.status} (expected {expected}):\n{run.output}"
+        )
 
 
 class BenchError(Exception):
     """The benchmark cannot produce an honest figure (a command failed, a check did not hold)."""
 
 
-def interleaved(commands: dict[str, Command], rounds: int, warmup: int = 3) -> dict[str, list[ChildRun]]:
+def interleaved(
+    commands: dict[str, Command], rounds: int, warmup: int = 3
+) -> dict[str, list[ChildRun]]:
     """Run every command once per round, rotating the order each round, so that a slow
     moment of the machine hits all of them alike. Warm-up rounds (page cache, .pyc) are
     dropped. Every run must exit 0."""
@@ -120,8 +139,16 @@ class Figure:
         return max(self.values)
 
     def to_json(self) -> dict:
-        return {"unit": self.unit, "n": len(self.values), "min": self.min, "median": self.median,
-                "max": self.max, "target": self.target or None, "met": self.met, "note": self.note or None}
+        return {
+            "unit": self.unit,
+            "n": len(self.values),
+            "min": self.min,
+            "median": self.median,
+            "max": self.max,
+            "target": self.target or None,
+            "met": self.met,
+            "note": self.note or None,
+        }
 
 
 def ms(runs: list[ChildRun]) -> tuple[float, ...]:

@@ -58,7 +58,8 @@ def profile_text(number: int) -> str:
     slot = number // 0xE0 % 0x20
     base = f"0000:{bus:02x}:{slot:02x}"
     return _TEMPLATES[number % len(_TEMPLATES)].format(
-        name=domain_name(number), video=f"{base}.0", audio=f"{base}.1", usb=f"{base}.2")
+        name=domain_name(number), video=f"{base}.0", audio=f"{base}.1", usb=f"{base}.2"
+    )
 
 
 def domain_name(number: int) -> str:

@@ -1,6 +1,6 @@
 """The README's benchmark table from a results file:
 
-    python3 -m bench.report [bench/results/latest.json]
+python3 -m bench.report [bench/results/latest.json]
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ def number(value: float, unit: str) -> str:
 
 def markdown(results: dict) -> str:
     machine = results["machine"]
-    lines = [f"Measured {results['when'][:10]} on {machine['os']}, {machine['cpus']} vCPU {machine['cpu_model']} "
-             f"(a VM), Python {machine['python']}, kernel {machine['kernel']}; the QEMU guest runs with TCG "
-             f"(no KVM). Load average before/after: {results['load_before']:.2f}/{results['load_after']:.2f}.", "",
-             "| figure | min | median | max | unit | target | note |", "|---|---:|---:|---:|---|---|---|"]
+    lines = [
+        f"Measured {results['when'][:10]} on {machine['os']}, {machine['cpus']} vCPU {machine['cpu_model']} "
+        f"(a VM), Python {machine['python']}, kernel {machine['kernel']}; the QEMU guest runs with TCG "
+        f"(no KVM). Load average before/after: {results['load_before']:.2f}/{results['load_after']:.2f}.",
+        "",
+        "| figure | min | median | max | unit | target | note |",
+        "|---|---:|---:|---:|---|---|---|",
+    ]
     for section in results["sections"].values():
         lines.append(f"| **{section['title']}** | | | | | | |")
         for name, fig in section["figures"].items():
@@ -33,8 +37,10 @@ def markdown(results: dict) -> str:
             if fig["met"] is not None:
                 target += " ✓" if fig["met"] else " ✗ missed"
             name = name.replace("|", "\\|")
-            lines.append(f"| {name} | {number(fig['min'], fig['unit'])} | {number(fig['median'], fig['unit'])} | "
-                         f"{number(fig['max'], fig['unit'])} | {fig['unit']} | {target.strip()} | {fig['note'] or ''} |")
+            lines.append(
+                f"| {name} | {number(fig['min'], fig['unit'])} | {number(fig['median'], fig['unit'])} | "
+                f"{number(fig['max'], fig['unit'])} | {fig['unit']} | {target.strip()} | {fig['note'] or ''} |"
+            )
     return "\n".join(lines) + "\n"
 
 

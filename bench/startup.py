@@ -10,7 +10,18 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .measure import HOOK_ENV, BenchError, Command, Figure, check_exit, interleaved, mb, ms, paired_ratios, run_child
+from .measure import (
+    HOOK_ENV,
+    BenchError,
+    Command,
+    Figure,
+    check_exit,
+    interleaved,
+    mb,
+    ms,
+    paired_ratios,
+    run_child,
+)
 from .profiles import make_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,8 +45,12 @@ def no_profile(python: str, config_1: Path, config_1000: Path, rounds: int) -> l
         "floor": Command((python, "-I", "-c", "pass"), stdin=DOMAIN_XML),
         "hook": Command(hook, env=hook_env(config_1), stdin=DOMAIN_XML),
         "hook-1000": Command(hook, env=hook_env(config_1000), stdin=DOMAIN_XML),
-        "bash": Command((str(BENCH / "bash_dispatcher.sh"), *args), env=hook_env(config_1), stdin=DOMAIN_XML),
-        "helper": Command((str(BENCH / "helper_dispatcher.sh"), *args), env=hook_env(config_1), stdin=DOMAIN_XML),
+        "bash": Command(
+            (str(BENCH / "bash_dispatcher.sh"), *args), env=hook_env(config_1), stdin=DOMAIN_XML
+        ),
+        "helper": Command(
+            (str(BENCH / "helper_dispatcher.sh"), *args), env=hook_env(config_1), stdin=DOMAIN_XML
+        ),
     }
     runs = interleaved(commands, rounds)
     to_floor = paired_ratios(runs["hook"], runs["floor"])
@@ -45,14 +60,26 @@ def no_profile(python: str, config_1: Path, config_1000: Path, rounds: int) -> l
         Figure("python floor (python3 -I -c pass)", "ms", ms(runs["floor"])),
         Figure("bash dispatcher ([ -f profile ] || exit 0)", "ms", ms(runs["bash"])),
         Figure("bash hook helper (VFIO-Tools shape, $(dirname $0))", "ms", ms(runs["helper"])),
-        Figure("no-profile hook / python floor", "x", to_floor, target=f"≤ {HOOK_RATIO_TARGET}",
-               met=statistics.median(to_floor) <= HOOK_RATIO_TARGET),
+        Figure(
+            "no-profile hook / python floor",
+            "x",
+            to_floor,
+            target=f"≤ {HOOK_RATIO_TARGET}",
+            met=statistics.median(to_floor) <= HOOK_RATIO_TARGET,
+        ),
         Figure("no-profile hook / bash dispatcher", "x", paired_ratios(runs["hook"], runs["bash"])),
-        Figure("no-profile hook / bash hook helper", "x", paired_ratios(runs["hook"], runs["helper"])),
+        Figure(
+            "no-profile hook / bash hook helper", "x", paired_ratios(runs["hook"], runs["helper"])
+        ),
         Figure("no-profile hook peak memory", "MB", mb(runs["hook"])),
         Figure("no-profile hook call, 1,000 profiles in dir", "ms", ms(runs["hook-1000"])),
-        Figure("no-profile hook: 1,000 profiles / 1 profile", "x", growth, target=f"≤ {NO_GROWTH} (no growth)",
-               met=statistics.median(growth) <= NO_GROWTH),
+        Figure(
+            "no-profile hook: 1,000 profiles / 1 profile",
+            "x",
+            growth,
+            target=f"≤ {NO_GROWTH} (no growth)",
+            met=statistics.median(growth) <= NO_GROWTH,
+        ),
     ]
 
 
@@ -68,23 +95,43 @@ def dry_run(python: str, config_1000: Path, rounds: int) -> list[Figure]:
     runs = interleaved(commands, rounds)
     growth = paired_ratios(runs["dry-run-1000"], runs["dry-run"])
     return [
-        Figure("dry run of the seed profile (tools/demo)", "ms", ms(runs["dry-run"]), target=f"< {DRY_RUN_MS}",
-               met=statistics.median(ms(runs["dry-run"])) < DRY_RUN_MS),
-        Figure("dry run peak memory", "MB", mb(runs["dry-run"]), target=f"< {DRY_RUN_MB}",
-               met=max(mb(runs["dry-run"])) < DRY_RUN_MB),
+        Figure(
+            "dry run of the seed profile (tools/demo)",
+            "ms",
+            ms(runs["dry-run"]),
+            target=f"< {DRY_RUN_MS}",
+            met=statistics.median(ms(runs["dry-run"])) < DRY_RUN_MS,
+        ),
+        Figure(
+            "dry run peak memory",
+            "MB",
+            mb(runs["dry-run"]),
+            target=f"< {DRY_RUN_MB}",
+            met=max(mb(runs["dry-run"])) < DRY_RUN_MB,
+        ),
         Figure("dry run, 1,000 profiles in dir", "ms", ms(runs["dry-run-1000"])),
-        Figure("dry run: 1,000 profiles / 1 profile", "x", growth, target=f"≤ {NO_GROWTH} (no growth)",
-               met=statistics.median(growth) <= NO_GROWTH),
+        Figure(
+            "dry run: 1,000 profiles / 1 profile",
+            "x",
+            growth,
+            target=f"≤ {NO_GROWTH} (no growth)",
+            met=statistics.median(growth) <= NO_GROWTH,
+        ),
     ]
 
 
 def validate(python: str, config_1: Path, config_1000: Path, rounds: int) -> list[Figure]:
     """`passthrough-hook validate` over every profile of a directory."""
     base = (python, "-m", "passthrough", "validate", "--config-dir")
-    commands = {"one": Command((*base, str(config_1))), "thousand": Command((*base, str(config_1000)))}
+    commands = {
+        "one": Command((*base, str(config_1))),
+        "thousand": Command((*base, str(config_1000))),
+    }
     runs = interleaved(commands, rounds, warmup=1)
-    per_profile = tuple((big.seconds - small.seconds) * 1000 / 999
-                        for big, small in zip(runs["thousand"], runs["one"]))
+    per_profile = tuple(
+        (big.seconds - small.seconds) * 1000 / 999
+        for big, small in zip(runs["thousand"], runs["one"])
+    )
     return [
         Figure("validate, 1 profile", "ms", ms(runs["one"])),
         Figure("validate, 1,000 profiles", "ms", ms(runs["thousand"])),
@@ -96,19 +143,42 @@ def validate(python: str, config_1: Path, config_1000: Path, rounds: int) -> lis
 def check_commands(python: str, config_1000: Path) -> None:
     """The commands measured must do what they claim before they are timed: the hook must
     find no profile and exit 0, validate must accept all 1,000 profiles."""
-    command = Command((python, "-m", "passthrough", "validate", "--config-dir", str(config_1000)), keep_output=True)
+    command = Command(
+        (python, "-m", "passthrough", "validate", "--config-dir", str(config_1000)),
+        keep_output=True,
+    )
     run = run_child(command)
     check_exit(command, run)
     if run.output.count(": ok (") != 1000:
         raise BenchError(f"validate did not accept 1,000 profiles:\n{run.output[-2000:]}")
     # -X importtime lists every module imported: the fast path must not import the package.
-    command = Command((python, "-I", "-X", "importtime", str(REPO / "hooks" / "qemu"), "other", "prepare", "begin",
-                       "-"), env=hook_env(config_1000), stdin=DOMAIN_XML, keep_output=True)
+    command = Command(
+        (
+            python,
+            "-I",
+            "-X",
+            "importtime",
+            str(REPO / "hooks" / "qemu"),
+            "other",
+            "prepare",
+            "begin",
+            "-",
+        ),
+        env=hook_env(config_1000),
+        stdin=DOMAIN_XML,
+        keep_output=True,
+    )
     run = run_child(command)
     check_exit(command, run)
-    imported = [line.rsplit("|", 1)[-1].strip() for line in run.output.splitlines() if line.startswith("import time:")]
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in run.output.splitlines()
+        if line.startswith("import time:")
+    ]
     if any(name.startswith(("passthrough", "yaml")) for name in imported):
-        raise BenchError(f"the no-profile hook call imported the program, not just os/sys:\n{run.output}")
+        raise BenchError(
+            f"the no-profile hook call imported the program, not just os/sys:\n{run.output}"
+        )
 
 
 def config_dirs(work: Path) -> tuple[Path, Path]:

@@ -17,22 +17,40 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import __version__, tools
-from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PassthroughError, ProfileError,
-                     UsageError)
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PassthroughError,
+    ProfileError,
+    UsageError,
+)
 
 CONFIG_DIR = "/etc/libvirt/hooks/passthrough"
 PROG = "passthrough-hook"
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default="/", metavar="DIR",
-                        help="prefix for every host path read or written (sysfs, /proc, /dev, /run); default /")
-    parser.add_argument("--config-dir", metavar="DIR",
-                        help=f"where profiles live (default {CONFIG_DIR})")
-    parser.add_argument("--state-dir", metavar="DIR",
-                        help="where journals live (default <root>/run/passthrough-hook)")
-    parser.add_argument("--log-file", metavar="FILE",
-                        help="log file (default <root>/var/log/libvirt/passthrough-hook.log)")
+    parser.add_argument(
+        "--root",
+        default="/",
+        metavar="DIR",
+        help="prefix for every host path read or written (sysfs, /proc, /dev, /run); default /",
+    )
+    parser.add_argument(
+        "--config-dir", metavar="DIR", help=f"where profiles live (default {CONFIG_DIR})"
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where journals live (default <root>/run/passthrough-hook)",
+    )
+    parser.add_argument(
+        "--log-file",
+        metavar="FILE",
+        help="log file (default <root>/var/log/libvirt/passthrough-hook.log)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -40,11 +58,14 @@ def hook_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run a domain's passthrough profile for one libvirt event, as libvirt's qemu hook does. "
-                    f"Subcommands: {', '.join(SUBCOMMANDS)} (`{PROG} SUBCOMMAND --help`).",
-        epilog=f"example: {PROG} --dry-run win10 prepare begin")
+        f"Subcommands: {', '.join(SUBCOMMANDS)} (`{PROG} SUBCOMMAND --help`).",
+        epilog=f"example: {PROG} --dry-run win10 prepare begin",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
-    parser.add_argument("--xml", metavar="FILE", help="read the domain XML from FILE instead of stdin")
+    parser.add_argument(
+        "--xml", metavar="FILE", help="read the domain XML from FILE instead of stdin"
+    )
     _common_options(parser)
     parser.add_argument("domain")
     parser.add_argument("operation", help="prepare, start, started, stopped, release, ...")
@@ -57,7 +78,11 @@ def _paths(args) -> tuple[Path, Path, Path, Path]:
     root = Path(args.root)
     config = Path(args.config_dir or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR") or CONFIG_DIR)
     state = Path(args.state_dir) if args.state_dir else root / "run" / "passthrough-hook"
-    log = Path(args.log_file) if args.log_file else root / "var" / "log" / "libvirt" / "passthrough-hook.log"
+    log = (
+        Path(args.log_file)
+        if args.log_file
+        else root / "var" / "log" / "libvirt" / "passthrough-hook.log"
+    )
     return root, config, state, log
 
 
@@ -93,7 +118,10 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     if path is None and not (event == "release/end" and journal_path.exists()):
         if args.dry_run:
-            print(f"{args.domain} has no profile in {config_dir}: the hook does nothing for it.", file=out)
+            print(
+                f"{args.domain} has no profile in {config_dir}: the hook does nothing for it.",
+                file=out,
+            )
         return EXIT_OK
     profile, profile_problem = None, None
     try:
@@ -113,19 +141,31 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
 
         host_factory = make_dry_run_host if args.dry_run else make_host
     host = host_factory(root)
-    logger = setup(None if args.dry_run else log_file, use_syslog=not args.dry_run and str(root) == "/")
+    logger = setup(
+        None if args.dry_run else log_file, use_syslog=not args.dry_run and str(root) == "/"
+    )
     host.domain_xml = xml
     state = StateDir(state_dir)
 
     def report(outcome) -> None:
         level = "info" if outcome.status in ("done", "undone") else "error"
-        getattr(logger, level)("%s %s: %s: %s in %.0f ms%s", args.domain, event, outcome.title, outcome.status,
-                               outcome.seconds * 1000, f": {outcome.error}" if outcome.error else "")
+        getattr(logger, level)(
+            "%s %s: %s: %s in %.0f ms%s",
+            args.domain,
+            event,
+            outcome.title,
+            outcome.status,
+            outcome.seconds * 1000,
+            f": {outcome.error}" if outcome.error else "",
+        )
         for op in outcome.operations:
             logger.debug("    %s", op)
         if not args.dry_run and not args.json:
-            print(f"{PROG}: {args.domain} {event}: {outcome.title}: {outcome.status} "
-                  f"({outcome.seconds * 1000:.0f} ms)", file=err)
+            print(
+                f"{PROG}: {args.domain} {event}: {outcome.title}: {outcome.status} "
+                f"({outcome.seconds * 1000:.0f} ms)",
+                file=err,
+            )
 
     steps = profile.events.get(event, ()) if profile else ()
     addresses = [address for step in steps for address in step.action.addresses()]
@@ -147,10 +187,16 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
     if not result.ok and not args.dry_run:
         print(failure_text(result, log_path(logger)), end="", file=err)
     elif recovering and not args.dry_run and not args.json:
-        print(f"{args.domain}: undid {len(result.rollback)} journaled change(s); nothing is left", file=out)
+        print(
+            f"{args.domain}: undid {len(result.rollback)} journaled change(s); nothing is left",
+            file=out,
+        )
     if profile_problem:
-        result.warnings.insert(0, f"the profile did not load, so its release/end steps were not used and the "
-                                  f"journal was undone instead: {profile_problem}")
+        result.warnings.insert(
+            0,
+            f"the profile did not load, so its release/end steps were not used and the "
+            f"journal was undone instead: {profile_problem}",
+        )
         print(f"{PROG}: warning: {result.warnings[0]}", file=err)
     for warning in result.warnings:
         logger.warning("%s %s: %s", args.domain, event, warning)
@@ -163,12 +209,18 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
 def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
     from .profile import find_profile, load_profile
 
-    parser = argparse.ArgumentParser(prog=f"{PROG} validate",
-                                     description="Check profiles without running anything (all of them by default).")
-    parser.add_argument("--config-dir", metavar="DIR", help=f"where profiles live (default {CONFIG_DIR})")
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} validate",
+        description="Check profiles without running anything (all of them by default).",
+    )
+    parser.add_argument(
+        "--config-dir", metavar="DIR", help=f"where profiles live (default {CONFIG_DIR})"
+    )
     parser.add_argument("profiles", nargs="*", metavar="DOMAIN|FILE")
     args = parser.parse_args(argv)
-    config_dir = Path(args.config_dir or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR") or CONFIG_DIR)
+    config_dir = Path(
+        args.config_dir or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR") or CONFIG_DIR
+    )
     targets: list[Path] = []
     for item in args.profiles:
         candidate = Path(item)
@@ -204,7 +256,9 @@ def cmd_recover(argv: list[str], out: TextIO, err: TextIO, host_factory=None) ->
     """Undo everything a domain's journal holds, whatever its profile says now: after a hook
     was killed, or when an undo failed and the cause has been fixed."""
     parser = argparse.ArgumentParser(prog=f"{PROG} recover", description=cmd_recover.__doc__)
-    parser.add_argument("--dry-run", action="store_true", help="show what would be undone; change nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show what would be undone; change nothing"
+    )
     _common_options(parser)
     parser.add_argument("domain")
     args = parser.parse_args(argv)
@@ -231,12 +285,20 @@ def _dispatch(argv: list[str], stdin, host_factory, out: TextIO, err: TextIO) ->
     return run_event(args, stdin, host_factory, out, err)
 
 
-def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, host_factory=None,
-         out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    host_factory=None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        return _dispatch(list(sys.argv[1:] if argv is None else argv), stdin, host_factory, out, err)
+        return _dispatch(
+            list(sys.argv[1:] if argv is None else argv), stdin, host_factory, out, err
+        )
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     except ProfileError as exc:  # already FILE:LINE:COL: prefixed, one line per problem
@@ -270,8 +332,11 @@ def _internal_error(err: TextIO) -> int:
         fd, path = tempfile.mkstemp(prefix="passthrough-hook-crash-", suffix=".log")
         with os.fdopen(fd, "w") as handle:
             handle.write(traceback.format_exc())
-    print(f"{PROG}: internal error (a bug, not your profile); the traceback is in {path}. "
-          f"Please report it with that file.", file=err)
+    print(
+        f"{PROG}: internal error (a bug, not your profile); the traceback is in {path}. "
+        f"Please report it with that file.",
+        file=err,
+    )
     return EXIT_INTERNAL
 
 

@@ -24,7 +24,9 @@ def parse_cpu_list(text: str) -> list[int]:
     for part in stripped.split(","):
         match = _PART.match(part.strip())
         if not match:
-            raise ValueError(f"{part.strip()!r} is not a CPU number or range; expected e.g. 0-3,8-11")
+            raise ValueError(
+                f"{part.strip()!r} is not a CPU number or range; expected e.g. 0-3,8-11"
+            )
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
         if last < first:

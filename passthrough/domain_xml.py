@@ -47,10 +47,16 @@ def parse(text: str) -> DomainXml:
     if not text.strip():
         return DomainXml(problems=("no domain XML was given",))
     if len(text) > MAX_CHARS:
-        return DomainXml(problems=(f"the domain XML is larger than {MAX_CHARS} characters; not read",))
+        return DomainXml(
+            problems=(f"the domain XML is larger than {MAX_CHARS} characters; not read",)
+        )
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
-        return DomainXml(problems=("the domain XML has a document type declaration, which libvirt "
-                                   "never writes; not read",))
+        return DomainXml(
+            problems=(
+                "the domain XML has a document type declaration, which libvirt "
+                "never writes; not read",
+            )
+        )
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError as exc:
@@ -78,7 +84,11 @@ def _is_pci_hostdev(element: ElementTree.Element) -> bool:
         return element.get("mode", "subsystem") == "subsystem" and element.get("type") == "pci"
     if element.tag == "interface":
         source = element.find("source/address")
-        return element.get("type") == "hostdev" and source is not None and source.get("type", "pci") == "pci"
+        return (
+            element.get("type") == "hostdev"
+            and source is not None
+            and source.get("type", "pci") == "pci"
+        )
     return False
 
 

@@ -60,6 +60,8 @@ def check_not_needed(host, address: str, force: bool, verb: str) -> None:
     if force:
         host.record(f"host guard overridden (force: true) for {address}", "; ".join(reasons))
         return
-    raise HostError(f"refusing to {verb} it: the host depends on it now ({'; '.join(reasons)})",
-                    device=address, hint="check the address in the profile (lspci -D); `force: true` on "
-                                         "the step overrides")
+    raise HostError(
+        f"refusing to {verb} it: the host depends on it now ({'; '.join(reasons)})",
+        device=address,
+        hint="check the address in the profile (lspci -D); `force: true` on the step overrides",
+    )

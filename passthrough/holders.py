@@ -54,10 +54,15 @@ def open_files(host) -> list[tuple[int, list[str], list[str]]]:
     procfs = host.procfs
     table = []
     for pid in sorted((p for p in procfs.listdir() if p.isdigit()), key=int):
-        targets = [t for t in (procfs.link(f"{pid}/fd/{fd}") for fd in procfs.listdir(f"{pid}/fd")) if t]
+        targets = [
+            t for t in (procfs.link(f"{pid}/fd/{fd}") for fd in procfs.listdir(f"{pid}/fd")) if t
+        ]
         maps = procfs.read(f"{pid}/maps") or ""
-        mapped = [line.split(None, 5)[5] for line in maps.splitlines()
-                  if "/sys/" in line and len(line.split(None, 5)) == 6]
+        mapped = [
+            line.split(None, 5)[5]
+            for line in maps.splitlines()
+            if "/sys/" in line and len(line.split(None, 5)) == 6
+        ]
         table.append((int(pid), targets, mapped))
     host.step_cache["open_files"] = table
     return table

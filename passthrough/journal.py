@@ -39,10 +39,18 @@ class Journal:
         except FileNotFoundError:
             return cls(path, domain)
         except (OSError, ValueError) as exc:
-            raise JournalError(f"{path}: cannot read the journal ({exc}); move it aside to continue, "
-                               f"and restore its devices by hand (see `passthrough-hook status`)") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), list):
-            raise JournalError(f"{path}: not a journal of format {FORMAT}; written by another version?")
+            raise JournalError(
+                f"{path}: cannot read the journal ({exc}); move it aside to continue, "
+                f"and restore its devices by hand (see `passthrough-hook status`)"
+            ) from None
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != FORMAT
+            or not isinstance(data.get("entries"), list)
+        ):
+            raise JournalError(
+                f"{path}: not a journal of format {FORMAT}; written by another version?"
+            )
         return cls(path, domain, data["entries"])
 
     @classmethod
@@ -50,10 +58,18 @@ class Journal:
         return cls(None, copy_of.domain, json.loads(json.dumps(copy_of.entries)))
 
     def begin(self, event: str, step, describe: str) -> dict:
-        entry = {"id": max((e["id"] for e in self.entries), default=0) + 1, "event": event,
-                 "step": step.number, "action": step.action.name, "where": str(step.where),
-                 "describe": describe, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
-                 "status": "running", "record": {}}
+        entry = {
+            "id": max((e["id"] for e in self.entries), default=0) + 1,
+            "event": event,
+            "step": step.number,
+            "action": step.action.name,
+            "where": str(step.where),
+            "describe": describe,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pid": os.getpid(),
+            "status": "running",
+            "record": {},
+        }
         self.entries.append(entry)
         self.save()
         return entry

@@ -24,10 +24,14 @@ def setup(log_file: Path | None, use_syslog: bool) -> logging.Logger:
         except OSError:
             pass  # not root on a read-only check; the terminal still gets the messages
         else:
-            handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s")
+            )
             logger.addHandler(handler)
     if use_syslog and os.path.exists("/dev/log"):
-        from logging.handlers import SysLogHandler  # only here: it imports socket, pickle, queue (~4 ms)
+        from logging.handlers import (
+            SysLogHandler,
+        )  # only here: it imports socket, pickle, queue (~4 ms)
 
         try:
             handler = SysLogHandler(address="/dev/log")

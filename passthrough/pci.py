@@ -46,8 +46,11 @@ class PciDevice:
 
     def require(self) -> None:
         if not self.exists():
-            raise HostError("no such PCI device on this host", device=self.address,
-                            hint="check the address with `lspci -D` and the profile's devices:")
+            raise HostError(
+                "no such PCI device on this host",
+                device=self.address,
+                hint="check the address with `lspci -D` and the profile's devices:",
+            )
 
     def attribute(self, name: str) -> str | None:
         return self.sysfs.read(f"{self.rel}/{name}")
@@ -73,8 +76,12 @@ class PciDevice:
     def set_override(self, driver: str | None) -> None:
         if self.override() == driver:
             return
-        self.sysfs.write(f"{self.rel}/driver_override", (driver or "") + "\n", device=self.address,
-                         effect=f"driver_override: {self.override() or 'none'} → {driver or 'none'}")
+        self.sysfs.write(
+            f"{self.rel}/driver_override",
+            (driver or "") + "\n",
+            device=self.address,
+            effect=f"driver_override: {self.override() or 'none'} → {driver or 'none'}",
+        )
 
     def unbind(self, check_holders: bool = True) -> None:
         current = self.driver()
@@ -82,8 +89,12 @@ class PciDevice:
             return
         if check_holders:
             self.check_holders()
-        self.sysfs.write(f"{self.rel}/driver/unbind", self.address, device=self.address,
-                         effect=f"{current} → {NO_DRIVER}")
+        self.sysfs.write(
+            f"{self.rel}/driver/unbind",
+            self.address,
+            device=self.address,
+            effect=f"{current} → {NO_DRIVER}",
+        )
 
     def check_holders(self) -> None:
         """Refuse to unbind a device a process holds (the write would block in the kernel)."""
@@ -91,21 +102,26 @@ class PciDevice:
 
         holders = find_holders(self.host, self.address)
         for holder in holders:
-            self.host.record(f"open: {holder.describe(self.address)}",
-                             "will block the unbind" if holder in blocking(holders) else "sound: disconnected")
+            self.host.record(
+                f"open: {holder.describe(self.address)}",
+                "will block the unbind" if holder in blocking(holders) else "sound: disconnected",
+            )
         stuck = blocking(holders)
         if stuck and not self.host.force:
-            raise HostError("cannot unbind while in use: " + "; ".join(h.describe(self.address) for h in stuck),
-                            device=self.address,
-                            hint="stop those processes (display manager, compositor, a running VM), add a "
-                                 "kill_holders step, or set force: true to unbind anyway")
+            raise HostError(
+                "cannot unbind while in use: " + "; ".join(h.describe(self.address) for h in stuck),
+                device=self.address,
+                hint="stop those processes (display manager, compositor, a running VM), add a "
+                "kill_holders step, or set force: true to unbind anyway",
+            )
 
     def probe(self) -> None:
         self.sysfs.write("bus/pci/drivers_probe", self.address, device=self.address)
 
     def wait_for_driver(self, wanted: str | None) -> bool:
-        return self.host.wait_until(f"{self.address} to bind {wanted}", lambda: self.driver() == wanted,
-                                    self.host.bind_wait)
+        return self.host.wait_until(
+            f"{self.address} to bind {wanted}", lambda: self.driver() == wanted, self.host.bind_wait
+        )
 
     def move_to(self, driver: str) -> None:
         """Bind to `driver` by the route that works for any driver: driver_override, unbind,
@@ -115,8 +131,11 @@ class PciDevice:
         if before == driver and self.override() in (None, driver):
             return
         if not self.driver_exists(driver):
-            raise HostError(f"driver {driver} is not loaded, so it cannot take the device", device=self.address,
-                            hint=f"add a modprobe step for it before this one (e.g. `modprobe: [{driver.replace('-', '_')}]`)")
+            raise HostError(
+                f"driver {driver} is not loaded, so it cannot take the device",
+                device=self.address,
+                hint=f"add a modprobe step for it before this one (e.g. `modprobe: [{driver.replace('-', '_')}]`)",
+            )
         self.set_override(driver)
         self.unbind(check_holders=False)
         self.probe()
@@ -130,7 +149,9 @@ class PciDevice:
         elif self.driver() != binding.driver:
             before = self.driver()
             if self.override() != binding.driver:
-                self.sysfs.write(f"{self.rel}/driver_override", binding.driver + "\n", device=self.address)
+                self.sysfs.write(
+                    f"{self.rel}/driver_override", binding.driver + "\n", device=self.address
+                )
             self.unbind()
             self.probe()
             self.verify(binding.driver, before)
@@ -146,7 +167,8 @@ class PciDevice:
                 f"{wanted} did not bind: the kernel accepted the probe but the device has no driver",
                 device=self.address,
                 hint=f"see `dmesg | grep {self.address}`; for vfio-pci check that the IOMMU is enabled "
-                     f"(intel_iommu=on or amd_iommu=on) and the whole IOMMU group is passed through")
+                f"(intel_iommu=on or amd_iommu=on) and the whole IOMMU group is passed through",
+            )
         raise HostError(f"expected driver {wanted} but {now} took the device", device=self.address)
 
     # --- BARs ---------------------------------------------------------------------------------
@@ -169,5 +191,9 @@ class PciDevice:
 
     def resize(self, bar: int, exponent: int) -> None:
         before = self.bar_size(bar) or 0
-        self.sysfs.write(f"{self.rel}/resource{bar}_resize", f"{exponent}\n", device=self.address,
-                         effect=f"BAR {bar}: {format_bytes(before)} → {format_bytes(1 << (20 + exponent))}")
+        self.sysfs.write(
+            f"{self.rel}/resource{bar}_resize",
+            f"{exponent}\n",
+            device=self.address,
+            effect=f"BAR {bar}: {format_bytes(before)} → {format_bytes(1 << (20 + exponent))}",
+        )

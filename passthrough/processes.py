@@ -66,8 +66,10 @@ def send_signal(host, processes: list[Process], signal: str) -> None:
     if signal not in SIGNALS:
         raise HostError(f"unknown signal {signal}; expected one of {', '.join(SIGNALS)}")
     names = ", ".join(str(p) for p in processes)
-    host.commands.run(["kill", "-s", signal, "--", *(str(p.pid) for p in processes)],
-                      effect=f"SIG{signal} to {names}")
+    host.commands.run(
+        ["kill", "-s", signal, "--", *(str(p.pid) for p in processes)],
+        effect=f"SIG{signal} to {names}",
+    )
 
 
 def wait_for_exit(host, processes: list[Process], timeout: float) -> list[Process]:
@@ -78,8 +80,10 @@ def wait_for_exit(host, processes: list[Process], timeout: float) -> list[Proces
     """
     if not processes:
         return []
-    host.record("wait until " + ", ".join(str(p) for p in processes) + " have exited",
-                f"up to {round(timeout, 1):g} s")
+    host.record(
+        "wait until " + ", ".join(str(p) for p in processes) + " have exited",
+        f"up to {round(timeout, 1):g} s",
+    )
     if host.dry_run:
         return []
     host.wait_until("processes to exit", lambda: not still_running(host, processes), timeout)

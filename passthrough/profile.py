@@ -21,8 +21,15 @@ MAX_DEPTH = 16
 
 # The events libvirt's qemu driver calls the hook with, as "<operation>/<sub-operation>".
 EVENTS = (
-    "prepare/begin", "start/begin", "started/begin", "stopped/end", "release/end",
-    "migrate/begin", "restore/begin", "reconnect/begin", "attach/begin",
+    "prepare/begin",
+    "start/begin",
+    "started/begin",
+    "stopped/end",
+    "release/end",
+    "migrate/begin",
+    "restore/begin",
+    "reconnect/begin",
+    "attach/begin",
 )
 # Step keys that any action accepts next to its own.
 STEP_OPTIONS = {"timeout": Seconds(), "force": Bool()}
@@ -74,7 +81,9 @@ def is_plain_name(domain: str) -> bool:
 def find_profile(config_dir: str | os.PathLike, domain: str) -> Path | None:
     """The profile file of a domain, or None. Raises UsageError for names that are not plain."""
     if not is_plain_name(domain):
-        raise UsageError(f"{domain!r} is not a plain domain name (no '/', no leading '.', no control characters)")
+        raise UsageError(
+            f"{domain!r} is not a plain domain name (no '/', no leading '.', no control characters)"
+        )
     for suffix in (".yaml", ".yml"):
         candidate = Path(config_dir) / (domain + suffix)
         if candidate.is_file():
@@ -90,11 +99,15 @@ def check_trusted(path: Path) -> None:
     for candidate in (path, path.parent):
         info = candidate.stat()
         if info.st_uid != 0:
-            raise UsageError(f"{candidate} is owned by uid {info.st_uid}, not root; a root hook only runs "
-                             f"root's profiles (chown root:root {candidate})")
+            raise UsageError(
+                f"{candidate} is owned by uid {info.st_uid}, not root; a root hook only runs "
+                f"root's profiles (chown root:root {candidate})"
+            )
         if info.st_mode & 0o022:
-            raise UsageError(f"{candidate} is writable by group or others (mode {info.st_mode & 0o777:o}); "
-                             f"anyone who can write it runs code as root (chmod go-w {candidate})")
+            raise UsageError(
+                f"{candidate} is writable by group or others (mode {info.st_mode & 0o777:o}); "
+                f"anyone who can write it runs code as root (chmod go-w {candidate})"
+            )
 
 
 def load_profile(path: str | os.PathLike, display: str | None = None) -> Profile:
@@ -106,7 +119,9 @@ def load_profile(path: str | os.PathLike, display: str | None = None) -> Profile
     except OSError as exc:
         raise UsageError(f"{shown}: cannot read the profile: {exc.strerror}") from None
     if len(data) > MAX_BYTES:
-        raise ProfileError([f"{shown}:1:1: the profile is larger than {MAX_BYTES // 1024} KiB; profiles are short"])
+        raise ProfileError(
+            [f"{shown}:1:1: the profile is larger than {MAX_BYTES // 1024} KiB; profiles are short"]
+        )
     return parse_profile(data, shown)
 
 
@@ -115,7 +130,9 @@ def parse_profile(data: bytes, shown: str) -> Profile:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ProfileError([f"{shown}:{line}:1: the profile is not UTF-8 text (byte {exc.start})"]) from None
+        raise ProfileError(
+            [f"{shown}:{line}:1: the profile is not UTF-8 text (byte {exc.start})"]
+        ) from None
     root = _compose(text, shown)
     problems: list[str] = []
 
@@ -124,11 +141,17 @@ def parse_profile(data: bytes, shown: str) -> Profile:
         problems.append(f"{shown}:{mark.line + 1}:{mark.column + 1}: {message}")
 
     if root is None:
-        raise ProfileError([f"{shown}:1:1: the profile is empty; expected `devices:` and steps such as `prepare/begin:`"])
+        raise ProfileError(
+            [
+                f"{shown}:1:1: the profile is empty; expected `devices:` and steps such as `prepare/begin:`"
+            ]
+        )
     try:
         items = mapping_items(root, "the profile")
     except Invalid as exc:
-        raise ProfileError([f"{shown}:{exc.node.start_mark.line + 1}:{exc.node.start_mark.column + 1}: {exc}"]) from None
+        raise ProfileError(
+            [f"{shown}:{exc.node.start_mark.line + 1}:{exc.node.start_mark.column + 1}: {exc}"]
+        ) from None
 
     devices: dict[str, str] = {}
     event_nodes = []
@@ -139,7 +162,10 @@ def parse_profile(data: bytes, shown: str) -> Profile:
             event_nodes.append((key, value_node))
         else:
             hint = closest(key, ("devices",) + EVENTS)
-            report(key_node, f'unknown key "{key}"{hint}; expected `devices:` or an event such as prepare/begin')
+            report(
+                key_node,
+                f'unknown key "{key}"{hint}; expected `devices:` or an event such as prepare/begin',
+            )
 
     ctx = Context(devices=devices, events=EVENTS)
     events = {}
@@ -160,14 +186,22 @@ def _compose(text: str, shown: str) -> Any:
         for event in yaml.parse(text, Loader=loader_class):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 mark = event.start_mark
-                raise ProfileError([f"{shown}:{mark.line + 1}:{mark.column + 1}: anchors and aliases (&x, *x) "
-                                    f"are not allowed in profiles; write the value out"])
+                raise ProfileError(
+                    [
+                        f"{shown}:{mark.line + 1}:{mark.column + 1}: anchors and aliases (&x, *x) "
+                        f"are not allowed in profiles; write the value out"
+                    ]
+                )
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
-                    raise ProfileError([f"{shown}:{mark.line + 1}:{mark.column + 1}: nested deeper than "
-                                        f"{MAX_DEPTH} levels; profiles are flat lists of steps"])
+                    raise ProfileError(
+                        [
+                            f"{shown}:{mark.line + 1}:{mark.column + 1}: nested deeper than "
+                            f"{MAX_DEPTH} levels; profiles are flat lists of steps"
+                        ]
+                    )
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
         return yaml.compose(text, Loader=loader_class)
@@ -187,12 +221,15 @@ def _devices(node: Any, report) -> dict[str, str]:
     try:
         items = mapping_items(node, "devices")
     except Invalid as exc:
-        report(exc.node, f"{exc}; write `name: \"0000:03:00.0\"` lines")
+        report(exc.node, f'{exc}; write `name: "0000:03:00.0"` lines')
         return devices
     used: dict[str, str] = {}
     for name, key_node, value_node in items:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name):
-            report(key_node, f'"{name}" is not a device name; use letters, digits, "-", "_" and "." (e.g. gpu-audio)')
+            report(
+                key_node,
+                f'"{name}" is not a device name; use letters, digits, "-", "_" and "." (e.g. gpu-audio)',
+            )
             continue
         try:
             address = PciAddress().check(value_node, Context({}, EVENTS))
@@ -215,7 +252,9 @@ def _steps(event: str, node: Any, ctx: Context, shown: str, report) -> list[Step
     if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
         return []  # `release/end:` with nothing: do nothing on that event
     if not isinstance(node, yaml.SequenceNode):
-        report(node, f"{event} must be a list of steps (lines starting with '- '), got {kind_of(node)}")
+        report(
+            node, f"{event} must be a list of steps (lines starting with '- '), got {kind_of(node)}"
+        )
         return []
     steps = []
     for number, step_node in enumerate(node.value, start=1):
@@ -233,18 +272,32 @@ def _steps(event: str, node: Any, ctx: Context, shown: str, report) -> list[Step
             continue
         if len(actions) != 1:
             if not actions:
-                report(step_node, f"step {number} of {event} has no action; expected one of {', '.join(REGISTRY)}")
+                report(
+                    step_node,
+                    f"step {number} of {event} has no action; expected one of {', '.join(REGISTRY)}",
+                )
             else:
                 names = ", ".join(k for k, _, _ in actions)
-                report(actions[1][1], f"step {number} of {event} names several actions ({names}); "
-                                      f"write one action per step (`- ` before each)")
+                report(
+                    actions[1][1],
+                    f"step {number} of {event} names several actions ({names}); "
+                    f"write one action per step (`- ` before each)",
+                )
             continue
         name, key_node, value_node = actions[0]
         action_class = REGISTRY[name]
         try:
             values = action_class.args.check(value_node, ctx, name)
-            timeout = STEP_OPTIONS["timeout"].check(options["timeout"][1], ctx) if "timeout" in options else None
-            force = STEP_OPTIONS["force"].check(options["force"][1], ctx) if "force" in options else False
+            timeout = (
+                STEP_OPTIONS["timeout"].check(options["timeout"][1], ctx)
+                if "timeout" in options
+                else None
+            )
+            force = (
+                STEP_OPTIONS["force"].check(options["force"][1], ctx)
+                if "force" in options
+                else False
+            )
         except Invalid as exc:
             report(exc.node, str(exc))
             continue
@@ -261,8 +314,12 @@ def _unknown_step_key(key: str, actions: list) -> str:
     if actions:
         action = actions[0][0]
         if any(f.name == key for f in REGISTRY[action].args.fields):
-            return (f'"{key}" is an argument of {action}, not of the step; write it inside: '
-                    f'`{action}: {{..., {key}: ...}}`')
-        return (f'unknown step option "{key}"{closest(key, tuple(STEP_OPTIONS))}; a step is one action '
-                f'plus optional {", ".join(STEP_OPTIONS)}')
+            return (
+                f'"{key}" is an argument of {action}, not of the step; write it inside: '
+                f"`{action}: {{..., {key}: ...}}`"
+            )
+        return (
+            f'unknown step option "{key}"{closest(key, tuple(STEP_OPTIONS))}; a step is one action '
+            f"plus optional {', '.join(STEP_OPTIONS)}"
+        )
     return f'unknown action "{key}"{closest(key, tuple(REGISTRY))}; expected one of {", ".join(REGISTRY)}'

@@ -23,8 +23,11 @@ def _outcome_lines(outcome: Outcome, timings: bool) -> list[str]:
 
 
 def plan_text(result: EventResult, root: str) -> str:
-    lines = [f"Dry run of {result.domain} {result.event} (profile {result.profile}, host {root}).",
-             "Nothing is changed; this is what would happen:", ""]
+    lines = [
+        f"Dry run of {result.domain} {result.event} (profile {result.profile}, host {root}).",
+        "Nothing is changed; this is what would happen:",
+        "",
+    ]
     if result.note:
         lines.append(f"  {result.note}")
     for outcome in result.steps:
@@ -39,8 +42,10 @@ def plan_text(result: EventResult, root: str) -> str:
         lines.append(f"  warning: {warning}")
     lines.append("")
     if result.failed:
-        lines.append(f"Problem: the plan fails at step {result.failed.title.split('.', 1)[0]} "
-                     f"({result.failed.where}): {result.failed.error}")
+        lines.append(
+            f"Problem: the plan fails at step {result.failed.title.split('.', 1)[0]} "
+            f"({result.failed.where}): {result.failed.error}"
+        )
     else:
         count = len(result.steps) or len(result.rollback)
         lines.append(f"Plan: {count} step(s), no problems seen.")
@@ -52,22 +57,30 @@ def failure_text(result: EventResult, log_path: str | None) -> str:
     lines = []
     failed = result.failed
     if failed:
-        lines.append(f"passthrough-hook: {result.domain} {result.event} failed at step {failed.title} "
-                     f"({failed.where}):")
+        lines.append(
+            f"passthrough-hook: {result.domain} {result.event} failed at step {failed.title} "
+            f"({failed.where}):"
+        )
         lines.append(f"  {failed.error}")
     else:
         lines.append(f"passthrough-hook: {result.domain} {result.event} could not undo everything:")
     undone = [o for o in result.rollback if o.status == "undone"]
     if failed:
         if undone:
-            lines.append("Rolled back, newest first: " + "; ".join(o.title.split(": ", 1)[-1] for o in undone) + ".")
+            lines.append(
+                "Rolled back, newest first: "
+                + "; ".join(o.title.split(": ", 1)[-1] for o in undone)
+                + "."
+            )
         elif not result.not_restored:
             lines.append("Nothing had been changed, so nothing was rolled back.")
     for outcome in result.not_restored:
         lines.append(f"NOT restored: {outcome.title}: {outcome.error}")
     if result.not_restored:
-        lines.append("The journal keeps what is left; `passthrough-hook recover "
-                     f"{result.domain}` retries, `passthrough-hook status` shows it.")
+        lines.append(
+            "The journal keeps what is left; `passthrough-hook recover "
+            f"{result.domain}` retries, `passthrough-hook status` shows it."
+        )
     for warning in result.warnings:
         lines.append(f"warning: {warning}")
     if log_path:
@@ -77,13 +90,23 @@ def failure_text(result: EventResult, log_path: str | None) -> str:
 
 def result_json(result: EventResult, root: str) -> dict:
     def outcome(o: Outcome, number: int | None = None) -> dict:
-        return {"title": o.title, "where": o.where, "status": o.status, "error": o.error,
-                "seconds": round(o.seconds, 6),
-                "operations": [{"operation": op.text, "effect": op.effect} for op in o.operations]}
+        return {
+            "title": o.title,
+            "where": o.where,
+            "status": o.status,
+            "error": o.error,
+            "seconds": round(o.seconds, 6),
+            "operations": [{"operation": op.text, "effect": op.effect} for op in o.operations],
+        }
 
     return {
-        "domain": result.domain, "event": result.event, "profile": result.profile, "root": root,
-        "dry_run": result.dry_run, "ok": result.ok, "note": result.note,
+        "domain": result.domain,
+        "event": result.event,
+        "profile": result.profile,
+        "root": root,
+        "dry_run": result.dry_run,
+        "ok": result.ok,
+        "note": result.note,
         "steps": [outcome(o) for o in result.steps],
         "rollback": [outcome(o) for o in result.rollback],
         "failed_at": result.failed.where if result.failed else None,

@@ -54,8 +54,9 @@ class EventResult:
 
 
 class Runner:
-    def __init__(self, host: Host, journal: Journal, profile: Profile | None, domain: str,
-                 on_outcome=None):
+    def __init__(
+        self, host: Host, journal: Journal, profile: Profile | None, domain: str, on_outcome=None
+    ):
         self.host = host
         self.journal = journal
         self.profile = profile
@@ -64,7 +65,9 @@ class Runner:
         self.names = dict((a, n) for n, a in (profile.devices.items() if profile else ()))
 
     def run(self, event: str) -> EventResult:
-        result = EventResult(self.domain, event, self.profile.path if self.profile else "-", self.host.dry_run)
+        result = EventResult(
+            self.domain, event, self.profile.path if self.profile else "-", self.host.dry_run
+        )
         steps = self.profile.events.get(event) if self.profile else None
         if steps is None:
             if event == "release/end" and not self.journal.entries:
@@ -88,14 +91,20 @@ class Runner:
         if event == "release/end" and inherited and not any(s.action.name == "undo" for s in steps):
             result.warnings.append(
                 f"release/end has its own steps and no `undo`; dropping {inherited} journal "
-                f"entries of earlier events without undoing them")
+                f"entries of earlier events without undoing them"
+            )
         if event == "release/end":
             self.journal.clear()
         return result
 
     def _context(self, force: bool = False, result: EventResult | None = None) -> StepContext:
-        ctx = StepContext(host=self.host, names=self.names, force=force, domain=self.domain,
-                          event=result.event if result is not None else "")
+        ctx = StepContext(
+            host=self.host,
+            names=self.names,
+            force=force,
+            domain=self.domain,
+            event=result.event if result is not None else "",
+        )
         if result is not None:
             ctx.undo_event = lambda ev: self._undo_event(ev, result)
         return ctx
@@ -119,8 +128,14 @@ class Runner:
             message = str(exc)
             if isinstance(exc, StepTimeout):
                 message += self._holders_note(action.addresses())
-            return entry, Outcome(title, str(step.where), self.host.take_operations(),
-                                  time.monotonic() - started, "failed", message)
+            return entry, Outcome(
+                title,
+                str(step.where),
+                self.host.take_operations(),
+                time.monotonic() - started,
+                "failed",
+                message,
+            )
         finally:
             self.host.deadline = None
             self.host.force = False
@@ -129,15 +144,18 @@ class Runner:
             self.journal.update(entry, record, status="done")
         else:
             self.journal.remove(entry)
-        return entry, Outcome(title, str(step.where), self.host.take_operations(),
-                              time.monotonic() - started, "done")
+        return entry, Outcome(
+            title, str(step.where), self.host.take_operations(), time.monotonic() - started, "done"
+        )
 
     def _holders_note(self, addresses: list[str]) -> str:
         from .holders import find_holders
 
         self.host.step_cache.clear()  # what holds the devices now, after the wait
         found = [h.describe(a) for a in addresses for h in find_holders(self.host, a)]
-        return ("; still open: " + "; ".join(found)) if found else "; no process holds the device open"
+        return (
+            ("; still open: " + "; ".join(found)) if found else "; no process holds the device open"
+        )
 
     def _undo_event(self, event: str, result: EventResult) -> list[str]:
         outcomes = self._undo_entries(self.journal.for_event(event), result)
@@ -153,23 +171,39 @@ class Runner:
                 self.journal.remove(entry)  # the step changed nothing: nothing to undo or report
                 continue
             title = f"undo {entry['event']} step {entry['step']}: " + (
-                action_class.describe_undo(record) if action_class else f"unknown action {entry['action']}")
+                action_class.describe_undo(record)
+                if action_class
+                else f"unknown action {entry['action']}"
+            )
             ctx = self._context()
             self.host.take_operations()
             self.host.step_cache.clear()
-            self.host.deadline = time.monotonic() + (action_class.default_timeout if action_class else 1)
+            self.host.deadline = time.monotonic() + (
+                action_class.default_timeout if action_class else 1
+            )
             started = time.monotonic()
             try:
                 if action_class is None:
                     raise PassthroughError(f"this version has no action {entry['action']!r}")
                 action_class.undo(ctx, record)
             except PassthroughError as exc:
-                outcome = Outcome(title, entry["where"], self.host.take_operations(),
-                                  time.monotonic() - started, "not-undone", str(exc))
+                outcome = Outcome(
+                    title,
+                    entry["where"],
+                    self.host.take_operations(),
+                    time.monotonic() - started,
+                    "not-undone",
+                    str(exc),
+                )
                 self.journal.update(entry, record, status="undo-failed")
             else:
-                outcome = Outcome(title, entry["where"], self.host.take_operations(),
-                                  time.monotonic() - started, "undone")
+                outcome = Outcome(
+                    title,
+                    entry["where"],
+                    self.host.take_operations(),
+                    time.monotonic() - started,
+                    "undone",
+                )
                 self.journal.remove(entry)
             finally:
                 self.host.deadline = None

@@ -113,7 +113,12 @@ class Type:
 
 
 class Str(Type):
-    def __init__(self, description: str = "a string", pattern: str | None = None, choices: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        description: str = "a string",
+        pattern: str | None = None,
+        choices: tuple[str, ...] = (),
+    ):
         self.description = description
         self.pattern = pattern
         self.choices = choices
@@ -151,11 +156,19 @@ class Int(Type):
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(node, f"expected {self.description}, got {kind_of(node)}")
         if not self.minimum <= value <= self.maximum:
-            raise Invalid(node, f"{value} is out of range; expected {self.description} ({self.minimum}..{self.maximum})")
+            raise Invalid(
+                node,
+                f"{value} is out of range; expected {self.description} ({self.minimum}..{self.maximum})",
+            )
         return value
 
     def json_schema(self) -> dict:
-        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum, "description": self.description}
+        return {
+            "type": "integer",
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "description": self.description,
+        }
 
 
 class Seconds(Type):
@@ -164,11 +177,18 @@ class Seconds(Type):
     def check(self, node: Any, ctx: Context) -> float:
         value = scalar(node)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
-            raise Invalid(node, f"expected a number of seconds between 0 and 3600, got {kind_of(node)}")
+            raise Invalid(
+                node, f"expected a number of seconds between 0 and 3600, got {kind_of(node)}"
+            )
         return float(value)
 
     def json_schema(self) -> dict:
-        return {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "description": self.description}
+        return {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 3600,
+            "description": self.description,
+        }
 
 
 class Bool(Type):
@@ -193,7 +213,10 @@ class Device(Type):
         name = Str("a device name").check(node, ctx)
         if name not in ctx.devices:
             known = ", ".join(sorted(ctx.devices)) or "none are defined"
-            raise Invalid(node, f'unknown device "{name}"{closest(name, tuple(ctx.devices))}; devices: {known}')
+            raise Invalid(
+                node,
+                f'unknown device "{name}"{closest(name, tuple(ctx.devices))}; devices: {known}',
+            )
         return ctx.devices[name]
 
     def json_schema(self) -> dict:
@@ -211,8 +234,11 @@ class PciAddress(Type):
             raise Invalid(node, str(exc)) from None
 
     def json_schema(self) -> dict:
-        return {"type": "string", "pattern": r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$",
-                "description": self.description}
+        return {
+            "type": "string",
+            "pattern": r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$",
+            "description": self.description,
+        }
 
 
 class BarSize(Type):
@@ -228,9 +254,13 @@ class BarSize(Type):
             raise Invalid(node, str(exc)) from None
 
     def json_schema(self) -> dict:
-        return {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 63},
-                          {"type": "string", "pattern": r"^\s*\d+\s*[MGTmgt]?(i?[Bb]?)\s*$"}],
-                "description": self.description}
+        return {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 63},
+                {"type": "string", "pattern": r"^\s*\d+\s*[MGTmgt]?(i?[Bb]?)\s*$"},
+            ],
+            "description": self.description,
+        }
 
 
 class Event(Type):
@@ -239,7 +269,10 @@ class Event(Type):
     def check(self, node: Any, ctx: Context) -> str:
         name = Str(self.description).check(node, ctx)
         if name not in ctx.events:
-            raise Invalid(node, f'unknown event "{name}"{closest(name, ctx.events)}; expected one of {", ".join(ctx.events)}')
+            raise Invalid(
+                node,
+                f'unknown event "{name}"{closest(name, ctx.events)}; expected one of {", ".join(ctx.events)}',
+            )
         return name
 
     def json_schema(self) -> dict:
@@ -264,7 +297,10 @@ class ListOf(Type):
 
     def json_schema(self) -> dict:
         item = self.item.json_schema()
-        return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}], "description": self.description}
+        return {
+            "anyOf": [item, {"type": "array", "items": item, "minItems": 1}],
+            "description": self.description,
+        }
 
 
 class CpuList(Type):
@@ -277,10 +313,16 @@ class CpuList(Type):
 
         from .cpulist import parse_cpu_list
 
-        if not isinstance(node, yaml.ScalarNode) or node.tag.rsplit(":", 1)[-1] in ("null", "bool", "float"):
+        if not isinstance(node, yaml.ScalarNode) or node.tag.rsplit(":", 1)[-1] in (
+            "null",
+            "bool",
+            "float",
+        ):
             raise Invalid(node, f"expected {self.description}, got {kind_of(node)}")
         try:
-            cpus = parse_cpu_list(str(node.value))  # the text as written: YAML would read 1:30 as a number
+            cpus = parse_cpu_list(
+                str(node.value)
+            )  # the text as written: YAML would read 1:30 as a number
         except ValueError as exc:
             raise Invalid(node, str(exc)) from None
         if not cpus:
@@ -288,9 +330,13 @@ class CpuList(Type):
         return cpus
 
     def json_schema(self) -> dict:
-        return {"anyOf": [{"type": "integer", "minimum": 0},
-                          {"type": "string", "pattern": r"^\s*\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*\s*$"}],
-                "description": self.description}
+        return {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*\s*$"},
+            ],
+            "description": self.description,
+        }
 
 
 class Text(Str):
@@ -316,7 +362,9 @@ class AbsolutePath(Type):
         if ".." in path.split("/") or posixpath.normpath(path) != path.rstrip("/"):
             raise Invalid(node, f'"{path}" is not a plain path; write it without "..", "." or "//"')
         if self.under and not any(path.startswith(prefix) for prefix in self.under):
-            raise Invalid(node, f'"{path}" is outside {" and ".join(self.under)}; expected {self.description}')
+            raise Invalid(
+                node, f'"{path}" is outside {" and ".join(self.under)}; expected {self.description}'
+            )
         return path.rstrip("/")
 
     def json_schema(self) -> dict:
@@ -339,19 +387,33 @@ class Argv(Type):
         argv = []
         for item in items:
             if not isinstance(item, yaml.ScalarNode) or item.tag.endswith(":null"):
-                raise Invalid(item, f"expected {self.description}; each item is one argument, got {kind_of(item)}")
+                raise Invalid(
+                    item,
+                    f"expected {self.description}; each item is one argument, got {kind_of(item)}",
+                )
             argv.append(str(item.value))
         program = argv[0]
         if any(ch.isspace() for ch in program):
-            raise Invalid(items[0], f'"{program}" is not a program name; commands are argv lists, not shell '
-                                    f'lines: write [{", ".join(program.split())}]')
+            raise Invalid(
+                items[0],
+                f'"{program}" is not a program name; commands are argv lists, not shell '
+                f"lines: write [{', '.join(program.split())}]",
+            )
         if "/" in program and not program.startswith("/"):
-            raise Invalid(items[0], f'"{program}" is a relative path; give an absolute path or a bare program name')
+            raise Invalid(
+                items[0],
+                f'"{program}" is a relative path; give an absolute path or a bare program name',
+            )
         return argv
 
     def json_schema(self) -> dict:
-        return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
-                "description": self.description}
+        return {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ],
+            "description": self.description,
+        }
 
 
 # --- action arguments ----------------------------------------------------------------------
@@ -393,13 +455,18 @@ class Args:
         if isinstance(node, yaml.MappingNode):
             for key, key_node, value_node in mapping_items(node, f"the arguments of {action}"):
                 if key not in by_name:
-                    raise Invalid(key_node, f'{action} has no argument "{key}"{closest(key, tuple(by_name))}; '
-                                            f'expected {", ".join(by_name)}{_comma_hint(node, value_node)}')
+                    raise Invalid(
+                        key_node,
+                        f'{action} has no argument "{key}"{closest(key, tuple(by_name))}; '
+                        f"expected {', '.join(by_name)}{_comma_hint(node, value_node)}",
+                    )
                 values[key] = by_name[key].type.check(value_node, ctx)
         elif self.shorthand is not None:
             values[self.shorthand] = by_name[self.shorthand].type.check(node, ctx)
         else:
-            raise Invalid(node, f"{action} takes a mapping with {', '.join(by_name)}, got {kind_of(node)}")
+            raise Invalid(
+                node, f"{action} takes a mapping with {', '.join(by_name)}, got {kind_of(node)}"
+            )
         for f in self.fields:
             if f.name not in values:
                 if f.required:
@@ -418,14 +485,26 @@ class Args:
             if f.default is not None:
                 prop["default"] = f.default
             props[f.name] = prop
-        mapping = {"type": "object", "properties": props, "additionalProperties": False,
-                   "required": [f.name for f in self.fields if f.required]}
+        mapping = {
+            "type": "object",
+            "properties": props,
+            "additionalProperties": False,
+            "required": [f.name for f in self.fields if f.required],
+        }
         if self.shorthand is None:
             return mapping
         return {"anyOf": [props[self.shorthand], mapping]}
 
 
 # `vtconsoles: unbind`, `framebuffer: unbind`: actions with one operation, undone by binding.
-UNBIND_ONLY = Args(fields=(Field("operation", Str("unbind", choices=("unbind",)), required=True,
-                                 doc="unbind (the only operation; undo binds them again)"),),
-                   shorthand="operation")
+UNBIND_ONLY = Args(
+    fields=(
+        Field(
+            "operation",
+            Str("unbind", choices=("unbind",)),
+            required=True,
+            doc="unbind (the only operation; undo binds them again)",
+        ),
+    ),
+    shorthand="operation",
+)

@@ -52,8 +52,10 @@ class StateDir:
                 if time.monotonic() >= end:
                     os.lseek(fd, 0, os.SEEK_SET)
                     holder = os.read(fd, 200).decode(errors="replace").strip() or "another run"
-                    raise StateError(f"another passthrough-hook run ({holder}) has held {self.path}/lock for "
-                                     f"over {timeout:.0f} s; if it is stuck, see `passthrough-hook status`")
+                    raise StateError(
+                        f"another passthrough-hook run ({holder}) has held {self.path}/lock for "
+                        f"over {timeout:.0f} s; if it is stuck, see `passthrough-hook status`"
+                    )
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
             os.ftruncate(fd, 0)
@@ -94,5 +96,7 @@ def check_ownership(state: StateDir, domain: str, addresses: list[str]) -> None:
         if address in held:
             other, since = held[address]
             clock = since[11:16] if len(since) >= 16 else since
-            raise StateError(f"{address} is held by domain {other} since {clock}; stop {other} first "
-                             f"(or, if it is not running, `passthrough-hook recover {other}`)")
+            raise StateError(
+                f"{address} is held by domain {other} since {clock}; stop {other} first "
+                f"(or, if it is not running, `passthrough-hook recover {other}`)"
+            )

@@ -43,13 +43,17 @@ def parse_bar_size(value: object) -> int:
         raise ValueError(f"exponent {value} is out of range; a raw size is n for 2^n MiB, 0..63")
     match = _SIZE.match(str(value))
     if not match or match.group(2) == "" and match.group(3) != "":
-        raise ValueError(f"{value!r} is not a BAR size; expected e.g. 8MiB, 256M, 1GiB or an exponent 0..63")
+        raise ValueError(
+            f"{value!r} is not a BAR size; expected e.g. 8MiB, 256M, 1GiB or an exponent 0..63"
+        )
     number, unit = int(match.group(1)), match.group(2).upper()
     if unit == "K":
         raise ValueError(f"{value!r} is below the smallest resizable BAR size (1 MiB)")
     mib = number * _UNIT_MIB[unit]
     if mib <= 0 or mib & (mib - 1):
-        raise ValueError(f"{value!r} is not a power of two in MiB; BAR sizes are 1MiB, 2MiB, 4MiB, ...")
+        raise ValueError(
+            f"{value!r} is not a power of two in MiB; BAR sizes are 1MiB, 2MiB, 4MiB, ..."
+        )
     return mib.bit_length() - 1
 
 

@@ -37,7 +37,9 @@ class CommandBook:
     stdin: list[bytes | None] = field(default_factory=list)
     handlers: dict[str, Callable[[list[str], bytes | None], str]] = field(default_factory=dict)
     stubborn: set[int] = field(default_factory=set)  # pids that ignore signals and stops
-    stopped: dict[str, list[Process]] = field(default_factory=dict)  # unit -> processes its stop ended
+    stopped: dict[str, list[Process]] = field(
+        default_factory=dict
+    )  # unit -> processes its stop ended
 
     # --- the fake /proc --------------------------------------------------------------------------
 
@@ -69,7 +71,7 @@ class CommandBook:
         raise HostError(f"`{argv[0]}` was not found in the fake host's PATH")
 
     def kill(self, argv: list[str]) -> str:
-        pids = [int(a) for a in argv[argv.index("--") + 1:]]
+        pids = [int(a) for a in argv[argv.index("--") + 1 :]]
         absent = [pid for pid in pids if not self.running(pid)]
         for pid in pids:
             if pid not in absent and pid not in self.stubborn:
@@ -87,12 +89,22 @@ class CommandBook:
             self.kernel.store.set_text(f"fs/cgroup/{words[1]}/cpuset.cpus", cpus)
         elif verb == "stop" and machine:
             uid = self.uid_of(machine.split("@")[0])
-            self.end([p for p in self.processes()
-                      if p.uid == uid and p.comm != "systemd"
-                      and ("/session-" in p.cgroup or "/session.slice/" in p.cgroup)])
+            self.end(
+                [
+                    p
+                    for p in self.processes()
+                    if p.uid == uid
+                    and p.comm != "systemd"
+                    and ("/session-" in p.cgroup or "/session.slice/" in p.cgroup)
+                ]
+            )
         elif verb == "stop":
-            ours = [p for p in self.processes() if p.cgroup.endswith(f"/{unit}")
-                    or (unit in DISPLAY_MANAGERS and p.comm in DISPLAY_SERVERS)]
+            ours = [
+                p
+                for p in self.processes()
+                if p.cgroup.endswith(f"/{unit}")
+                or (unit in DISPLAY_MANAGERS and p.comm in DISPLAY_SERVERS)
+            ]
             self.stopped.setdefault(unit, []).extend(self.end(ours))
         elif verb == "start":
             for process in self.stopped.pop(unit, []):
@@ -120,7 +132,13 @@ class FakeCommands:
     def query(self, argv: list[str], timeout: float = 10.0) -> str:
         return self.book.execute(argv, None)
 
-    def run(self, argv: list[str], timeout: float | None = None, stdin: bytes | None = None, effect: str = "") -> str:
+    def run(
+        self,
+        argv: list[str],
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        effect: str = "",
+    ) -> str:
         self.host.record(" ".join(argv), effect)
         return self.book.execute(argv, stdin)
 

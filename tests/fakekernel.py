@@ -29,11 +29,13 @@ from passthrough.host.sysfs import Sysfs
 
 from hosts import HostSpec, write_tree
 
-CONTROL = re.compile(r"(^bus/pci/drivers_probe$|^bus/pci/drivers/[^/]+/(bind|unbind)$|"
-                     r"/driver_override$|/resource\d_resize$|"
-                     # the toolbox's files (passthrough/host/kernel_files.py)
-                     r"/vtcon\d+/bind$|^bus/platform/drivers/[^/]+/(bind|unbind)$|/nr_hugepages$|"
-                     r"/scaling_governor$|^fs/cgroup/(.+/)?(cpuset\.cpus|cgroup\.subtree_control)$)")
+CONTROL = re.compile(
+    r"(^bus/pci/drivers_probe$|^bus/pci/drivers/[^/]+/(bind|unbind)$|"
+    r"/driver_override$|/resource\d_resize$|"
+    # the toolbox's files (passthrough/host/kernel_files.py)
+    r"/vtcon\d+/bind$|^bus/platform/drivers/[^/]+/(bind|unbind)$|/nr_hugepages$|"
+    r"/scaling_governor$|^fs/cgroup/(.+/)?(cpuset\.cpus|cgroup\.subtree_control)$)"
+)
 
 
 class Killed(BaseException):
@@ -123,8 +125,12 @@ class FakeKernel:
         # how many more each write to /proc/sys/vm/compact_memory makes room for.
         self.hugepage_limits: dict[int, int] = {}
         self.compaction_gain: dict[int, int] = {}
-        self.model = KernelModel(self.store, native_driver=self.native.get, can_bind=self._can_bind,
-                                 files=SystemFiles(self.store, hugepage_limit=self.hugepage_limits.get))
+        self.model = KernelModel(
+            self.store,
+            native_driver=self.native.get,
+            can_bind=self._can_bind,
+            files=SystemFiles(self.store, hugepage_limit=self.hugepage_limits.get),
+        )
         self.writes: list[tuple[str, str]] = []
         self.modules = set(spec.modules)
         self._content_before: dict[str, str] = {}  # what a control file reads back between writes
@@ -142,7 +148,10 @@ class FakeKernel:
         self.failing_probes.add((address, driver))
 
     def _can_bind(self, address: str, driver: str) -> bool:
-        return (address, driver) not in self.failing_probes and ("*", driver) not in self.failing_probes
+        return (address, driver) not in self.failing_probes and (
+            "*",
+            driver,
+        ) not in self.failing_probes
 
     def take_fault(self, name: str) -> Fault | None:
         """Called at every injection point; returns the fault to apply there, if any."""
@@ -166,7 +175,9 @@ class FakeKernel:
         if fault.kind == "libvirt":
             raise HostError(f"libvirt: internal error: injected failure on {fault.pattern}")
         if fault.kind == "command":
-            raise CommandError(fault.pattern.split(), 1, f"modprobe: ERROR: injected failure on {fault.pattern}")
+            raise CommandError(
+                fault.pattern.split(), 1, f"modprobe: ERROR: injected failure on {fault.pattern}"
+            )
         code = getattr(errno, fault.kind)
         raise OSError(code, os.strerror(code))
 
@@ -242,8 +253,11 @@ class FakeKernel:
         state = {}
         for fn in self.spec.functions:
             rel = f"bus/pci/devices/{fn.address}"
-            state[fn.address] = (self.store.link_name(f"{rel}/driver"), self.store.read(f"{rel}/driver_override"),
-                                 self.store.read(f"{rel}/resource"))
+            state[fn.address] = (
+                self.store.link_name(f"{rel}/driver"),
+                self.store.read(f"{rel}/driver_override"),
+                self.store.read(f"{rel}/resource"),
+            )
         state["modules"] = tuple(sorted(self.modules))
         state["drivers"] = tuple(sorted(os.listdir(self.root / "sys/bus/pci/drivers")))
         return state
@@ -258,8 +272,14 @@ class FakeKernel:
 
     def host(self, root=None) -> Host:
         # The fake kernel probes synchronously: a driver link that is not there at once never comes.
-        host = Host(root=self.root, sysfs=None, modules=None, nodedev=None, bind_wait=0.02,
-                    operation_timeout=self.operation_timeout)
+        host = Host(
+            root=self.root,
+            sysfs=None,
+            modules=None,
+            nodedev=None,
+            bind_wait=0.02,
+            operation_timeout=self.operation_timeout,
+        )
         host.sysfs = Sysfs(self.root, host)
         host.modules = FakeModules(self, host)
         host.nodedev = FakeNodeDevices(self, host)
@@ -328,8 +348,10 @@ class FakeNodeDevices:
             with open(self.kernel.root / "sys" / rel, "w") as handle:
                 handle.write(value)
         except OSError as exc:
-            raise HostError(f"libvirt: Failed to write to '/sys/{rel}': {os.strerror(exc.errno)}",
-                            device=address) from None
+            raise HostError(
+                f"libvirt: Failed to write to '/sys/{rel}': {os.strerror(exc.errno)}",
+                device=address,
+            ) from None
 
     def _call(self, verb: str, address: str, override: str) -> None:
         def libvirt_call() -> None:
@@ -348,8 +370,10 @@ class FakeNodeDevices:
         self.host.record(f"libvirt nodedev-detach {address}", effect)
         self._call("detach", address, "vfio-pci")
         if self.kernel.driver(address) != "vfio-pci":
-            raise HostError("libvirt detach failed: internal error: Failed to bind PCI device to vfio-pci",
-                            device=address)
+            raise HostError(
+                "libvirt detach failed: internal error: Failed to bind PCI device to vfio-pci",
+                device=address,
+            )
 
     def reattach(self, address: str, effect: str, previous_driver: str | None = None) -> None:
         self.host.record(f"libvirt nodedev-reattach {address}", effect)

@@ -21,14 +21,18 @@ def _link(path: Path, target: Path) -> None:
     os.symlink(os.path.relpath(target, path.parent), path)
 
 
-def add_process(root: Path, pid: int, command: str, files: list[str] = (), maps: list[str] = ()) -> None:
+def add_process(
+    root: Path, pid: int, command: str, files: list[str] = (), maps: list[str] = ()
+) -> None:
     proc = root / "proc" / str(pid)
     _put(proc / "comm", command + "\n")
     (proc / "fd").mkdir(parents=True, exist_ok=True)
     for number, target in enumerate(files, start=3):
         os.symlink(target, proc / "fd" / str(number))  # absolute, as the kernel shows them
-    lines = [f"7f00000{i:02d}000-7f00000{i:02d}fff rw-s 00000000 00:15 {100 + i}    {path}"
-             for i, path in enumerate(maps)]
+    lines = [
+        f"7f00000{i:02d}000-7f00000{i:02d}fff rw-s 00000000 00:15 {100 + i}    {path}"
+        for i, path in enumerate(maps)
+    ]
     _put(proc / "maps", "\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -39,10 +43,14 @@ def add_drm(root: Path, address: str, *names: str) -> None:
 
 def add_sound(root: Path, address: str, card: int, *nodes: str) -> None:
     for node in nodes:
-        (_device_dir(root, address) / "sound" / f"card{card}" / node).mkdir(parents=True, exist_ok=True)
+        (_device_dir(root, address) / "sound" / f"card{card}" / node).mkdir(
+            parents=True, exist_ok=True
+        )
 
 
-def add_disk(root: Path, address: str, disk: str, partitions: list[str], path: str = "nvme/nvme0") -> None:
+def add_disk(
+    root: Path, address: str, disk: str, partitions: list[str], path: str = "nvme/nvme0"
+) -> None:
     base = _device_dir(root, address) / path / disk
     block_class = root / "sys/class/block"
     block_class.mkdir(parents=True, exist_ok=True)
@@ -54,9 +62,14 @@ def add_disk(root: Path, address: str, disk: str, partitions: list[str], path: s
 
 
 def add_mounts(root: Path, mounts: list[tuple[str, str]], swaps: list[str] = ()) -> None:
-    _put(root / "proc/mounts", "".join(f"{src} {dst} ext4 rw,relatime 0 0\n" for src, dst in mounts))
-    _put(root / "proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n" +
-         "".join(f"{s}\tpartition\t8388604\t0\t-2\n" for s in swaps))
+    _put(
+        root / "proc/mounts", "".join(f"{src} {dst} ext4 rw,relatime 0 0\n" for src, dst in mounts)
+    )
+    _put(
+        root / "proc/swaps",
+        "Filename\tType\tSize\tUsed\tPriority\n"
+        + "".join(f"{s}\tpartition\t8388604\t0\t-2\n" for s in swaps),
+    )
 
 
 def add_dm(root: Path, dm: str, name: str, slaves: list[str]) -> None:

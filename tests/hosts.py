@@ -52,13 +52,17 @@ class HostSpec:
     modules: list[str]  # loaded modules; PCI drivers named like them exist under drivers/
     drivers: list[str]  # PCI drivers registered (directories under /sys/bus/pci/drivers)
     builtin: list[str] = field(default_factory=list)
-    cmdline: str = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-13-amd64 root=UUID=1c1b9c1e ro quiet amd_iommu=on iommu=pt"
+    cmdline: str = (
+        "BOOT_IMAGE=/boot/vmlinuz-6.1.0-13-amd64 root=UUID=1c1b9c1e ro quiet amd_iommu=on iommu=pt"
+    )
     cpu_vendor: str = "AuthenticAMD"
     kernel: str = "6.1.0-13-amd64"  # uname -r, as /proc/sys/kernel/osrelease shows it
     # Module files of the running kernel, relative to /lib/modules/<kernel> (names only:
     # written empty), and modules.builtin's lines. Debian 6.1's vfio by default.
-    module_files: tuple[str, ...] = tuple(f"kernel/drivers/vfio/{name}.ko" for name in (
-        "vfio", "vfio_iommu_type1", "vfio_virqfd", "pci/vfio-pci", "pci/vfio-pci-core"))
+    module_files: tuple[str, ...] = tuple(
+        f"kernel/drivers/vfio/{name}.ko"
+        for name in ("vfio", "vfio_iommu_type1", "vfio_virqfd", "pci/vfio-pci", "pci/vfio-pci-core")
+    )
     modules_builtin: tuple[str, ...] = ("kernel/drivers/pci/pci-stub.ko",)
     iommu: bool = True  # False: the IOMMU is off (no intel_iommu=on), so no IOMMU groups
     # Consoles, framebuffers, CPUs, hugepages, cgroups, systemd, processes (system_facts.py).
@@ -66,8 +70,16 @@ class HostSpec:
 
 
 def _bridge(address: str, group: int, parent: str | None = None) -> Function:
-    return Function(address, "0x1022", "0x1483", "0x060400", "pcieport", group, parent,
-                    description="PCIe GPP bridge")
+    return Function(
+        address,
+        "0x1022",
+        "0x1483",
+        "0x060400",
+        "pcieport",
+        group,
+        parent,
+        description="PCIe GPP bridge",
+    )
 
 
 def demo_host() -> HostSpec:
@@ -75,24 +87,75 @@ def demo_host() -> HostSpec:
     256 MiB), an Intel A380 that stays with the host for transcoding, NVMe, 2.5G NIC."""
     return HostSpec(
         functions=[
-            _bridge("0000:00:01.1", 1), _bridge("0000:00:01.2", 2), _bridge("0000:00:03.1", 14),
+            _bridge("0000:00:01.1", 1),
+            _bridge("0000:00:01.2", 2),
+            _bridge("0000:00:03.1", 14),
             _bridge("0000:00:03.2", 15),
-            Function("0000:01:00.0", "0x144d", "0xa80a", "0x010802", "nvme", 3, "0000:00:01.1",
-                     {0: Bar(16 * 1024, 0xFCF00000, flags=0x00140204)}, reset_method="flr bus",
-                     description="Samsung 980 PRO NVMe SSD"),
-            Function("0000:02:00.0", "0x8086", "0x15f3", "0x020000", "igc", 4, "0000:00:01.2",
-                     {0: Bar(1 * MiB, 0xFCA00000, flags=0x00040200)}, reset_method="flr bus",
-                     description="Intel I225-V 2.5GbE"),
-            Function("0000:03:00.0", "0x1002", "0x73df", "0x030000", "amdgpu", 14, "0000:00:03.1",
-                     {0: Bar(16 * GiB, 0x7C00000000, resizable=tuple(1 << n for n in range(8, 15))),
-                      2: Bar(256 * MiB, 0x7800000000, resizable=tuple(1 << n for n in range(1, 9)))},
-                     boot_vga=False, description="AMD Radeon RX 6750 GRE (Navi 22)"),
-            Function("0000:03:00.1", "0x1002", "0xab28", "0x040300", "snd_hda_intel", 14, "0000:00:03.1",
-                     {0: Bar(16 * 1024, 0xFCB20000, flags=0x00040200)}, description="Navi 21/23 HDMI/DP audio"),
-            Function("0000:04:00.0", "0x8086", "0x56a5", "0x030000", "i915", 15, "0000:00:03.2",
-                     {0: Bar(16 * MiB, 0xFB000000, flags=0x00140204),
-                      2: Bar(8 * GiB, 0x7A00000000, resizable=tuple(1 << n for n in range(8, 14)))},
-                     boot_vga=True, description="Intel Arc A380 (host transcoding)"),
+            Function(
+                "0000:01:00.0",
+                "0x144d",
+                "0xa80a",
+                "0x010802",
+                "nvme",
+                3,
+                "0000:00:01.1",
+                {0: Bar(16 * 1024, 0xFCF00000, flags=0x00140204)},
+                reset_method="flr bus",
+                description="Samsung 980 PRO NVMe SSD",
+            ),
+            Function(
+                "0000:02:00.0",
+                "0x8086",
+                "0x15f3",
+                "0x020000",
+                "igc",
+                4,
+                "0000:00:01.2",
+                {0: Bar(1 * MiB, 0xFCA00000, flags=0x00040200)},
+                reset_method="flr bus",
+                description="Intel I225-V 2.5GbE",
+            ),
+            Function(
+                "0000:03:00.0",
+                "0x1002",
+                "0x73df",
+                "0x030000",
+                "amdgpu",
+                14,
+                "0000:00:03.1",
+                {
+                    0: Bar(16 * GiB, 0x7C00000000, resizable=tuple(1 << n for n in range(8, 15))),
+                    2: Bar(256 * MiB, 0x7800000000, resizable=tuple(1 << n for n in range(1, 9))),
+                },
+                boot_vga=False,
+                description="AMD Radeon RX 6750 GRE (Navi 22)",
+            ),
+            Function(
+                "0000:03:00.1",
+                "0x1002",
+                "0xab28",
+                "0x040300",
+                "snd_hda_intel",
+                14,
+                "0000:00:03.1",
+                {0: Bar(16 * 1024, 0xFCB20000, flags=0x00040200)},
+                description="Navi 21/23 HDMI/DP audio",
+            ),
+            Function(
+                "0000:04:00.0",
+                "0x8086",
+                "0x56a5",
+                "0x030000",
+                "i915",
+                15,
+                "0000:00:03.2",
+                {
+                    0: Bar(16 * MiB, 0xFB000000, flags=0x00140204),
+                    2: Bar(8 * GiB, 0x7A00000000, resizable=tuple(1 << n for n in range(8, 14))),
+                },
+                boot_vga=True,
+                description="Intel Arc A380 (host transcoding)",
+            ),
         ],
         modules=["amdgpu", "i915", "snd_hda_intel", "nvme", "igc", "kvm_amd", "kvm"],
         drivers=["amdgpu", "i915", "snd_hda_intel", "nvme", "igc", "pcieport"],
@@ -107,21 +170,37 @@ def demo_system() -> System:
     session = "/user.slice/user-1000.slice"
     user_manager = f"{session}/user@1000.service"
     return System(
-        cpus=16, governors=("conservative", "ondemand", "userspace", "powersave", "performance", "schedutil"),
-        governor="schedutil", hugepages={2048: 0, 1048576: 0},
+        cpus=16,
+        governors=(
+            "conservative",
+            "ondemand",
+            "userspace",
+            "powersave",
+            "performance",
+            "schedutil",
+        ),
+        governor="schedutil",
+        hugepages={2048: 0, 1048576: 0},
         vtconsoles=(("(S) dummy device", False), ("(M) frame buffer device", True)),
         framebuffers=(("efi-framebuffer.0", "efi-framebuffer"),),
         cgroups={"init.scope": "", "system.slice": "", "user.slice": "", "machine.slice": ""},
-        systemd=True, display_manager="gdm3.service",
+        systemd=True,
+        display_manager="gdm3.service",
         processes=(
             Process(1, "systemd", cgroup="/init.scope"),
             Process(1021, "gdm3", cgroup="/system.slice/gdm3.service"),
             Process(1490, "systemd", uid=1000, cgroup=f"{user_manager}/init.scope"),
-            Process(1502, "gnome-shell", uid=1000, cgroup=f"{session}/session-2.scope",
-                    fds={14: "/dev/dri/card0"}),
+            Process(
+                1502,
+                "gnome-shell",
+                uid=1000,
+                cgroup=f"{session}/session-2.scope",
+                fds={14: "/dev/dri/card0"},
+            ),
             Process(1577, "Xwayland", uid=1000, cgroup=f"{session}/session-2.scope"),
-            Process(1560, "pipewire", uid=1000,
-                    cgroup=f"{user_manager}/session.slice/pipewire.service"),
+            Process(
+                1560, "pipewire", uid=1000, cgroup=f"{user_manager}/session.slice/pipewire.service"
+            ),
         ),
         drm={"0000:03:00.0": ("card1", "renderD129"), "0000:04:00.0": ("card0", "renderD128")},
         sound={"0000:03:00.1": (1, ("controlC1", "pcmC1D3p"))},
@@ -134,39 +213,123 @@ def mixed_group_host() -> HostSpec:
     the keyboard is on. Fedora kernel, compressed modules."""
     return HostSpec(
         functions=[
-            Function("0000:00:02.0", "0x8086", "0x4680", "0x030000", "i915", 0, boot_vga=True,
-                     bars={0: Bar(16 * MiB, 0x6000000000, flags=0x00140204)}, reset_method="flr",
-                     description="Intel UHD Graphics 770 (host display)"),
-            Function("0000:00:14.0", "0x8086", "0x7ae0", "0x0c0330", "xhci_hcd", 3,
-                     bars={0: Bar(64 * 1024, 0x6001100000, flags=0x00140204)}, reset_method="pm",
-                     description="Intel Alder Lake-S PCH USB 3.2 xHCI"),
-            Function("0000:00:17.0", "0x8086", "0x7ae2", "0x010601", "ahci", 4,
-                     bars={5: Bar(2048, 0x80A00000, flags=0x00040200)}, reset_method="pm",
-                     description="Intel Alder Lake-S PCH SATA controller [AHCI]"),
-            Function("0000:00:1f.6", "0x8086", "0x1a1c", "0x020000", "e1000e", 8,
-                     bars={0: Bar(128 * 1024, 0x80B00000, flags=0x00040200)}, reset_method="flr",
-                     description="Intel Ethernet Connection (17) I219-V"),
-            Function("0000:00:1c.0", "0x8086", "0x7ab8", "0x060400", "pcieport", 7,
-                     description="Intel Alder Lake-S PCH PCI Express Root Port #1"),
-            Function("0000:00:1c.4", "0x8086", "0x7abc", "0x060400", "pcieport", 7,
-                     description="Intel Alder Lake-S PCH PCI Express Root Port #5"),
-            Function("0000:02:00.0", "0x1b21", "0x2142", "0x0c0330", "xhci_hcd", 7, "0000:00:1c.0",
-                     {0: Bar(32 * 1024, 0x80700000, flags=0x00140204)}, reset_method="bus",
-                     description="ASMedia ASM2142 USB 3.1 Host Controller (keyboard, mouse)"),
-            Function("0000:03:00.0", "0x1002", "0x67df", "0x030000", "amdgpu", 7, "0000:00:1c.4",
-                     {0: Bar(256 * MiB, 0x4000000000), 2: Bar(2 * MiB, 0x4010000000)}, boot_vga=False,
-                     description="AMD Radeon RX 580 (Ellesmere)"),
-            Function("0000:03:00.1", "0x1002", "0xaaf0", "0x040300", "snd_hda_intel", 7, "0000:00:1c.4",
-                     {0: Bar(16 * 1024, 0x80600000, flags=0x00040200)},
-                     description="Ellesmere HDMI audio"),
+            Function(
+                "0000:00:02.0",
+                "0x8086",
+                "0x4680",
+                "0x030000",
+                "i915",
+                0,
+                boot_vga=True,
+                bars={0: Bar(16 * MiB, 0x6000000000, flags=0x00140204)},
+                reset_method="flr",
+                description="Intel UHD Graphics 770 (host display)",
+            ),
+            Function(
+                "0000:00:14.0",
+                "0x8086",
+                "0x7ae0",
+                "0x0c0330",
+                "xhci_hcd",
+                3,
+                bars={0: Bar(64 * 1024, 0x6001100000, flags=0x00140204)},
+                reset_method="pm",
+                description="Intel Alder Lake-S PCH USB 3.2 xHCI",
+            ),
+            Function(
+                "0000:00:17.0",
+                "0x8086",
+                "0x7ae2",
+                "0x010601",
+                "ahci",
+                4,
+                bars={5: Bar(2048, 0x80A00000, flags=0x00040200)},
+                reset_method="pm",
+                description="Intel Alder Lake-S PCH SATA controller [AHCI]",
+            ),
+            Function(
+                "0000:00:1f.6",
+                "0x8086",
+                "0x1a1c",
+                "0x020000",
+                "e1000e",
+                8,
+                bars={0: Bar(128 * 1024, 0x80B00000, flags=0x00040200)},
+                reset_method="flr",
+                description="Intel Ethernet Connection (17) I219-V",
+            ),
+            Function(
+                "0000:00:1c.0",
+                "0x8086",
+                "0x7ab8",
+                "0x060400",
+                "pcieport",
+                7,
+                description="Intel Alder Lake-S PCH PCI Express Root Port #1",
+            ),
+            Function(
+                "0000:00:1c.4",
+                "0x8086",
+                "0x7abc",
+                "0x060400",
+                "pcieport",
+                7,
+                description="Intel Alder Lake-S PCH PCI Express Root Port #5",
+            ),
+            Function(
+                "0000:02:00.0",
+                "0x1b21",
+                "0x2142",
+                "0x0c0330",
+                "xhci_hcd",
+                7,
+                "0000:00:1c.0",
+                {0: Bar(32 * 1024, 0x80700000, flags=0x00140204)},
+                reset_method="bus",
+                description="ASMedia ASM2142 USB 3.1 Host Controller (keyboard, mouse)",
+            ),
+            Function(
+                "0000:03:00.0",
+                "0x1002",
+                "0x67df",
+                "0x030000",
+                "amdgpu",
+                7,
+                "0000:00:1c.4",
+                {0: Bar(256 * MiB, 0x4000000000), 2: Bar(2 * MiB, 0x4010000000)},
+                boot_vga=False,
+                description="AMD Radeon RX 580 (Ellesmere)",
+            ),
+            Function(
+                "0000:03:00.1",
+                "0x1002",
+                "0xaaf0",
+                "0x040300",
+                "snd_hda_intel",
+                7,
+                "0000:00:1c.4",
+                {0: Bar(16 * 1024, 0x80600000, flags=0x00040200)},
+                description="Ellesmere HDMI audio",
+            ),
         ],
-        modules=["i915", "amdgpu", "snd_hda_intel", "xhci_pci", "ahci", "e1000e", "kvm_intel", "kvm"],
+        modules=[
+            "i915",
+            "amdgpu",
+            "snd_hda_intel",
+            "xhci_pci",
+            "ahci",
+            "e1000e",
+            "kvm_intel",
+            "kvm",
+        ],
         drivers=["i915", "amdgpu", "snd_hda_intel", "xhci_hcd", "ahci", "e1000e", "pcieport"],
         cmdline="BOOT_IMAGE=(hd0,gpt2)/vmlinuz-6.6.9-200.fc39.x86_64 root=UUID=5d7e ro rhgb quiet intel_iommu=on",
         cpu_vendor="GenuineIntel",
         kernel="6.6.9-200.fc39.x86_64",
-        module_files=tuple(f"kernel/drivers/vfio/{name}.ko.xz" for name in (
-            "vfio", "vfio_iommu_type1", "pci/vfio-pci", "pci/vfio-pci-core")),
+        module_files=tuple(
+            f"kernel/drivers/vfio/{name}.ko.xz"
+            for name in ("vfio", "vfio_iommu_type1", "pci/vfio-pci", "pci/vfio-pci-core")
+        ),
         modules_builtin=("kernel/drivers/pci/pci-stub.ko", "kernel/drivers/usb/host/xhci-hcd.ko"),
     )
 
@@ -177,32 +340,110 @@ def nvidia_4_function_host() -> HostSpec:
     stays with the host. Ubuntu kernel: vfio built in, compressed modules."""
     return HostSpec(
         functions=[
-            _bridge("0000:00:01.2", 2), _bridge("0000:00:03.1", 16), _bridge("0000:00:03.2", 17),
-            Function("0000:01:00.0", "0x15b7", "0x5011", "0x010802", "nvme", 9, "0000:00:01.2",
-                     {0: Bar(16 * 1024, 0xFC800000, flags=0x00140204)}, reset_method="flr bus",
-                     description="WD Black SN850 NVMe SSD"),
-            Function("0000:0a:00.0", "0x10de", "0x1f02", "0x030000", "nouveau", 16, "0000:00:03.1",
-                     {0: Bar(16 * MiB, 0xFB000000, flags=0x00040200), 1: Bar(256 * MiB, 0x7FE0000000),
-                      3: Bar(32 * MiB, 0x7FF0000000)}, boot_vga=False,
-                     description="NVIDIA GeForce RTX 2070 (TU106)"),
-            Function("0000:0a:00.1", "0x10de", "0x10f9", "0x040300", "snd_hda_intel", 16, "0000:00:03.1",
-                     {0: Bar(16 * 1024, 0xFC080000, flags=0x00040200)}, description="TU106 HDMI audio"),
-            Function("0000:0a:00.2", "0x10de", "0x1ada", "0x0c0330", "xhci_hcd", 16, "0000:00:03.1",
-                     {0: Bar(256 * 1024, 0x7FF2000000)}, description="TU106 USB 3.1 xHCI"),
-            Function("0000:0a:00.3", "0x10de", "0x1adb", "0x0c8000", "nvidia-gpu", 16, "0000:00:03.1",
-                     {0: Bar(4 * 1024, 0xFC084000, flags=0x00040200)}, description="TU106 USB Type-C UCSI"),
-            Function("0000:0b:00.0", "0x1002", "0x6779", "0x030000", "radeon", 17, "0000:00:03.2",
-                     {0: Bar(256 * MiB, 0xE0000000, flags=0x0014220C)}, boot_vga=True,
-                     description="AMD Radeon HD 6450 (host display)"),
+            _bridge("0000:00:01.2", 2),
+            _bridge("0000:00:03.1", 16),
+            _bridge("0000:00:03.2", 17),
+            Function(
+                "0000:01:00.0",
+                "0x15b7",
+                "0x5011",
+                "0x010802",
+                "nvme",
+                9,
+                "0000:00:01.2",
+                {0: Bar(16 * 1024, 0xFC800000, flags=0x00140204)},
+                reset_method="flr bus",
+                description="WD Black SN850 NVMe SSD",
+            ),
+            Function(
+                "0000:0a:00.0",
+                "0x10de",
+                "0x1f02",
+                "0x030000",
+                "nouveau",
+                16,
+                "0000:00:03.1",
+                {
+                    0: Bar(16 * MiB, 0xFB000000, flags=0x00040200),
+                    1: Bar(256 * MiB, 0x7FE0000000),
+                    3: Bar(32 * MiB, 0x7FF0000000),
+                },
+                boot_vga=False,
+                description="NVIDIA GeForce RTX 2070 (TU106)",
+            ),
+            Function(
+                "0000:0a:00.1",
+                "0x10de",
+                "0x10f9",
+                "0x040300",
+                "snd_hda_intel",
+                16,
+                "0000:00:03.1",
+                {0: Bar(16 * 1024, 0xFC080000, flags=0x00040200)},
+                description="TU106 HDMI audio",
+            ),
+            Function(
+                "0000:0a:00.2",
+                "0x10de",
+                "0x1ada",
+                "0x0c0330",
+                "xhci_hcd",
+                16,
+                "0000:00:03.1",
+                {0: Bar(256 * 1024, 0x7FF2000000)},
+                description="TU106 USB 3.1 xHCI",
+            ),
+            Function(
+                "0000:0a:00.3",
+                "0x10de",
+                "0x1adb",
+                "0x0c8000",
+                "nvidia-gpu",
+                16,
+                "0000:00:03.1",
+                {0: Bar(4 * 1024, 0xFC084000, flags=0x00040200)},
+                description="TU106 USB Type-C UCSI",
+            ),
+            Function(
+                "0000:0b:00.0",
+                "0x1002",
+                "0x6779",
+                "0x030000",
+                "radeon",
+                17,
+                "0000:00:03.2",
+                {0: Bar(256 * MiB, 0xE0000000, flags=0x0014220C)},
+                boot_vga=True,
+                description="AMD Radeon HD 6450 (host display)",
+            ),
         ],
-        modules=["nouveau", "radeon", "snd_hda_intel", "xhci_pci", "i2c_nvidia_gpu", "nvme", "kvm_amd", "kvm"],
-        drivers=["nouveau", "radeon", "snd_hda_intel", "xhci_hcd", "nvidia-gpu", "nvme", "pcieport"],
+        modules=[
+            "nouveau",
+            "radeon",
+            "snd_hda_intel",
+            "xhci_pci",
+            "i2c_nvidia_gpu",
+            "nvme",
+            "kvm_amd",
+            "kvm",
+        ],
+        drivers=[
+            "nouveau",
+            "radeon",
+            "snd_hda_intel",
+            "xhci_hcd",
+            "nvidia-gpu",
+            "nvme",
+            "pcieport",
+        ],
         builtin=["vfio", "vfio_iommu_type1", "vfio_pci"],
         cmdline="BOOT_IMAGE=/boot/vmlinuz-6.5.0-14-generic root=UUID=0b8e ro quiet splash amd_iommu=on iommu=pt",
         kernel="6.5.0-14-generic",
         module_files=(),
-        modules_builtin=tuple(f"kernel/drivers/vfio/{name}.ko" for name in (
-            "vfio", "vfio_iommu_type1", "pci/vfio-pci", "pci/vfio-pci-core")),
+        modules_builtin=tuple(
+            f"kernel/drivers/vfio/{name}.ko"
+            for name in ("vfio", "vfio_iommu_type1", "pci/vfio-pci", "pci/vfio-pci-core")
+        ),
     )
 
 
@@ -246,21 +487,33 @@ def write_tree(spec: HostSpec, root: Path) -> None:
     put(sys_dir / "bus" / "pci" / "drivers_autoprobe", "1")
     for fn in spec.functions:
         d = device_dir(fn)
-        for name, value in (("vendor", fn.vendor), ("device", fn.device), ("class", fn.pci_class),
-                            ("subsystem_vendor", fn.vendor), ("subsystem_device", "0x0000"),
-                            ("driver_override", "(null)"), ("reset_method", fn.reset_method),
-                            ("enable", "1"), ("numa_node", "-1"),
-                            ("modalias", f"pci:v0000{fn.vendor[2:].upper()}d0000{fn.device[2:].upper()}"
-                                         f"sv0000{fn.vendor[2:].upper()}sd00000000bc{fn.pci_class[2:4].upper()}"
-                                         f"sc{fn.pci_class[4:6].upper()}i{fn.pci_class[6:8].upper()}")):
+        for name, value in (
+            ("vendor", fn.vendor),
+            ("device", fn.device),
+            ("class", fn.pci_class),
+            ("subsystem_vendor", fn.vendor),
+            ("subsystem_device", "0x0000"),
+            ("driver_override", "(null)"),
+            ("reset_method", fn.reset_method),
+            ("enable", "1"),
+            ("numa_node", "-1"),
+            (
+                "modalias",
+                f"pci:v0000{fn.vendor[2:].upper()}d0000{fn.device[2:].upper()}"
+                f"sv0000{fn.vendor[2:].upper()}sd00000000bc{fn.pci_class[2:4].upper()}"
+                f"sc{fn.pci_class[4:6].upper()}i{fn.pci_class[6:8].upper()}",
+            ),
+        ):
             put(d / name, value)
         if fn.boot_vga is not None:
             put(d / "boot_vga", "1" if fn.boot_vga else "0")
         lines = []
         for number in range(7):
             bar = fn.bars.get(number)
-            lines.append("0x%016x 0x%016x 0x%016x" % ((bar.start, bar.start + bar.size - 1, bar.flags)
-                                                       if bar else (0, 0, 0)))
+            lines.append(
+                "0x%016x 0x%016x 0x%016x"
+                % ((bar.start, bar.start + bar.size - 1, bar.flags) if bar else (0, 0, 0))
+            )
             if bar and bar.resizable:
                 bitmap = sum(1 << (mib.bit_length() - 1) for mib in bar.resizable)
                 put(d / f"resource{number}_resize", f"{bitmap:016x}")

@@ -22,10 +22,14 @@ from datetime import datetime
 FILTERS = "1:util.hook 1:util.command"
 
 # "2026-11-24 16:56:10.462+0000: 32086: debug : virRunScript:279 : message"
-_RECORD = re.compile(r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\+\d{4}): (?P<thread>\d+): \w+ : "
-                     r"(?P<function>\w+):\d+ : (?P<message>.*)$")
-_CALLING = re.compile(r"Calling hook (?P<script>\S+) id=(?P<domain>.*) op=(?P<op>\S+) "
-                      r"subop=(?P<subop>\S+) extra=(?P<extra>.*)$")
+_RECORD = re.compile(
+    r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\+\d{4}): (?P<thread>\d+): \w+ : "
+    r"(?P<function>\w+):\d+ : (?P<message>.*)$"
+)
+_CALLING = re.compile(
+    r"Calling hook (?P<script>\S+) id=(?P<domain>.*) op=(?P<op>\S+) "
+    r"subop=(?P<subop>\S+) extra=(?P<extra>.*)$"
+)
 _FAILED = re.compile(r"unexpected (?:exit status (?P<status>\d+)|fatal signal (?P<signal>\d+))")
 _RESULT_STDERR = re.compile(r"stderr: '(?P<stderr>.*)'$", re.DOTALL)
 
@@ -51,8 +55,13 @@ def parse_trace(text: str) -> list[HookCall]:
     for time, thread, function, message in _records(text):
         calling = _CALLING.search(message) if function == "virRunScript" else None
         if calling:
-            call = HookCall(calling["script"], calling["domain"], f"{calling['op']}/{calling['subop']}",
-                            calling["extra"], started=time)
+            call = HookCall(
+                calling["script"],
+                calling["domain"],
+                f"{calling['op']}/{calling['subop']}",
+                calling["extra"],
+                started=time,
+            )
             calls.append(call)
             running[thread] = call
             continue

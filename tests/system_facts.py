@@ -48,8 +48,12 @@ class System:
     systemd: bool = False
     display_manager: str | None = None  # the unit display-manager.service is an alias of
     processes: tuple[Process, ...] = ()
-    drm: dict[str, tuple[str, ...]] = field(default_factory=dict)  # PCI address -> card1, renderD129
-    sound: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)  # address -> (card, nodes)
+    drm: dict[str, tuple[str, ...]] = field(
+        default_factory=dict
+    )  # PCI address -> card1, renderD129
+    sound: dict[str, tuple[int, tuple[str, ...]]] = field(
+        default_factory=dict
+    )  # address -> (card, nodes)
 
 
 def write_system(system: System, root: Path) -> None:
@@ -66,18 +70,29 @@ def write_system(system: System, root: Path) -> None:
     _cgroups(system, sys_dir)
     if system.systemd:
         # Not empty, so that git keeps it in config/demo-host: a transient unit as logind makes.
-        _put(root / "run/systemd/system/session-2.scope", "# Transient stub\n[Scope]\nSlice=user-1000.slice")
+        _put(
+            root / "run/systemd/system/session-2.scope",
+            "# Transient stub\n[Scope]\nSlice=user-1000.slice",
+        )
     if system.display_manager:
-        _link_to(root / "etc/systemd/system/display-manager.service",
-                 f"/lib/systemd/system/{system.display_manager}")
+        _link_to(
+            root / "etc/systemd/system/display-manager.service",
+            f"/lib/systemd/system/{system.display_manager}",
+        )
     for process in system.processes:
         _process(process, root / "proc" / str(process.pid))
     for address, names in system.drm.items():
         for name in names:
-            _put(_pci_dir(root, address) / "drm" / name / "uevent", f"DEVNAME=dri/{name}\nDEVTYPE=drm_minor")
+            _put(
+                _pci_dir(root, address) / "drm" / name / "uevent",
+                f"DEVNAME=dri/{name}\nDEVTYPE=drm_minor",
+            )
     for address, (card, nodes) in system.sound.items():
         for node in nodes:
-            _put(_pci_dir(root, address) / "sound" / f"card{card}" / node / "uevent", f"DEVNAME=snd/{node}")
+            _put(
+                _pci_dir(root, address) / "sound" / f"card{card}" / node / "uevent",
+                f"DEVNAME=snd/{node}",
+            )
 
 
 def _cpus(system: System, sys_dir: Path) -> None:
@@ -137,11 +152,19 @@ def _cgroups(system: System, sys_dir: Path) -> None:
 def _process(process: Process, directory: Path) -> None:
     _put(directory / "comm", process.comm)
     states = {"S": "S (sleeping)", "R": "R (running)", "Z": "Z (zombie)", "D": "D (disk sleep)"}
-    _put(directory / "status", f"Name:\t{process.comm}\nState:\t{states[process.state]}\nPid:\t{process.pid}\n"
-                               f"Uid:\t{process.uid}\t{process.uid}\t{process.uid}\t{process.uid}")
+    _put(
+        directory / "status",
+        f"Name:\t{process.comm}\nState:\t{states[process.state]}\nPid:\t{process.pid}\n"
+        f"Uid:\t{process.uid}\t{process.uid}\t{process.uid}\t{process.uid}",
+    )
     _put(directory / "cgroup", f"0::{process.cgroup}")
-    _put(directory / "maps", "\n".join(f"7f0000{n:04x}000-7f0000{n:04x}fff rw-s 00000000 00:15 {1000 + n} {path}"
-                                       for n, path in enumerate(process.maps)))
+    _put(
+        directory / "maps",
+        "\n".join(
+            f"7f0000{n:04x}000-7f0000{n:04x}fff rw-s 00000000 00:15 {1000 + n} {path}"
+            for n, path in enumerate(process.maps)
+        ),
+    )
     for number, path in process.fds.items():
         _link_to(directory / "fd" / str(number), path)
 

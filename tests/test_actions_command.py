@@ -15,8 +15,13 @@ def book(kernel):
 
 
 def test_runs_the_argv_and_its_undo(kernel, book):
-    code, _, err = run(kernel, "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
-                               "undo_argv: [nvidia-smi, -pm, 1]}\n", "prepare", "begin")
+    code, _, err = run(
+        kernel,
+        "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
+        "undo_argv: [nvidia-smi, -pm, 1]}\n",
+        "prepare",
+        "begin",
+    )
     assert code == 0, err
     assert book.calls == [["nvidia-smi", "-pm", "0"]]
     assert run(kernel, None, "release", "end")[0] == 0
@@ -24,8 +29,13 @@ def test_runs_the_argv_and_its_undo(kernel, book):
 
 
 def test_without_undo_argv_it_is_not_undone(kernel, book):
-    code, out, _ = run(kernel, "prepare/begin:\n  - command: [nvidia-smi, -pm, 0]\n", "prepare", "begin",
-                       dry_run=True)
+    code, out, _ = run(
+        kernel,
+        "prepare/begin:\n  - command: [nvidia-smi, -pm, 0]\n",
+        "prepare",
+        "begin",
+        dry_run=True,
+    )
     assert code == 0 and "1. run nvidia-smi -pm 0 (not undone)" in out and book.calls == []
     assert run(kernel, None, "prepare", "begin")[0] == 0
     assert run(kernel, None, "release", "end")[0] == 0
@@ -35,12 +45,19 @@ def test_without_undo_argv_it_is_not_undone(kernel, book):
 def test_a_failing_command_fails_the_step_and_its_undo_runs(kernel, book):
     def fails(argv, stdin):
         if argv[2] == "0":
-            raise CommandError(argv, 9, "NVIDIA-SMI has failed because it couldn't communicate with the driver")
+            raise CommandError(
+                argv, 9, "NVIDIA-SMI has failed because it couldn't communicate with the driver"
+            )
         return ""
 
     book.handlers["nvidia-smi"] = fails
-    code, _, err = run(kernel, "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
-                               "undo_argv: [nvidia-smi, -pm, 1]}\n", "prepare", "begin")
+    code, _, err = run(
+        kernel,
+        "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
+        "undo_argv: [nvidia-smi, -pm, 1]}\n",
+        "prepare",
+        "begin",
+    )
     assert code == 1
     assert "`nvidia-smi -pm 0` exited with status 9: NVIDIA-SMI has failed" in err
     assert book.calls[-1] == ["nvidia-smi", "-pm", "1"]
@@ -48,20 +65,32 @@ def test_a_failing_command_fails_the_step_and_its_undo_runs(kernel, book):
 
 
 def test_dry_run_shows_the_command_and_runs_nothing(kernel, book):
-    code, out, _ = run(kernel, "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
-                               "undo_argv: [nvidia-smi, -pm, 1]}\n", "prepare", "begin", dry_run=True)
+    code, out, _ = run(
+        kernel,
+        "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
+        "undo_argv: [nvidia-smi, -pm, 1]}\n",
+        "prepare",
+        "begin",
+        dry_run=True,
+    )
     assert code == 0, out
     assert "1. run nvidia-smi -pm 0 (undone by nvidia-smi -pm 1)" in out
     assert "      nvidia-smi -pm 0" in out
     assert book.calls == []
 
 
-@pytest.mark.parametrize("text,message", [
-    ('"systemctl stop gdm"', "commands are argv lists, not shell lines: write [systemctl, stop, gdm]"),
-    ("[bin/prep.sh]", '"bin/prep.sh" is a relative path'),
-    ("[]", "got an empty list"),
-    ("{argv: [true], undo: [false]}", 'command has no argument "undo"'),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            '"systemctl stop gdm"',
+            "commands are argv lists, not shell lines: write [systemctl, stop, gdm]",
+        ),
+        ("[bin/prep.sh]", '"bin/prep.sh" is a relative path'),
+        ("[]", "got an empty list"),
+        ("{argv: [true], undo: [false]}", 'command has no argument "undo"'),
+    ],
+)
 def test_argv_is_validated(kernel, text, message):
     code, _, err = run(kernel, f"prepare/begin:\n  - command: {text}\n", "prepare", "begin")
     assert code == 2 and message in err, err

@@ -37,11 +37,17 @@ def test_stops_gdm_waits_for_it_and_release_starts_it(kernel, book):
 
 
 def test_graphical_sessions_are_stopped_first_when_asked(kernel, book):
-    code, _, err = run(kernel, "prepare/begin:\n  - display_manager: {operation: stop, sessions: true}\n",
-                       "prepare", "begin")
+    code, _, err = run(
+        kernel,
+        "prepare/begin:\n  - display_manager: {operation: stop, sessions: true}\n",
+        "prepare",
+        "begin",
+    )
     assert code == 0, err
-    assert book.calls == [["systemctl", "--user", "--machine=1000@.host", "stop", "graphical-session.target"],
-                          ["systemctl", "stop", "gdm3.service"]]
+    assert book.calls == [
+        ["systemctl", "--user", "--machine=1000@.host", "stop", "graphical-session.target"],
+        ["systemctl", "stop", "gdm3.service"],
+    ]
     assert not alive(1502) and not alive(1560) and alive(1490)  # the user manager itself stays
 
 
@@ -67,7 +73,9 @@ def test_no_display_manager_at_all_is_a_no_op(kernel, book):
     book.end([p for p in book.processes() if p.comm == "gdm3"])
     code, _, err = run(kernel, PROFILE, "prepare", "begin")
     assert code == 0, err
-    assert "no display manager: no display-manager.service alias, and none of" in Path(LOG).read_text()
+    assert (
+        "no display manager: no display-manager.service alias, and none of" in Path(LOG).read_text()
+    )
     assert book.calls == []
 
 

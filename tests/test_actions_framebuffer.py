@@ -13,7 +13,10 @@ def test_unbinds_efifb_and_release_binds_it_again(kernel):
     start = system_state(kernel)
     code, _, err = run(kernel, PROFILE, "prepare", "begin")
     assert code == 0, err
-    assert not LINK.exists() and not Path("/host/sys/bus/platform/devices/efi-framebuffer.0/driver").exists()
+    assert (
+        not LINK.exists()
+        and not Path("/host/sys/bus/platform/devices/efi-framebuffer.0/driver").exists()
+    )
     assert ("bus/platform/drivers/efi-framebuffer/unbind", "efi-framebuffer.0") in kernel.writes
     code, _, err = run(kernel, None, "release", "end")
     assert code == 0, err
@@ -34,8 +37,10 @@ def test_dry_run_shows_the_unbind_and_changes_nothing(kernel):
     start = system_state(kernel)
     code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
     assert code == 0, out
-    assert ("write efi-framebuffer.0 > /sys/bus/platform/drivers/efi-framebuffer/unbind   "
-            "[efi-framebuffer.0: efi-framebuffer → no driver]") in out
+    assert (
+        "write efi-framebuffer.0 > /sys/bus/platform/drivers/efi-framebuffer/unbind   "
+        "[efi-framebuffer.0: efi-framebuffer → no driver]"
+    ) in out
     assert system_state(kernel) == start
 
 
@@ -46,7 +51,10 @@ def test_a_framebuffer_taken_over_by_a_gpu_driver_is_only_a_warning_on_undo(kern
     shutil.rmtree("/host/sys/devices/platform/efi-framebuffer.0")
     code, _, err = run(kernel, None, "release", "end")
     assert code == 0, err
-    assert "efi-framebuffer.0 is gone (a GPU driver took the framebuffer over); nothing to bind" in Path(LOG).read_text()
+    assert (
+        "efi-framebuffer.0 is gone (a GPU driver took the framebuffer over); nothing to bind"
+        in Path(LOG).read_text()
+    )
 
 
 def test_an_unbind_error_fails_the_step(kernel):
@@ -54,6 +62,8 @@ def test_an_unbind_error_fails_the_step(kernel):
     start = system_state(kernel)
     code, _, err = run(kernel, PROFILE, "prepare", "begin")
     assert code == 1
-    assert ("writing 'efi-framebuffer.0' to /sys/bus/platform/drivers/efi-framebuffer/unbind failed: "
-            "No such device") in err
+    assert (
+        "writing 'efi-framebuffer.0' to /sys/bus/platform/drivers/efi-framebuffer/unbind failed: "
+        "No such device"
+    ) in err
     assert system_state(kernel) == start

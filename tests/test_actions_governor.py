@@ -25,10 +25,19 @@ def test_sets_every_cpu_and_restores_each_previous_governor(kernel):
 
 
 def test_chosen_cpus_only(kernel):
-    code, _, err = run(kernel, "prepare/begin:\n  - governor: {governor: performance, cpus: 4-5}\n",
-                       "prepare", "begin")
+    code, _, err = run(
+        kernel,
+        "prepare/begin:\n  - governor: {governor: performance, cpus: 4-5}\n",
+        "prepare",
+        "begin",
+    )
     assert code == 0, err
-    assert [governor(cpu) for cpu in (3, 4, 5, 6)] == ["schedutil", "performance", "performance", "schedutil"]
+    assert [governor(cpu) for cpu in (3, 4, 5, 6)] == [
+        "schedutil",
+        "performance",
+        "performance",
+        "schedutil",
+    ]
 
 
 def test_an_unavailable_governor_fails_before_changing_anything(kernel):
@@ -56,10 +65,17 @@ def test_a_rejected_write_rolls_back_the_cpus_done(kernel):
 
 def test_dry_run_lists_each_cpu(kernel):
     start = system_state(kernel)
-    code, out, _ = run(kernel, "prepare/begin:\n  - governor: {governor: performance, cpus: 0-1}\n",
-                       "prepare", "begin", dry_run=True)
+    code, out, _ = run(
+        kernel,
+        "prepare/begin:\n  - governor: {governor: performance, cpus: 0-1}\n",
+        "prepare",
+        "begin",
+        dry_run=True,
+    )
     assert code == 0, out
     assert "1. set the cpufreq governor of CPUs 0-1 to performance" in out
-    assert ("write performance > /sys/devices/system/cpu/cpu1/cpufreq/scaling_governor   "
-            "[CPU 1: schedutil → performance]") in out
+    assert (
+        "write performance > /sys/devices/system/cpu/cpu1/cpufreq/scaling_governor   "
+        "[CPU 1: schedutil → performance]"
+    ) in out
     assert system_state(kernel) == start

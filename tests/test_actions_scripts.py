@@ -38,8 +38,10 @@ def book(kernel):
 def test_runs_the_event_scripts_in_order_with_libvirts_arguments_and_the_xml(kernel, book):
     code, _, err = run(kernel, PROFILE, "prepare", "begin", xml=XML)
     assert code == 0, err
-    assert book.calls == [[f"{DIR}/prepare/begin/10-stop-dm.sh", "win10", "prepare", "begin", "-"],
-                          [f"{DIR}/prepare/begin/20-unbind.sh", "win10", "prepare", "begin", "-"]]
+    assert book.calls == [
+        [f"{DIR}/prepare/begin/10-stop-dm.sh", "win10", "prepare", "begin", "-"],
+        [f"{DIR}/prepare/begin/20-unbind.sh", "win10", "prepare", "begin", "-"],
+    ]
     assert book.stdin == [XML.encode()] * 2
     assert f"skip {DIR}/prepare/begin/README   [not an executable file]" in Path(LOG).read_text()
     code, _, err = run(kernel, None, "release", "end", xml=XML)
@@ -61,7 +63,10 @@ def test_a_failing_script_fails_the_step_and_stops_the_rest(kernel, book):
     book.handlers[f"{DIR}/prepare/begin/10-stop-dm.sh"] = fails
     code, _, err = run(kernel, PROFILE, "prepare", "begin", xml=XML)
     assert code == 1
-    assert f"`{DIR}/prepare/begin/10-stop-dm.sh win10 prepare begin -` exited with status 1: virsh: error" in err
+    assert (
+        f"`{DIR}/prepare/begin/10-stop-dm.sh win10 prepare begin -` exited with status 1: virsh: error"
+        in err
+    )
     assert len(book.calls) == 1
 
 

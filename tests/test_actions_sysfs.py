@@ -24,17 +24,29 @@ def step(text: str) -> str:
 
 
 def test_writes_and_restores_the_bracketed_choice(files):
-    code, _, err = run(files, step("{path: /sys/kernel/mm/transparent_hugepage/enabled, value: never}"),
-                       "prepare", "begin")
+    code, _, err = run(
+        files,
+        step("{path: /sys/kernel/mm/transparent_hugepage/enabled, value: never}"),
+        "prepare",
+        "begin",
+    )
     assert code == 0, err
     assert THP.read_text() == "never"
-    assert "write never > /sys/kernel/mm/transparent_hugepage/enabled   [madvise → never]" in Path(LOG).read_text()
+    assert (
+        "write never > /sys/kernel/mm/transparent_hugepage/enabled   [madvise → never]"
+        in Path(LOG).read_text()
+    )
     assert run(files, None, "release", "end")[0] == 0
     assert THP.read_text() == "madvise"
 
 
 def test_proc_sys_with_an_explicit_undo_value(files):
-    code, _, err = run(files, step("{path: /proc/sys/vm/swappiness, value: 10, undo_value: 30}"), "prepare", "begin")
+    code, _, err = run(
+        files,
+        step("{path: /proc/sys/vm/swappiness, value: 10, undo_value: 30}"),
+        "prepare",
+        "begin",
+    )
     assert code == 0, err
     assert SWAPPINESS.read_text() == "10"
     assert run(files, None, "release", "end")[0] == 0
@@ -42,8 +54,13 @@ def test_proc_sys_with_an_explicit_undo_value(files):
 
 
 def test_restore_false_is_shown_as_not_undone(files):
-    code, out, _ = run(files, step("{path: /proc/sys/vm/swappiness, value: 10, restore: false}"), "prepare", "begin",
-                       dry_run=True)
+    code, out, _ = run(
+        files,
+        step("{path: /proc/sys/vm/swappiness, value: 10, restore: false}"),
+        "prepare",
+        "begin",
+        dry_run=True,
+    )
     assert code == 0 and "1. write 10 to /proc/sys/vm/swappiness (not undone)" in out
     assert run(files, None, "prepare", "begin")[0] == 0
     assert run(files, None, "release", "end")[0] == 0
@@ -59,8 +76,13 @@ def test_a_file_that_cannot_be_read_needs_an_undo_value(files):
 
 def test_dry_run_changes_nothing(files):
     start = system_state(files)
-    code, out, _ = run(files, step("{path: /sys/kernel/mm/transparent_hugepage/enabled, value: never}"),
-                       "prepare", "begin", dry_run=True)
+    code, out, _ = run(
+        files,
+        step("{path: /sys/kernel/mm/transparent_hugepage/enabled, value: never}"),
+        "prepare",
+        "begin",
+        dry_run=True,
+    )
     assert code == 0, out
     assert "write never > /sys/kernel/mm/transparent_hugepage/enabled   [madvise → never]" in out
     assert system_state(files) == start and THP.read_text() == "always [madvise] never\n"
@@ -70,17 +92,28 @@ def test_a_kernel_error_fails_the_step(kernel):
     path = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
     code, _, err = run(kernel, step(f"{{path: {path}, value: turbo}}"), "prepare", "begin")
     assert code == 1
-    assert f"writing 'turbo' to {path} failed: Invalid argument (the kernel rejected the value)" in err
+    assert (
+        f"writing 'turbo' to {path} failed: Invalid argument (the kernel rejected the value)" in err
+    )
     assert Path("/host" + path).read_text().strip() == "schedutil"
 
 
-@pytest.mark.parametrize("text,message", [
-    ("{path: /etc/passwd, value: x}", '"/etc/passwd" is outside /sys/ and /proc/sys/'),
-    ("{path: /sys/../etc/passwd, value: x}", 'is not a plain path; write it without ".."'),
-    ("{path: /proc/1/oom_score_adj, value: 0}", "is outside /sys/ and /proc/sys/"),
-    ("{path: sys/kernel/x, value: 1}", "is not a path under /sys or /proc/sys; write it from / on"),
-    ("{path: /sys/kernel/x, value: 1, undo_value: 0, restore: false}", "undo_value or restore: false, not both"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("{path: /etc/passwd, value: x}", '"/etc/passwd" is outside /sys/ and /proc/sys/'),
+        ("{path: /sys/../etc/passwd, value: x}", 'is not a plain path; write it without ".."'),
+        ("{path: /proc/1/oom_score_adj, value: 0}", "is outside /sys/ and /proc/sys/"),
+        (
+            "{path: sys/kernel/x, value: 1}",
+            "is not a path under /sys or /proc/sys; write it from / on",
+        ),
+        (
+            "{path: /sys/kernel/x, value: 1, undo_value: 0, restore: false}",
+            "undo_value or restore: false, not both",
+        ),
+    ],
+)
 def test_paths_are_confined(kernel, text, message):
     code, _, err = run(kernel, step(text), "prepare", "begin")
     assert code == 2 and message in err, err

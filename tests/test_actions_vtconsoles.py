@@ -12,7 +12,9 @@ def test_unbinds_the_bound_console_and_release_binds_it_again(kernel):
     code, _, err = run(kernel, PROFILE, "prepare", "begin")
     assert code == 0, err
     assert read("sys/class/vtconsole/vtcon1/bind") == "0"
-    assert read("sys/class/vtconsole/vtcon0/bind") == "1"  # the kernel hands the VTs to the dummy console
+    assert (
+        read("sys/class/vtconsole/vtcon0/bind") == "1"
+    )  # the kernel hands the VTs to the dummy console
     assert kernel.writes == [("devices/virtual/vtconsole/vtcon1/bind", "0")]
     code, _, err = run(kernel, None, "release", "end")
     assert code == 0, err
@@ -24,7 +26,9 @@ def test_nothing_bound_is_a_recorded_no_op(kernel):
     code, _, err = run(kernel, PROFILE, "prepare", "begin")
     assert code == 0, err
     assert kernel.writes == []
-    assert "no virtual console is bound to a console driver   [nothing to do]" in Path(LOG).read_text()
+    assert (
+        "no virtual console is bound to a console driver   [nothing to do]" in Path(LOG).read_text()
+    )
 
 
 def test_dry_run_names_the_write_and_changes_nothing(kernel):
@@ -32,8 +36,10 @@ def test_dry_run_names_the_write_and_changes_nothing(kernel):
     code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
     assert code == 0, out
     assert "1. unbind the virtual consoles from their console drivers" in out
-    assert ("write 0 > /sys/class/vtconsole/vtcon1/bind   [vtcon1 (M) frame buffer device: bound → unbound]"
-            in out)
+    assert (
+        "write 0 > /sys/class/vtconsole/vtcon1/bind   [vtcon1 (M) frame buffer device: bound → unbound]"
+        in out
+    )
     assert system_state(kernel) == start
 
 

@@ -17,8 +17,15 @@ HOOK = REPO / "hooks" / "qemu"
 
 
 def cli(*args, stdin="", env=None):
-    return subprocess.run([sys.executable, "-m", "passthrough", *args], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "passthrough", *args],
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def tree_digest(root: Path) -> str:
@@ -51,7 +58,9 @@ def write_profile(directory: Path, text: str) -> Path:
 
 def test_dry_run_shows_the_plan_and_changes_nothing(demo):
     before = tree_digest(demo)
-    result = cli("--dry-run", "--root", str(demo), "--config-dir", "config", "win10", "prepare", "begin")
+    result = cli(
+        "--dry-run", "--root", str(demo), "--config-dir", "config", "win10", "prepare", "begin"
+    )
     assert result.returncode == 0, result.stderr
     plan = result.stdout
     for expected in [
@@ -70,61 +79,109 @@ def test_dry_run_shows_the_plan_and_changes_nothing(demo):
 
 
 def test_dry_run_json(demo):
-    result = cli("--dry-run", "--json", "--root", str(demo), "--config-dir", "config", "win10", "prepare", "begin")
+    result = cli(
+        "--dry-run",
+        "--json",
+        "--root",
+        str(demo),
+        "--config-dir",
+        "config",
+        "win10",
+        "prepare",
+        "begin",
+    )
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["ok"] and plan["dry_run"] and plan["event"] == "prepare/begin"
     assert [s["title"] for s in plan["steps"]] == [
         "1. load modules vfio vfio_iommu_type1 vfio_pci",
         "2. detach gpu, gpu-audio to vfio-pci via libvirt",
-        "3. resize BAR 2 of gpu (0000:03:00.0) to 8 MiB"]
+        "3. resize BAR 2 of gpu (0000:03:00.0) to 8 MiB",
+    ]
     effects = [op["effect"] for op in plan["steps"][2]["operations"]]
     assert "BAR 2: 256 MiB → 8 MiB" in effects
 
 
 def test_dry_run_reports_problems_it_can_see(demo, tmp_path):
-    profiles = write_profile(tmp_path / "p", """\
+    profiles = write_profile(
+        tmp_path / "p",
+        """\
 devices: {gpu: "0000:03:00.0", nic: "0000:0b:00.0"}
 prepare/begin:
   - detach: {devices: [gpu], via: sysfs}
   - detach: [nic]
-""")
+""",
+    )
     before = tree_digest(demo)
-    result = cli("--dry-run", "--root", str(demo), "--config-dir", str(profiles), "win10", "prepare", "begin")
+    result = cli(
+        "--dry-run", "--root", str(demo), "--config-dir", str(profiles), "win10", "prepare", "begin"
+    )
     assert result.returncode == 1
-    assert "0000:03:00.0: driver vfio-pci is not loaded, so it cannot take the device" in result.stdout
+    assert (
+        "0000:03:00.0: driver vfio-pci is not loaded, so it cannot take the device" in result.stdout
+    )
     assert "add a modprobe step" in result.stdout
     assert tree_digest(demo) == before
 
 
 def test_dry_run_of_unsupported_bar_size(demo, tmp_path):
-    profiles = write_profile(tmp_path / "p", """\
+    profiles = write_profile(
+        tmp_path / "p",
+        """\
 devices: {gpu: "0000:03:00.0"}
 prepare/begin:
   - resize_bar: {device: gpu, bar: 0, size: 8MiB}
-""")
-    result = cli("--dry-run", "--root", str(demo), "--config-dir", str(profiles), "win10", "prepare", "begin")
+""",
+    )
+    result = cli(
+        "--dry-run", "--root", str(demo), "--config-dir", str(profiles), "win10", "prepare", "begin"
+    )
     assert result.returncode == 1
-    assert "BAR 0 does not support 8 MiB; supported sizes: 256 MiB, 512 MiB, 1 GiB, 2 GiB, 4 GiB, 8 GiB, 16 GiB" \
+    assert (
+        "BAR 0 does not support 8 MiB; supported sizes: 256 MiB, 512 MiB, 1 GiB, 2 GiB, 4 GiB, 8 GiB, 16 GiB"
         in result.stdout
+    )
 
 
-@pytest.mark.parametrize("profile,message", [
-    ('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detatch: [gpu]\n', ':3:5: unknown action "detatch"'),
-    ('devices: {gpu: "0000:3:00.0"}\n', ":1:16: '0000:3:00.0' is not a PCI address"),
-    ('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpu0]\n', ':3:14: unknown device "gpu0"'),
-    ('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - resize_bar: {device: gpu, bar: 2, size: 7MiB}\n',
-     ":3:45: '7MiB' is not a power of two"),
-])
+@pytest.mark.parametrize(
+    "profile,message",
+    [
+        (
+            'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detatch: [gpu]\n',
+            ':3:5: unknown action "detatch"',
+        ),
+        ('devices: {gpu: "0000:3:00.0"}\n', ":1:16: '0000:3:00.0' is not a PCI address"),
+        (
+            'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpu0]\n',
+            ':3:14: unknown device "gpu0"',
+        ),
+        (
+            'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - resize_bar: {device: gpu, bar: 2, size: 7MiB}\n',
+            ":3:45: '7MiB' is not a power of two",
+        ),
+    ],
+)
 def test_profile_errors_exit_2_with_one_line_and_write_nothing(demo, tmp_path, profile, message):
     profiles = write_profile(tmp_path / "p", profile)
     state = tmp_path / "state"
     before = tree_digest(demo)
-    result = cli("--root", str(demo), "--config-dir", str(profiles), "--state-dir", str(state),
-                 "win10", "prepare", "begin", "-")
+    result = cli(
+        "--root",
+        str(demo),
+        "--config-dir",
+        str(profiles),
+        "--state-dir",
+        str(state),
+        "win10",
+        "prepare",
+        "begin",
+        "-",
+    )
     assert result.returncode == 2
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{profiles}/win10.yaml") and message in lines[0], result.stderr
+    assert (
+        len(lines) == 1 and lines[0].startswith(f"{profiles}/win10.yaml") and message in lines[0]
+    ), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert tree_digest(demo) == before and not state.exists()
 
@@ -138,10 +195,24 @@ def test_usage_errors_exit_2():
 
 def test_modules_and_libvirt_refuse_a_tree_root(demo):
     """A real run with --root cannot load modules: modprobe would act on this machine's kernel."""
-    result = cli("--root", str(demo), "--config-dir", "config", "--state-dir", str(demo / "run"),
-                 "--log-file", str(demo / "hook.log"), "win10", "prepare", "begin", "-")
+    result = cli(
+        "--root",
+        str(demo),
+        "--config-dir",
+        "config",
+        "--state-dir",
+        str(demo / "run"),
+        "--log-file",
+        str(demo / "hook.log"),
+        "win10",
+        "prepare",
+        "begin",
+        "-",
+    )
     assert result.returncode == 1
-    assert "cannot load module vfio with --root" in result.stderr and "use --dry-run" in result.stderr
+    assert (
+        "cannot load module vfio with --root" in result.stderr and "use --dry-run" in result.stderr
+    )
 
 
 def test_validate(tmp_path):
@@ -156,8 +227,14 @@ def test_validate(tmp_path):
 
 
 def hook(*args, env=None, stdin="<domain type='qemu'><name>x</name></domain>"):
-    return subprocess.run(["/usr/bin/python3", "-I", str(HOOK), *args], input=stdin, capture_output=True,
-                          text=True, timeout=60, env=env or {"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+    return subprocess.run(
+        ["/usr/bin/python3", "-I", str(HOOK), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or {"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+    )
 
 
 def test_hook_without_profile_exits_0_silently_and_imports_nothing_heavy(tmp_path):
@@ -165,17 +242,28 @@ def test_hook_without_profile_exits_0_silently_and_imports_nothing_heavy(tmp_pat
     result = hook("other", "prepare", "begin", "-", env=env)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     probe = subprocess.run(
-        ["/usr/bin/python3", "-I", "-c",
-         f"import runpy, sys; sys.argv = ['qemu', 'other', 'prepare', 'begin', '-']\n"
-         f"try:\n    runpy.run_path({str(HOOK)!r}, run_name='__main__')\nexcept SystemExit: pass\n"
-         f"print(sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'libvirt', 'passthrough', 'json')))"],
-        input="<domain/>", capture_output=True, text=True, env=env, timeout=60)
+        [
+            "/usr/bin/python3",
+            "-I",
+            "-c",
+            f"import runpy, sys; sys.argv = ['qemu', 'other', 'prepare', 'begin', '-']\n"
+            f"try:\n    runpy.run_path({str(HOOK)!r}, run_name='__main__')\nexcept SystemExit: pass\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'libvirt', 'passthrough', 'json')))",
+        ],
+        input="<domain/>",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert probe.stdout.strip() == "[]", probe
 
 
 def test_hook_runs_the_profile_for_a_domain_that_has_one(tmp_path):
-    profiles = write_profile(tmp_path / "p", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpuu]\n')
+    profiles = write_profile(
+        tmp_path / "p", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpuu]\n'
+    )
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)}
     result = hook("win10", "prepare", "begin", "-", env=env)
     assert result.returncode == 2
-    assert result.stderr.startswith(f"{profiles}/win10.yaml:3:14: unknown device \"gpuu\"")
+    assert result.stderr.startswith(f'{profiles}/win10.yaml:3:14: unknown device "gpuu"')

@@ -13,8 +13,10 @@ class Result:
 
 def test_a_command_gets_what_is_left_of_its_step_not_the_per_write_bound(monkeypatch):
     limits = []
-    monkeypatch.setattr("passthrough.host.commands.run", lambda argv, timeout, stdin=None: limits.append(timeout)
-                        or Result())
+    monkeypatch.setattr(
+        "passthrough.host.commands.run",
+        lambda argv, timeout, stdin=None: limits.append(timeout) or Result(),
+    )
     host = Host(root=Path("/"), sysfs=None, modules=None, nodedev=None, operation_timeout=20.0)
     commands = Commands(Path("/"), host)
     host.deadline = time.monotonic() + 100
@@ -25,11 +27,23 @@ def test_a_command_gets_what_is_left_of_its_step_not_the_per_write_bound(monkeyp
     host.deadline = time.monotonic() + 2
     commands.run(["/usr/bin/true"], timeout=5)
     assert limits[-1] <= 2
-    assert [op.text for op in host.operations] == ["/usr/bin/sleep 60", "/usr/bin/true", "/usr/bin/true"]
+    assert [op.text for op in host.operations] == [
+        "/usr/bin/sleep 60",
+        "/usr/bin/true",
+        "/usr/bin/true",
+    ]
 
 
 def test_a_dry_run_records_commands_and_runs_none(monkeypatch):
-    monkeypatch.setattr("passthrough.host.commands.run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    monkeypatch.setattr(
+        "passthrough.host.commands.run",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")),
+    )
     host = Host(root=Path("/"), sysfs=None, modules=None, nodedev=None, dry_run=True)
-    assert RecordedCommands(Path("/"), host).run(["/usr/bin/systemctl", "stop", "gdm"], effect="gdm: stopped") == ""
+    assert (
+        RecordedCommands(Path("/"), host).run(
+            ["/usr/bin/systemctl", "stop", "gdm"], effect="gdm: stopped"
+        )
+        == ""
+    )
     assert str(host.operations[0]) == "/usr/bin/systemctl stop gdm   [gdm: stopped]"

@@ -58,49 +58,74 @@ def test_name_and_pci_hostdevs_in_document_order():
     domain = parse(LIVE_XML)
     assert domain == DomainXml(
         name="win10",
-        hostdevs=(Hostdev("0000:01:00.0", managed=False), Hostdev("0000:01:00.1", managed=True),
-                  Hostdev("0001:3b:10.7", managed=True)))
+        hostdevs=(
+            Hostdev("0000:01:00.0", managed=False),
+            Hostdev("0000:01:00.1", managed=True),
+            Hostdev("0001:3b:10.7", managed=True),
+        ),
+    )
     assert domain.hostdev_addresses == ["0000:01:00.0", "0000:01:00.1", "0001:3b:10.7"]
 
 
 def test_a_domain_without_hostdevs():
-    assert parse("<domain type='qemu'><name>plain</name><devices/></domain>") == DomainXml(name="plain")
+    assert parse("<domain type='qemu'><name>plain</name><devices/></domain>") == DomainXml(
+        name="plain"
+    )
 
 
 def test_decimal_parts_and_a_missing_pci_domain_are_read_as_libvirt_reads_them():
-    xml = ("<domain><name>x</name><devices><hostdev mode='subsystem' type='pci'>"
-           "<source><address bus='10' slot='0x1f' function='7'/></source></hostdev></devices></domain>")
+    xml = (
+        "<domain><name>x</name><devices><hostdev mode='subsystem' type='pci'>"
+        "<source><address bus='10' slot='0x1f' function='7'/></source></hostdev></devices></domain>"
+    )
     assert parse(xml).hostdev_addresses == ["0000:0a:1f.7"]
 
 
-@pytest.mark.parametrize("address, problem", [
-    ("bus='0x01' slot='0x00'", "<hostdev> skipped: its address has no function"),
-    ("bus='0x01' slot='0x20' function='0'", "<hostdev> skipped: its address has slot='0x20', outside 0..0x1f"),
-    ("bus='one' slot='0' function='0'", "<hostdev> skipped: its address has bus='one', not a number"),
-])
+@pytest.mark.parametrize(
+    "address, problem",
+    [
+        ("bus='0x01' slot='0x00'", "<hostdev> skipped: its address has no function"),
+        (
+            "bus='0x01' slot='0x20' function='0'",
+            "<hostdev> skipped: its address has slot='0x20', outside 0..0x1f",
+        ),
+        (
+            "bus='one' slot='0' function='0'",
+            "<hostdev> skipped: its address has bus='one', not a number",
+        ),
+    ],
+)
 def test_a_malformed_hostdev_address_is_skipped_and_reported(address, problem):
-    xml = (f"<domain><name>x</name><devices>"
-           f"<hostdev mode='subsystem' type='pci'><source><address {address}/></source></hostdev>"
-           f"<hostdev mode='subsystem' type='pci'><source><address bus='2' slot='0' function='0'/></source>"
-           f"</hostdev></devices></domain>")
+    xml = (
+        f"<domain><name>x</name><devices>"
+        f"<hostdev mode='subsystem' type='pci'><source><address {address}/></source></hostdev>"
+        f"<hostdev mode='subsystem' type='pci'><source><address bus='2' slot='0' function='0'/></source>"
+        f"</hostdev></devices></domain>"
+    )
     domain = parse(xml)
     assert domain.hostdev_addresses == ["0000:02:00.0"]
     assert domain.problems == (problem,)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("", "no domain XML was given"),
-    ("<network><name>x</name></network>", "the XML's root element is <network>, not <domain>"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("", "no domain XML was given"),
+        ("<network><name>x</name></network>", "the XML's root element is <network>, not <domain>"),
+    ],
+)
 def test_xml_that_is_not_a_domain_gives_an_empty_result(text, problem):
     assert parse(text) == DomainXml(problems=(problem,))
 
 
-@pytest.mark.parametrize("text, position", [
-    ("<domain><name>x</name>", "line 1, column 22"),
-    ("\x00\xff garbage", "line 1, column 0"),
-    ("<domain><name>x</nam></domain>", "line 1, column 17"),
-])
+@pytest.mark.parametrize(
+    "text, position",
+    [
+        ("<domain><name>x</name>", "line 1, column 22"),
+        ("\x00\xff garbage", "line 1, column 0"),
+        ("<domain><name>x</nam></domain>", "line 1, column 17"),
+    ],
+)
 def test_malformed_xml_gives_an_empty_result_not_an_exception(text, position):
     domain = parse(text)
     assert (domain.name, domain.hostdevs) == (None, ())
@@ -112,11 +137,17 @@ def test_malformed_xml_gives_an_empty_result_not_an_exception(text, position):
 def test_entities_are_never_expanded_nor_fetched(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text("root-only")
-    bomb = ('<?xml version="1.0"?><!DOCTYPE domain [<!ENTITY a "aaaaaaaaaa">'
-            + "".join(f'<!ENTITY {chr(98 + i)} "&{chr(97 + i)};&{chr(97 + i)};&{chr(97 + i)};">' for i in range(8))
-            + ']><domain><name>&i;</name></domain>')
-    external = (f'<!DOCTYPE domain [<!ENTITY s SYSTEM "file://{secret}">]>'
-                f'<domain><name>&s;</name></domain>')
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE domain [<!ENTITY a "aaaaaaaaaa">'
+        + "".join(
+            f'<!ENTITY {chr(98 + i)} "&{chr(97 + i)};&{chr(97 + i)};&{chr(97 + i)};">'
+            for i in range(8)
+        )
+        + "]><domain><name>&i;</name></domain>"
+    )
+    external = (
+        f'<!DOCTYPE domain [<!ENTITY s SYSTEM "file://{secret}">]><domain><name>&s;</name></domain>'
+    )
     for text in (bomb, external):
         domain = parse(text)
         assert domain.name is None and domain.hostdevs == ()
@@ -141,8 +172,11 @@ def test_the_fast_path_reads_all_of_a_large_xml(tmp_path):
     """libvirt writes the XML while the hook runs; a hook exiting unread makes that write fail."""
     xml = LIVE_XML.replace("</devices>", "<!--" + "x" * (4 << 20) + "--></devices>").encode()
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(tmp_path)}
-    hook = subprocess.Popen(["/usr/bin/python3", "-I", str(HOOK), "no-profile", "prepare", "begin", "-"],
-                            stdin=subprocess.PIPE, env=env)
+    hook = subprocess.Popen(
+        ["/usr/bin/python3", "-I", str(HOOK), "no-profile", "prepare", "begin", "-"],
+        stdin=subprocess.PIPE,
+        env=env,
+    )
     try:
         hook.stdin.write(xml)  # BrokenPipeError if the hook exited without reading it all
         hook.stdin.close()

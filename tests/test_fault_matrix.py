@@ -29,15 +29,28 @@ prepare/begin:
 
 def nvidia_host() -> HostSpec:
     """A 4-function NVIDIA card (video, audio, USB xHCI, USB-C UCSI) in one IOMMU group."""
-    fns = [Function("0000:00:01.1", "0x1022", "0x1483", "0x060400", "pcieport", 20, description="bridge")]
-    for fn, (device, cls, driver) in enumerate([("0x2204", "0x030000", "nouveau"),
-                                                 ("0x1aef", "0x040300", "snd_hda_intel"),
-                                                 ("0x1aed", "0x0c0330", "xhci_hcd"),
-                                                 ("0x1aee", "0x0c8000", "nvidia-gpu")]):
+    fns = [
+        Function(
+            "0000:00:01.1", "0x1022", "0x1483", "0x060400", "pcieport", 20, description="bridge"
+        )
+    ]
+    for fn, (device, cls, driver) in enumerate(
+        [
+            ("0x2204", "0x030000", "nouveau"),
+            ("0x1aef", "0x040300", "snd_hda_intel"),
+            ("0x1aed", "0x0c0330", "xhci_hcd"),
+            ("0x1aee", "0x0c8000", "nvidia-gpu"),
+        ]
+    ):
         bars = {0: Bar(16 * MiB, 0xFB000000 + fn * 0x1000000, flags=0x00040200)}
-        fns.append(Function(f"0000:0a:00.{fn}", "0x10de", device, cls, driver, 21, "0000:00:01.1", bars))
-    return HostSpec(functions=fns, modules=["nouveau", "snd_hda_intel", "xhci_pci", "i2c_nvidia_gpu"],
-                    drivers=["nouveau", "snd_hda_intel", "xhci_hcd", "nvidia-gpu", "pcieport"])
+        fns.append(
+            Function(f"0000:0a:00.{fn}", "0x10de", device, cls, driver, 21, "0000:00:01.1", bars)
+        )
+    return HostSpec(
+        functions=fns,
+        modules=["nouveau", "snd_hda_intel", "xhci_pci", "i2c_nvidia_gpu"],
+        drivers=["nouveau", "snd_hda_intel", "xhci_hcd", "nvidia-gpu", "pcieport"],
+    )
 
 
 CASES = {"seed": (demo_host, SEED_PROFILE), "nvidia-4fn": (nvidia_host, NVIDIA)}
@@ -72,12 +85,23 @@ class Case:
 
     def run(self, *args: str) -> tuple[int | str, str]:
         out, err = io.StringIO(), io.StringIO()
-        options = ["--root", str(self.root), "--state-dir", f"{self.root}/run",
-                   "--log-file", f"{self.root}/hook.log"]
-        argv = ["recover", *options, "win10"] if args == ("recover",) else \
-            ["--config-dir", f"{self.root}/profiles", *options, "win10", *args, "-"]
+        options = [
+            "--root",
+            str(self.root),
+            "--state-dir",
+            f"{self.root}/run",
+            "--log-file",
+            f"{self.root}/hook.log",
+        ]
+        argv = (
+            ["recover", *options, "win10"]
+            if args == ("recover",)
+            else ["--config-dir", f"{self.root}/profiles", *options, "win10", *args, "-"]
+        )
         try:
-            code = main(argv, stdin=io.StringIO(""), host_factory=self.kernel.host, out=out, err=err)
+            code = main(
+                argv, stdin=io.StringIO(""), host_factory=self.kernel.host, out=out, err=err
+            )
         except Killed:
             code = "killed"
         finally:
@@ -139,7 +163,9 @@ def test_every_fault_in_release_is_recovered(fs, shape, record_property):
             if code != 0:
                 code, text = case.run("recover")
             if code != 0 or case.kernel.snapshot() != case.start:
-                problems.append(f"{point} {kind}: not restored after recover (exit {code}): {text[-400:]}")
+                problems.append(
+                    f"{point} {kind}: not restored after recover (exit {code}): {text[-400:]}"
+                )
             covered += 1
     record_property("injection_points", covered)
     print(f"\n{shape}: release: {covered} injections at {len(points)} points, host restored in all")

@@ -26,15 +26,52 @@ release/end:
   - undo: prepare/begin
 """
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
-                    st.text(max_size=30), st.sampled_from(["gpu", "0000:03:00.0", "8MiB", "prepare/begin",
-                                                           "detach", "vfio_pci", "sysfs", "libvirt"]))
-documents = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=5),
-    st.dictionaries(st.one_of(st.text(max_size=15), st.sampled_from(
-        ["devices", "prepare/begin", "release/end", "detach", "modprobe", "resize_bar", "bind", "undo",
-         "device", "devices", "bar", "size", "via", "driver", "timeout", "force", "remove", "load"])),
-        inner, max_size=5)), max_leaves=40)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        ["gpu", "0000:03:00.0", "8MiB", "prepare/begin", "detach", "vfio_pci", "sysfs", "libvirt"]
+    ),
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.dictionaries(
+            st.one_of(
+                st.text(max_size=15),
+                st.sampled_from(
+                    [
+                        "devices",
+                        "prepare/begin",
+                        "release/end",
+                        "detach",
+                        "modprobe",
+                        "resize_bar",
+                        "bind",
+                        "undo",
+                        "device",
+                        "devices",
+                        "bar",
+                        "size",
+                        "via",
+                        "driver",
+                        "timeout",
+                        "force",
+                        "remove",
+                        "load",
+                    ]
+                ),
+            ),
+            inner,
+            max_size=5,
+        ),
+    ),
+    max_leaves=40,
+)
 
 
 def outcome(data: bytes) -> str:
@@ -66,7 +103,7 @@ def test_mutated_good_profile(data):
         position = data.draw(st.integers(0, len(text)))
         insert = data.draw(st.text(alphabet=string.printable + "\u00e9\u2603\x00", max_size=6))
         cut = data.draw(st.integers(0, 4))
-        text = text[:position] + insert + text[position + cut:]
+        text = text[:position] + insert + text[position + cut :]
     outcome(text.encode("utf-8", errors="surrogatepass"))
 
 
@@ -74,8 +111,11 @@ def test_mutated_good_profile(data):
 @given(st.integers(1, 60), st.sampled_from(["[", "{a: ", "- "]))
 def test_deep_nesting(depth, opener):
     closer = {"[": "]", "{a: ": "}", "- ": ""}[opener]
-    text = ("a: " + opener * depth + "1" + closer * depth) if opener != "- " else \
-        "".join("  " * i + "- \n" for i in range(depth))
+    text = (
+        ("a: " + opener * depth + "1" + closer * depth)
+        if opener != "- "
+        else "".join("  " * i + "- \n" for i in range(depth))
+    )
     outcome(text.encode())
 
 
@@ -95,12 +135,37 @@ def test_wrong_encodings(encoding):
     outcome(data)
 
 
-argv_words = st.one_of(st.text(max_size=12), st.sampled_from(
-    ["--dry-run", "--json", "--root", "/host", "--config-dir", "/profiles", "--state-dir", "--xml",
-     "win10", "prepare", "begin", "release", "end", "-", "validate", "recover", "--help", "../x", ".x"]))
+argv_words = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "--dry-run",
+            "--json",
+            "--root",
+            "/host",
+            "--config-dir",
+            "/profiles",
+            "--state-dir",
+            "--xml",
+            "win10",
+            "prepare",
+            "begin",
+            "release",
+            "end",
+            "-",
+            "validate",
+            "recover",
+            "--help",
+            "../x",
+            ".x",
+        ]
+    ),
+)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(argv_words, max_size=8))
 def test_random_argv_never_writes_or_crashes(kernel, argv):
     """A profile exists for win10 but names a device typo, so any run that reaches it must

@@ -9,8 +9,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def install(dest: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO / "install.sh"), "--destdir", str(dest), *extra], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [str(REPO / "install.sh"), "--destdir", str(dest), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def listing(root: Path) -> set[str]:
@@ -29,14 +33,28 @@ def test_install_and_uninstall_into_a_staging_root(tmp_path):
     assert os.access(hook, os.X_OK)
     assert (tmp_path / "usr/local/lib/passthrough-hook/passthrough/actions/resize_bar.py").is_file()
     assert (tmp_path / "etc/libvirt/hooks/passthrough/win10.yaml.example").is_file()
-    assert not (tmp_path / "etc/libvirt/hooks/passthrough/win10.yaml").exists()  # examples never run
+    assert not (
+        tmp_path / "etc/libvirt/hooks/passthrough/win10.yaml"
+    ).exists()  # examples never run
 
     # The staged command runs from its own copy of the package.
     command = tmp_path / "usr/local/bin/passthrough-hook"
-    script = command.read_text().replace("/usr/local/lib/passthrough-hook",
-                                         str(tmp_path / "usr/local/lib/passthrough-hook"))
-    run = subprocess.run(["/usr/bin/python3", "-I", "-c", script.split("\n", 1)[1], "validate",
-                          str(REPO / "config/win10.yaml")], capture_output=True, text=True, timeout=60)
+    script = command.read_text().replace(
+        "/usr/local/lib/passthrough-hook", str(tmp_path / "usr/local/lib/passthrough-hook")
+    )
+    run = subprocess.run(
+        [
+            "/usr/bin/python3",
+            "-I",
+            "-c",
+            script.split("\n", 1)[1],
+            "validate",
+            str(REPO / "config/win10.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0 and "ok (2 devices, 3 steps)" in run.stdout, run
 
     result = install(tmp_path, "--uninstall")

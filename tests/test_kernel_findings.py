@@ -31,8 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 # The 6.1 dependency graph the guest showed (module -> modules it needs), and soft
 # dependencies modprobe loads after a module.
-DEPENDS = {"vfio_pci": ("vfio_pci_core", "vfio"), "vfio_pci_core": ("irqbypass", "vfio_virqfd", "vfio"),
-           "vfio_iommu_type1": ("vfio",), "kvm": ("irqbypass",)}
+DEPENDS = {
+    "vfio_pci": ("vfio_pci_core", "vfio"),
+    "vfio_pci_core": ("irqbypass", "vfio_virqfd", "vfio"),
+    "vfio_iommu_type1": ("vfio",),
+    "kvm": ("irqbypass",),
+}
 SOFT_POST = {"vfio": ("vfio_iommu_type1",)}
 
 
@@ -64,7 +68,9 @@ class DependentModules:
 
     def unload(self, module: str) -> None:
         if self.in_use(module):
-            raise HostError(f"`modprobe -r {module}` exited with status 1: Module {module} is in use")
+            raise HostError(
+                f"`modprobe -r {module}` exited with status 1: Module {module} is in use"
+            )
         self.modules.discard(module)
         for dependency in DEPENDS.get(module, ()):
             if dependency in self.modules and not self.in_use(dependency):
@@ -72,8 +78,11 @@ class DependentModules:
 
 
 def context(modules: DependentModules) -> StepContext:
-    host = SimpleNamespace(modules=modules, sysfs=SimpleNamespace(listdir=lambda rel: []),
-                           record=lambda text, effect="": None)
+    host = SimpleNamespace(
+        modules=modules,
+        sysfs=SimpleNamespace(listdir=lambda rel: []),
+        record=lambda text, effect="": None,
+    )
     return StepContext(host=host, names={})
 
 
@@ -104,18 +113,26 @@ def test_a_pulled_in_module_something_else_now_uses_stays_loaded():
 def proc_modules(fs):
     path = Path("/proc/modules")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("vfio 45056 0 - Live 0x0000000000000000\nsnd 126976 0 - Live 0x0000000000000000\n")
+    path.write_text(
+        "vfio 45056 0 - Live 0x0000000000000000\nsnd 126976 0 - Live 0x0000000000000000\n"
+    )
     return path
 
 
 def modprobe_r_removing(proc_modules: Path, gone: bool):
     """`modprobe -r vfio` as kmod 30 does it: the module goes (or not), and the status is 1."""
+
     def run(argv, timeout, stdin=None):
         if gone:
             proc_modules.write_text("snd 126976 0 - Live 0x0000000000000000\n")
-        raise commands.CommandError(argv, 1, "modprobe: ERROR: ../libkmod/libkmod-module.c:856 "
-                                             "kmod_module_remove_module() could not remove 'vfio': "
-                                             "No such file or directory\n")
+        raise commands.CommandError(
+            argv,
+            1,
+            "modprobe: ERROR: ../libkmod/libkmod-module.c:856 "
+            "kmod_module_remove_module() could not remove 'vfio': "
+            "No such file or directory\n",
+        )
+
     return run
 
 
@@ -125,7 +142,9 @@ def real_modules() -> Modules:
     return host.modules
 
 
-def test_modprobe_r_failing_on_a_module_it_already_removed_counts_as_unloaded(proc_modules, monkeypatch):
+def test_modprobe_r_failing_on_a_module_it_already_removed_counts_as_unloaded(
+    proc_modules, monkeypatch
+):
     monkeypatch.setattr(commands, "run", modprobe_r_removing(proc_modules, gone=True))
     modules = real_modules()
     modules.unload("vfio")
@@ -140,17 +159,32 @@ def test_modprobe_r_failing_with_the_module_still_loaded_is_an_error(proc_module
 
 def hook(kernel, *event: str, dry_run: bool = False) -> tuple[int, str]:
     out = io.StringIO()
-    options = ["--root", "/host", "--config-dir", str(REPO / "config"), "--state-dir", "/host/run/ph",
-               "--log-file", "/host/hook.log"] + (["--dry-run"] if dry_run else [])
-    code = main([*options, "win10", *event, "-"], stdin=io.StringIO(""),
-                host_factory=None if dry_run else kernel.host, out=out, err=out)
+    options = [
+        "--root",
+        "/host",
+        "--config-dir",
+        str(REPO / "config"),
+        "--state-dir",
+        "/host/run/ph",
+        "--log-file",
+        "/host/hook.log",
+    ] + (["--dry-run"] if dry_run else [])
+    code = main(
+        [*options, "win10", *event, "-"],
+        stdin=io.StringIO(""),
+        host_factory=None if dry_run else kernel.host,
+        out=out,
+        err=out,
+    )
     return code, out.getvalue()
 
 
 def test_dry_run_of_release_sees_vfio_pci_freed_by_the_earlier_undo(kernel):
     assert hook(kernel, "prepare", "begin")[0] == 0
     # The fake kernel keeps its module list in memory; a dry run reads /proc/modules.
-    Path("/host/proc/modules").write_text("".join(f"{m} 16384 0 - Live 0x0\n" for m in sorted(kernel.modules)))
+    Path("/host/proc/modules").write_text(
+        "".join(f"{m} 16384 0 - Live 0x0\n" for m in sorted(kernel.modules))
+    )
     code, plan = hook(kernel, "release", "end", dry_run=True)
     assert code == 0, plan
     assert "modprobe -r vfio_pci" in plan

@@ -35,8 +35,12 @@ def test_calls_with_their_status_stderr_and_duration():
 
 
 def test_a_hook_killed_by_a_signal():
-    log = "".join(f"2026-11-24 16:56:10.467+0000: 86: {record}\n" for record in (
-        "debug : virRunScript:279 : Calling hook /h id=d op=prepare subop=begin extra=-",
-        "error : virCommandWait:2725 : internal error: Child process (/h d prepare begin -) unexpected fatal signal 9",
-        "debug : virCommandRun:2453 : Result status 0, stdout: '' stderr: ''"))
+    log = "".join(
+        f"2026-11-24 16:56:10.467+0000: 86: {record}\n"
+        for record in (
+            "debug : virRunScript:279 : Calling hook /h id=d op=prepare subop=begin extra=-",
+            "error : virCommandWait:2725 : internal error: Child process (/h d prepare begin -) unexpected fatal signal 9",
+            "debug : virCommandRun:2453 : Result status 0, stdout: '' stderr: ''",
+        )
+    )
     assert [c.status for c in parse_trace(log)] == [-9]

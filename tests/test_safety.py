@@ -40,8 +40,6 @@ def profile(name: str, text: str, directory: str = "/profiles") -> None:
     os.chmod(path.parent, 0o755)
 
 
-
-
 @pytest.fixture
 def seed(kernel):
     profile("win10", SEED_PROFILE)
@@ -76,8 +74,11 @@ def test_a_run_that_cannot_get_the_lock_fails_clearly(tmp_path):
     thread.start()
     try:
         assert entered.wait(5)
-        with pytest.raises(StateError, match=r"another passthrough-hook run \(pid \d+, win11 prepare/begin\) "
-                                             r"has held .*/lock for over 0 s"):
+        with pytest.raises(
+            StateError,
+            match=r"another passthrough-hook run \(pid \d+, win11 prepare/begin\) "
+            r"has held .*/lock for over 0 s",
+        ):
             with state.lock("win10", "prepare/begin", timeout=0.2):
                 pass
     finally:
@@ -91,11 +92,14 @@ def test_a_run_that_cannot_get_the_lock_fails_clearly(tmp_path):
 # --- crash safety ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", [
-    "modprobe vfio_iommu_type1",  # between two modules
-    "bus/pci/devices/0000:03:00.1/driver_override",  # libvirt half way through the second device
-    "bus/pci/devices/0000:03:00.0/resource2_resize",  # the GPU unbound for the resize
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "modprobe vfio_iommu_type1",  # between two modules
+        "bus/pci/devices/0000:03:00.1/driver_override",  # libvirt half way through the second device
+        "bus/pci/devices/0000:03:00.0/resource2_resize",  # the GPU unbound for the resize
+    ],
+)
 @pytest.mark.parametrize("then", ["recover", "release"])
 def test_killed_mid_prepare_is_undone_by_recover_or_release(seed, fault, then):
     start = seed.snapshot()
@@ -105,7 +109,11 @@ def test_killed_mid_prepare_is_undone_by_recover_or_release(seed, fault, then):
     journal = json.loads(Path(STATE, "win10.json").read_text())
     assert journal["entries"][-1]["status"] == "running"
     assert seed.snapshot() != start
-    code, text = run(seed, "recover", "win10") if then == "recover" else run(seed, "win10", "release", "end", "-")
+    code, text = (
+        run(seed, "recover", "win10")
+        if then == "recover"
+        else run(seed, "win10", "release", "end", "-")
+    )
     assert code == 0, text
     assert seed.snapshot() == start
     assert not Path(STATE, "win10.json").exists()
@@ -146,8 +154,11 @@ def test_release_after_a_failed_prepare_changes_nothing(seed):
 
 
 def test_a_device_already_on_vfio_is_a_recorded_no_op(seed):
-    profile("win10", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n'
-                     '  - bind: {device: gpu, driver: vfio-pci}\n  - detach: {devices: [gpu], via: sysfs}\n')
+    profile(
+        "win10",
+        'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n'
+        "  - bind: {device: gpu, driver: vfio-pci}\n  - detach: {devices: [gpu], via: sysfs}\n",
+    )
     assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
     entries = json.loads(Path(STATE, "win10.json").read_text())["entries"]
     assert entries[2]["record"]["devices"][0]["changed"] is False
@@ -160,27 +171,38 @@ def test_a_device_already_on_vfio_is_a_recorded_no_op(seed):
 
 def test_the_disk_the_root_filesystem_is_on_is_refused(kernel):
     hostdeps.add_disk(HOST, NVME, "nvme0n1", ["nvme0n1p1", "nvme0n1p2"])
-    hostdeps.add_mounts(HOST, [("/dev/nvme0n1p1", "/boot/efi"), ("/dev/mapper/root", "/")],
-                        swaps=["/dev/nvme0n1p3"])
+    hostdeps.add_mounts(
+        HOST, [("/dev/nvme0n1p1", "/boot/efi"), ("/dev/mapper/root", "/")], swaps=["/dev/nvme0n1p3"]
+    )
     hostdeps.add_dm(HOST, "dm-0", "root", ["nvme0n1p2"])
-    profile("win10", 'devices: {gpu: "0000:01:00.0"}\nprepare/begin:\n  - detach: {devices: [gpu], via: sysfs}\n')
+    profile(
+        "win10",
+        'devices: {gpu: "0000:01:00.0"}\nprepare/begin:\n  - detach: {devices: [gpu], via: sysfs}\n',
+    )
     start = kernel.snapshot()
     code, text = run(kernel, "win10", "prepare", "begin", "-")
     assert code == 1
-    assert ("0000:01:00.0: refusing to detach gpu (0000:01:00.0) it: the host depends on it now "
-            "(/boot/efi is mounted from /dev/nvme0n1p1; / is mounted from /dev/mapper/root)") in text.replace(
-        "detach gpu (0000:01:00.0) it", "detach gpu (0000:01:00.0) it")
+    assert (
+        "0000:01:00.0: refusing to detach gpu (0000:01:00.0) it: the host depends on it now "
+        "(/boot/efi is mounted from /dev/nvme0n1p1; / is mounted from /dev/mapper/root)"
+    ) in text.replace("detach gpu (0000:01:00.0) it", "detach gpu (0000:01:00.0) it")
     assert kernel.snapshot() == start
 
 
 def test_an_interface_that_is_up_is_refused_unless_forced(kernel):
     hostdeps.add_interface(HOST, NIC, "enp2s0", up=True)
     kernel.add_driver("vfio-pci")
-    profile("win10", 'devices: {nic: "0000:02:00.0"}\nprepare/begin:\n  - detach: {devices: [nic], via: sysfs}\n')
+    profile(
+        "win10",
+        'devices: {nic: "0000:02:00.0"}\nprepare/begin:\n  - detach: {devices: [nic], via: sysfs}\n',
+    )
     code, text = run(kernel, "win10", "prepare", "begin", "-")
     assert code == 1 and "network interface enp2s0 is up" in text and "force: true" in text
-    profile("win10", 'devices: {nic: "0000:02:00.0"}\nprepare/begin:\n  - detach: {devices: [nic], via: sysfs}\n'
-                     '    force: true\n')
+    profile(
+        "win10",
+        'devices: {nic: "0000:02:00.0"}\nprepare/begin:\n  - detach: {devices: [nic], via: sysfs}\n'
+        "    force: true\n",
+    )
     code, text = run(kernel, "win10", "prepare", "begin", "-")
     assert code == 0, text
     assert kernel.driver(NIC) == "vfio-pci"
@@ -192,16 +214,24 @@ def test_an_interface_that_is_up_is_refused_unless_forced(kernel):
 def test_a_gpu_held_by_a_process_is_not_unbound(seed):
     hostdeps.add_drm(HOST, GPU, "card1", "renderD128")
     hostdeps.add_process(HOST, 1234, "Xorg", files=["/dev/null", "/dev/dri/card1"])
-    hostdeps.add_process(HOST, 2000, "vkcube", maps=[
-        "/sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/resource0"])
-    profile("win10", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n'
-                     '  - detach: {devices: [gpu], via: sysfs}\n')
+    hostdeps.add_process(
+        HOST, 2000, "vkcube", maps=["/sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/resource0"]
+    )
+    profile(
+        "win10",
+        'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n'
+        "  - detach: {devices: [gpu], via: sysfs}\n",
+    )
     start = seed.snapshot()
     code, text = run(seed, "win10", "prepare", "begin", "-")
     assert code == 1
-    assert ("cannot unbind while in use: Xorg (pid 1234) holds /dev/dri/card1 of 0000:03:00.0; vkcube (pid 2000) "
-            "holds /sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/resource0 of 0000:03:00.0") in text
-    assert "Rolled back, newest first: unload vfio_pci." in text  # the detach itself changed nothing
+    assert (
+        "cannot unbind while in use: Xorg (pid 1234) holds /dev/dri/card1 of 0000:03:00.0; vkcube (pid 2000) "
+        "holds /sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/resource0 of 0000:03:00.0"
+    ) in text
+    assert (
+        "Rolled back, newest first: unload vfio_pci." in text
+    )  # the detach itself changed nothing
     assert seed.snapshot() == start
 
 
@@ -210,13 +240,19 @@ def test_a_sound_device_in_use_is_only_noted(seed):
     hostdeps.add_process(HOST, 900, "pipewire", files=["/dev/snd/controlC1"])
     code, text = run(seed, "win10", "prepare", "begin", "-")
     assert code == 0, text
-    assert "pipewire (pid 900) holds /dev/snd/controlC1 of 0000:03:00.1" in Path("/host/log/hook.log").read_text()
+    assert (
+        "pipewire (pid 900) holds /dev/snd/controlC1 of 0000:03:00.1"
+        in Path("/host/log/hook.log").read_text()
+    )
 
 
 def test_a_blocked_write_times_out_and_is_rolled_back(seed):
-    profile("win10", 'devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}\nprepare/begin:\n'
-                     '  - modprobe: [vfio_pci]\n  - detach: {devices: [gpu, gpu-audio], via: sysfs}\n'
-                     '    timeout: 0.5\n')
+    profile(
+        "win10",
+        'devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}\nprepare/begin:\n'
+        "  - modprobe: [vfio_pci]\n  - detach: {devices: [gpu, gpu-audio], via: sysfs}\n"
+        "    timeout: 0.5\n",
+    )
     start = seed.snapshot()
     seed.fail("bus/pci/drivers/snd_hda_intel/unbind", "hang")
     try:
@@ -253,7 +289,9 @@ def test_an_internal_error_exits_3_with_the_traceback_in_the_log(seed, monkeypat
     monkeypatch.setattr(Detach, "apply", broken)
     code, text = run(seed, "win10", "prepare", "begin", "-")
     assert code == 3
-    assert "internal error (a bug, not your profile); the traceback is in /host/log/hook.log" in text
+    assert (
+        "internal error (a bug, not your profile); the traceback is in /host/log/hook.log" in text
+    )
     assert "Traceback" not in text
     assert "ZeroDivisionError: a bug" in Path("/host/log/hook.log").read_text()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from passthrough.cli import main
+
 REPO = Path(__file__).resolve().parent.parent
 
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
@@ -14,10 +15,26 @@ GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
 
 def run(kernel, *event, profile_dir=None, extra=()):
     out, err = io.StringIO(), io.StringIO()
-    code = main(["--root", "/host", "--config-dir", str(profile_dir or REPO / "config"),
-                 "--state-dir", "/host/run/passthrough-hook", "--log-file", "/host/log/hook.log",
-                 *extra, "win10", *event, "-"],
-                stdin=io.StringIO("<domain/>"), host_factory=kernel.host, out=out, err=err)
+    code = main(
+        [
+            "--root",
+            "/host",
+            "--config-dir",
+            str(profile_dir or REPO / "config"),
+            "--state-dir",
+            "/host/run/passthrough-hook",
+            "--log-file",
+            "/host/log/hook.log",
+            *extra,
+            "win10",
+            *event,
+            "-",
+        ],
+        stdin=io.StringIO("<domain/>"),
+        host_factory=kernel.host,
+        out=out,
+        err=err,
+    )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -33,7 +50,10 @@ def test_prepare_then_release_restores_the_host(kernel):
     code, _, err = run(kernel, "prepare", "begin")
     assert code == 0, err + Path("/host/log/hook.log").read_text()
     assert kernel.driver(GPU) == "vfio-pci" and kernel.driver(AUDIO) == "vfio-pci"
-    assert kernel.store.read(f"bus/pci/devices/{GPU}/resource").splitlines()[2].split()[1] == "0x00000078007fffff"
+    assert (
+        kernel.store.read(f"bus/pci/devices/{GPU}/resource").splitlines()[2].split()[1]
+        == "0x00000078007fffff"
+    )
     assert {"vfio", "vfio_iommu_type1", "vfio_pci"} <= kernel.modules
     journal = json.loads(Path("/host/run/passthrough-hook/win10.json").read_text())
     assert journal["format"] == 1
@@ -51,7 +71,7 @@ def test_resize_is_done_unbound_and_rebound(kernel):
     writes = [w for w in kernel.writes if GPU in w[0] or w[1] == GPU]
     resize = writes.index((f"bus/pci/devices/{GPU}/resource2_resize", "3"))
     assert writes[resize - 1] == ("bus/pci/drivers/vfio-pci/unbind", GPU)
-    assert ("bus/pci/drivers_probe", GPU) in writes[resize + 1:]
+    assert ("bus/pci/drivers_probe", GPU) in writes[resize + 1 :]
 
 
 def test_release_without_prepare_does_nothing(kernel):
@@ -79,15 +99,29 @@ def test_probe_that_binds_nothing_is_caught_and_rolled_back(kernel):
     """vfio-pci's probe fails (no IOMMU): drivers_probe says success, the device has no driver."""
     kernel.fail_probe("vfio-pci")
     start = kernel.snapshot()
-    code, _, err = run(kernel, "prepare", "begin", profile_dir=write_profile("/profiles", """\
+    code, _, err = run(
+        kernel,
+        "prepare",
+        "begin",
+        profile_dir=write_profile(
+            "/profiles",
+            """\
 devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
 prepare/begin:
   - modprobe: [vfio_pci]
   - detach: {devices: [gpu, gpu-audio], via: sysfs}
-"""))
+""",
+        ),
+    )
     assert code == 1
-    assert "failed at step 2. detach gpu, gpu-audio to vfio-pci via sysfs (/profiles/win10.yaml:4:5)" in err
-    assert "0000:03:00.0: vfio-pci did not bind: the kernel accepted the probe but the device has no driver" in err
+    assert (
+        "failed at step 2. detach gpu, gpu-audio to vfio-pci via sysfs (/profiles/win10.yaml:4:5)"
+        in err
+    )
+    assert (
+        "0000:03:00.0: vfio-pci did not bind: the kernel accepted the probe but the device has no driver"
+        in err
+    )
     assert "Rolled back, newest first: restore gpu → amdgpu; unload vfio_pci." in err
     assert "Log: /host/log/hook.log" in err
     assert kernel.snapshot() == start
@@ -96,14 +130,24 @@ prepare/begin:
 
 def test_unsupported_bar_size_names_the_supported_ones(kernel):
     start = kernel.snapshot()
-    code, _, err = run(kernel, "prepare", "begin", profile_dir=write_profile("/profiles", """\
+    code, _, err = run(
+        kernel,
+        "prepare",
+        "begin",
+        profile_dir=write_profile(
+            "/profiles",
+            """\
 devices: {gpu: "0000:03:00.0"}
 prepare/begin:
   - resize_bar: {device: gpu, bar: 2, size: 1GiB}
-"""))
+""",
+        ),
+    )
     assert code == 1
-    assert ("BAR 2 does not support 1 GiB; supported sizes: 2 MiB, 4 MiB, 8 MiB, 16 MiB, 32 MiB, 64 MiB, "
-            "128 MiB, 256 MiB") in err
+    assert (
+        "BAR 2 does not support 1 GiB; supported sizes: 2 MiB, 4 MiB, 8 MiB, 16 MiB, 32 MiB, 64 MiB, "
+        "128 MiB, 256 MiB"
+    ) in err
     assert kernel.snapshot() == start
 
 
@@ -118,13 +162,16 @@ def test_failed_resize_rebinds_the_driver(kernel):
 
 
 def test_explicit_release_steps_replace_the_default(kernel):
-    profile = write_profile("/profiles", """\
+    profile = write_profile(
+        "/profiles",
+        """\
 devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
 prepare/begin:
   - detach: {devices: [gpu, gpu-audio], via: sysfs}
 release/end:
   - reattach: {devices: [gpu-audio], via: sysfs}
-""")
+""",
+    )
     kernel.add_driver("vfio-pci")
     code, _, err = run(kernel, "prepare", "begin", profile_dir=profile)
     assert code == 0, err
@@ -137,14 +184,17 @@ release/end:
 
 def test_undo_step_in_release(kernel):
     start = kernel.snapshot()
-    profile = write_profile("/profiles", """\
+    profile = write_profile(
+        "/profiles",
+        """\
 devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
 prepare/begin:
   - modprobe: [vfio_pci]
   - detach: {devices: [gpu, gpu-audio], via: sysfs}
 release/end:
   - undo: prepare/begin
-""")
+""",
+    )
     assert run(kernel, "prepare", "begin", profile_dir=profile)[0] == 0
     assert run(kernel, "release", "end", profile_dir=profile)[0] == 0
     assert kernel.snapshot() == start
@@ -152,11 +202,19 @@ release/end:
 
 def test_absent_device_fails_cleanly(kernel):
     start = kernel.snapshot()
-    code, _, err = run(kernel, "prepare", "begin", profile_dir=write_profile("/profiles", """\
+    code, _, err = run(
+        kernel,
+        "prepare",
+        "begin",
+        profile_dir=write_profile(
+            "/profiles",
+            """\
 devices: {gpu: "0000:0a:00.0"}
 prepare/begin:
   - detach: [gpu]
-"""))
+""",
+        ),
+    )
     assert code == 1
     assert "0000:0a:00.0: no such PCI device on this host" in err
     assert "Nothing had been changed, so nothing was rolled back." in err
@@ -174,14 +232,17 @@ def test_libvirt_detach_failure_is_reported_and_rolled_back(kernel):
 
 def test_module_with_bound_devices_is_not_unloaded_on_undo(kernel):
     """modprobe -r vfio_pci would silently unbind devices; undo leaves it loaded instead."""
-    profile = write_profile("/profiles", """\
+    profile = write_profile(
+        "/profiles",
+        """\
 devices: {gpu: "0000:03:00.0"}
 prepare/begin:
   - modprobe: [vfio_pci]
   - bind: {device: gpu, driver: vfio-pci}
 release/end:
   - undo: prepare/begin
-""")
+""",
+    )
     assert run(kernel, "prepare", "begin", profile_dir=profile)[0] == 0
     # Someone else binds the audio function to vfio-pci while the VM runs.
     with open(f"/host/sys/bus/pci/devices/{AUDIO}/driver_override", "w") as f:
@@ -194,6 +255,8 @@ release/end:
     assert code == 1
     assert "vfio_pci" in kernel.modules and kernel.driver(AUDIO) == "vfio-pci"
     assert kernel.driver(GPU) == "amdgpu"
-    assert "NOT restored: undo prepare/begin step 1: unload vfio_pci: left loaded: vfio_pci (it still drives " \
-           "0000:03:00.1)" in err
+    assert (
+        "NOT restored: undo prepare/begin step 1: unload vfio_pci: left loaded: vfio_pci (it still drives "
+        "0000:03:00.1)" in err
+    )
     assert "passthrough-hook recover win10" in err

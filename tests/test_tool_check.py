@@ -25,7 +25,9 @@ def no_libvirt_lookup(monkeypatch):
     from passthrough.tools.libvirt_domain import DomainXmlError
 
     def unreachable(domain, uri, timeout):
-        raise DomainXmlError(f"libvirt ({uri}): Failed to connect socket", "pass the XML with --xml FILE")
+        raise DomainXmlError(
+            f"libvirt ({uri}): Failed to connect socket", "pass the XML with --xml FILE"
+        )
 
     monkeypatch.setattr("passthrough.tools.libvirt_domain.from_libvirt", unreachable)
 
@@ -43,83 +45,144 @@ def check(tmp_path, root, profile: str, xml: str | None, *extra):
 
 
 def of(findings, check_name, severity=None):
-    return [f for f in findings if f["check"] == check_name and (severity is None or f["severity"] == severity)]
+    return [
+        f
+        for f in findings
+        if f["check"] == check_name and (severity is None or f["severity"] == severity)
+    ]
 
 
 def test_demo_host_with_the_bundled_profile_and_xml_passes():
-    code, out, err = run("check", "--root", DEMO, "--config-dir", REPO / "config",
-                         "--xml", REPO / "config" / "win10.xml", "win10")
+    code, out, err = run(
+        "check",
+        "--root",
+        DEMO,
+        "--config-dir",
+        REPO / "config",
+        "--xml",
+        REPO / "config" / "win10.xml",
+        "win10",
+    )
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == (f"Preflight of win10 (profile {REPO}/config/win10.yaml, host {DEMO}, "
-                        f"XML {REPO}/config/win10.xml):")
-    assert [line.split()[0] for line in lines[1:] if line.startswith("  ") and not line.startswith("   ")] == [
-        "ok", "ok", "ok", "ok", "ok", "info", "ok", "ok"]
+    assert lines[0] == (
+        f"Preflight of win10 (profile {REPO}/config/win10.yaml, host {DEMO}, "
+        f"XML {REPO}/config/win10.xml):"
+    )
+    assert [
+        line.split()[0]
+        for line in lines[1:]
+        if line.startswith("  ") and not line.startswith("   ")
+    ] == ["ok", "ok", "ok", "ok", "ok", "info", "ok", "ok"]
     assert "  ok       IOMMU on (6 groups)" in lines
     assert "  ok       BAR 2 of gpu (0000:03:00.0) can be set to 8 MiB (now 256 MiB)" in lines
     assert lines[-1] == "No problems found (7 checks passed)."
 
 
 def test_group_shared_with_a_host_usb_controller_is_an_error(tmp_path):
-    profile = ('devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}\n'
-               'prepare/begin:\n  - detach: [gpu, gpu-audio]\n')
-    code, findings = check(tmp_path, host_tree(tmp_path, "mixed"), profile,
-                           hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1", features=CODE43_OK))
+    profile = (
+        'devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}\n'
+        "prepare/begin:\n  - detach: [gpu, gpu-audio]\n"
+    )
+    code, findings = check(
+        tmp_path,
+        host_tree(tmp_path, "mixed"),
+        profile,
+        hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1", features=CODE43_OK),
+    )
     assert code == 1
     [group] = of(findings, "groups")
     assert group["severity"] == "error"
     assert group["message"] == (
         "IOMMU group 7 of gpu (0000:03:00.0), gpu-audio (0000:03:00.1) also holds 0000:02:00.0 (USB controller, "
         "xhci_hcd), which neither the profile nor libvirt (a managed <hostdev>) detaches: QEMU refuses the group "
-        "(\"group 7 is not viable\") while any of its devices has a host driver")
-    assert group["fix"].startswith("0000:02:00.0: it belongs to the host, not to the card; put the card in a slot "
-                                   "with its own IOMMU group")
+        '("group 7 is not viable") while any of its devices has a host driver'
+    )
+    assert group["fix"].startswith(
+        "0000:02:00.0: it belongs to the host, not to the card; put the card in a slot "
+        "with its own IOMMU group"
+    )
     assert [f["severity"] for f in findings if f["severity"] in ("error", "warning")] == ["error"]
 
 
 def test_missing_functions_of_a_four_function_card_are_named_with_what_to_add(tmp_path):
-    profile = ('devices: {gpu: "0000:0a:00.0", gpu-audio: "0000:0a:00.1"}\n'
-               'prepare/begin:\n  - detach: [gpu, gpu-audio]\n')
-    code, findings = check(tmp_path, host_tree(tmp_path, "nvidia4"), profile,
-                           hostdev_xml("win10", "0000:0a:00.0", "0000:0a:00.1", features=CODE43_OK))
+    profile = (
+        'devices: {gpu: "0000:0a:00.0", gpu-audio: "0000:0a:00.1"}\n'
+        "prepare/begin:\n  - detach: [gpu, gpu-audio]\n"
+    )
+    code, findings = check(
+        tmp_path,
+        host_tree(tmp_path, "nvidia4"),
+        profile,
+        hostdev_xml("win10", "0000:0a:00.0", "0000:0a:00.1", features=CODE43_OK),
+    )
     assert code == 1
     [group] = of(findings, "groups", "error")
-    assert "also holds 0000:0a:00.2 (USB controller, xhci_hcd), 0000:0a:00.3 (Serial bus controller, nvidia-gpu)" \
+    assert (
+        "also holds 0000:0a:00.2 (USB controller, xhci_hcd), 0000:0a:00.3 (Serial bus controller, nvidia-gpu)"
         in group["message"]
-    assert group["fix"] == (f'add them under devices: (gpu-usb: "0000:0a:00.2", gpu-serial: "0000:0a:00.3") and to '
-                            f'the detach step in {tmp_path}/profiles/win10.yaml, or give them to the VM as managed '
-                            f'<hostdev>s')
+    )
+    assert group["fix"] == (
+        f'add them under devices: (gpu-usb: "0000:0a:00.2", gpu-serial: "0000:0a:00.3") and to '
+        f"the detach step in {tmp_path}/profiles/win10.yaml, or give them to the VM as managed "
+        f"<hostdev>s"
+    )
 
 
 def test_complete_four_function_profile_passes_and_vfio_built_in_counts(tmp_path):
-    code, findings = check(tmp_path, host_tree(tmp_path, "nvidia4"), NVIDIA_PROFILE,
-                           hostdev_xml("win10", *NVIDIA_CARD, features=CODE43_OK))
+    code, findings = check(
+        tmp_path,
+        host_tree(tmp_path, "nvidia4"),
+        NVIDIA_PROFILE,
+        hostdev_xml("win10", *NVIDIA_CARD, features=CODE43_OK),
+    )
     assert code == 0
-    assert [f["severity"] for f in findings if f["severity"] != "ok"] == ["info"]  # the tree has no hook
+    assert [f["severity"] for f in findings if f["severity"] != "ok"] == [
+        "info"
+    ]  # the tree has no hook
     [modules] = of(findings, "modules")
-    assert modules["message"] == ("vfio modules available for kernel 6.5.0-14-generic: vfio (built in), "
-                                  "vfio_iommu_type1 (built in), vfio_pci (built in)")
-    assert of(findings, "xml")[-1]["message"] == ("Code 43 traps avoided: the hypervisor vendor id is set and KVM "
-                                                  "is hidden")
+    assert modules["message"] == (
+        "vfio modules available for kernel 6.5.0-14-generic: vfio (built in), "
+        "vfio_iommu_type1 (built in), vfio_pci (built in)"
+    )
+    assert of(findings, "xml")[-1]["message"] == (
+        "Code 43 traps avoided: the hypervisor vendor id is set and KVM is hidden"
+    )
 
 
 def test_nvidia_gpu_without_vendor_id_or_hidden_kvm_gets_both_code_43_warnings(tmp_path):
-    code, findings = check(tmp_path, host_tree(tmp_path, "nvidia4"), NVIDIA_PROFILE,
-                           hostdev_xml("win10", *NVIDIA_CARD, features="<acpi/>"))
+    code, findings = check(
+        tmp_path,
+        host_tree(tmp_path, "nvidia4"),
+        NVIDIA_PROFILE,
+        hostdev_xml("win10", *NVIDIA_CARD, features="<acpi/>"),
+    )
     assert code == 0  # warnings only
     vendor, hidden = of(findings, "xml", "warning")
-    assert "gpu (0000:0a:00.0) is an NVIDIA GPU and the domain has no <hyperv><vendor_id state='on'/>" \
+    assert (
+        "gpu (0000:0a:00.0) is an NVIDIA GPU and the domain has no <hyperv><vendor_id state='on'/>"
         in vendor["message"]
-    assert vendor["example"] == "<hyperv mode='custom'><vendor_id state='on' value='0123456789ab'/></hyperv>"
-    assert "does not hide KVM" in hidden["message"] and hidden["example"] == "<kvm><hidden state='on'/></kvm>"
+    )
+    assert (
+        vendor["example"]
+        == "<hyperv mode='custom'><vendor_id state='on' value='0123456789ab'/></hyperv>"
+    )
+    assert (
+        "does not hide KVM" in hidden["message"]
+        and hidden["example"] == "<kvm><hidden state='on'/></kvm>"
+    )
 
 
 def test_amd_gpu_needs_only_the_vendor_id(tmp_path):
     profile = (REPO / "config" / "win10.yaml").read_text()
-    code, findings = check(tmp_path, DEMO, profile, hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1"))
+    code, findings = check(
+        tmp_path, DEMO, profile, hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1")
+    )
     assert code == 0
     [warning] = of(findings, "xml", "warning")
-    assert warning["message"].startswith("gpu (0000:03:00.0) is an AMD GPU and the domain has no <hyperv>")
+    assert warning["message"].startswith(
+        "gpu (0000:03:00.0) is an AMD GPU and the domain has no <hyperv>"
+    )
 
 
 def test_hostdevs_and_profile_devices_that_do_not_match(tmp_path):
@@ -129,13 +192,19 @@ def test_hostdevs_and_profile_devices_that_do_not_match(tmp_path):
     assert code == 1
     nic, audio = of(findings, "xml")[:2]
     assert nic["severity"] == "error"
-    assert nic["message"] == ("the domain passes 0000:02:00.0 (Ethernet controller, igc) with managed='no' and the "
-                              "profile does not detach it: QEMU cannot open it while it is on igc")
+    assert nic["message"] == (
+        "the domain passes 0000:02:00.0 (Ethernet controller, igc) with managed='no' and the "
+        "profile does not detach it: QEMU cannot open it while it is on igc"
+    )
     assert audio["severity"] == "warning"
-    assert audio["message"] == ("the profile detaches gpu-audio (0000:03:00.1) but the domain has no <hostdev> for "
-                                "it: the VM will not see it")
-    assert audio["example"] == ("<hostdev mode='subsystem' type='pci' managed='yes'><source><address "
-                                "domain='0x0000' bus='0x03' slot='0x00' function='0x1'/></source></hostdev>")
+    assert audio["message"] == (
+        "the profile detaches gpu-audio (0000:03:00.1) but the domain has no <hostdev> for "
+        "it: the VM will not see it"
+    )
+    assert audio["example"] == (
+        "<hostdev mode='subsystem' type='pci' managed='yes'><source><address "
+        "domain='0x0000' bus='0x03' slot='0x00' function='0x1'/></source></hostdev>"
+    )
 
 
 def test_managed_hostdevs_outside_the_profile_are_fine(tmp_path):
@@ -143,25 +212,44 @@ def test_managed_hostdevs_outside_the_profile_are_fine(tmp_path):
     nic = root / "sys/bus/pci/devices/0000:02:00.0"
     os.unlink(nic / "driver")
     (root / "sys/bus/pci/drivers/vfio-pci").mkdir()
-    os.symlink("../../../bus/pci/drivers/vfio-pci", nic / "driver")  # as vfio-pci.ids= at boot leaves it
-    xml = hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1", "0000:01:00.0", "0000:02:00.0", features=CODE43_OK)
+    os.symlink(
+        "../../../bus/pci/drivers/vfio-pci", nic / "driver"
+    )  # as vfio-pci.ids= at boot leaves it
+    xml = hostdev_xml(
+        "win10", "0000:03:00.0", "0000:03:00.1", "0000:01:00.0", "0000:02:00.0", features=CODE43_OK
+    )
     code, findings = check(tmp_path, root, (REPO / "config" / "win10.yaml").read_text(), xml)
     assert code == 0
     nvme, vfio = of(findings, "xml")[:2]
     assert nvme["severity"] == "info" and nvme["message"] == (
         "the domain passes 0000:01:00.0 (Non-Volatile memory controller, nvme), which the profile does not name: "
-        "libvirt detaches it itself (managed='yes'), after the profile's prepare/begin steps")
+        "libvirt detaches it itself (managed='yes'), after the profile's prepare/begin steps"
+    )
     assert vfio["severity"] == "info" and vfio["message"].endswith("it is on vfio-pci already")
 
 
 def test_a_group_mate_libvirt_detaches_itself_completes_the_group(tmp_path):
     profile = 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpu]\n'
-    _, findings = check(tmp_path, DEMO, profile, hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1"))
-    assert of(findings, "groups") == [{"severity": "ok", "check": "groups", "fix": "", "example": "",
-                                       "message": "IOMMU group 14 of gpu (0000:03:00.0) holds nothing else that "
-                                                  "a host driver keeps"}]
-    for managed in ("no", None):  # unmanaged, or not in the XML at all: nothing detaches the audio function
-        xml = hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1", managed="no") if managed else None
+    _, findings = check(
+        tmp_path, DEMO, profile, hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1")
+    )
+    assert of(findings, "groups") == [
+        {
+            "severity": "ok",
+            "check": "groups",
+            "fix": "",
+            "example": "",
+            "message": "IOMMU group 14 of gpu (0000:03:00.0) holds nothing else that "
+            "a host driver keeps",
+        }
+    ]
+    for managed in (
+        "no",
+        None,
+    ):  # unmanaged, or not in the XML at all: nothing detaches the audio function
+        xml = (
+            hostdev_xml("win10", "0000:03:00.0", "0000:03:00.1", managed="no") if managed else None
+        )
         code, findings = check(tmp_path, DEMO, profile, xml)
         assert code == 1 and of(findings, "groups", "error"), findings
 
@@ -174,7 +262,9 @@ def test_a_group_mate_without_a_host_driver_is_fine(tmp_path, driver):
     if driver:
         (root / "sys/bus/pci/drivers" / driver).mkdir()
         os.symlink(f"../../../bus/pci/drivers/{driver}", audio / "driver")
-    _, findings = check(tmp_path, root, 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpu]\n', None)
+    _, findings = check(
+        tmp_path, root, 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpu]\n', None
+    )
     assert [f["severity"] for f in of(findings, "groups")] == ["ok"]
 
 
@@ -191,8 +281,13 @@ def test_without_xml_the_xml_checks_are_skipped_with_how_to_give_it(tmp_path):
     code, findings = check(tmp_path, DEMO, (REPO / "config" / "win10.yaml").read_text(), None)
     assert code == 0
     [xml] = of(findings, "xml")
-    assert xml == {"severity": "warning", "check": "xml", "example": "", "fix": "pass the XML with --xml FILE",
-                   "message": "domain XML checks skipped: libvirt (qemu:///system): Failed to connect socket"}
+    assert xml == {
+        "severity": "warning",
+        "check": "xml",
+        "example": "",
+        "fix": "pass the XML with --xml FILE",
+        "message": "domain XML checks skipped: libvirt (qemu:///system): Failed to connect socket",
+    }
 
 
 def test_iommu_off_is_an_error_with_the_kernel_parameter(tmp_path):
@@ -201,15 +296,21 @@ def test_iommu_off_is_an_error_with_the_kernel_parameter(tmp_path):
     code, findings = check(tmp_path, root, profile, None)
     assert code == 1
     [iommu] = of(findings, "iommu")
-    assert iommu["severity"] == "error" and "add `intel_iommu=on iommu=pt` to the kernel command line" in iommu["fix"]
+    assert (
+        iommu["severity"] == "error"
+        and "add `intel_iommu=on iommu=pt` to the kernel command line" in iommu["fix"]
+    )
     assert not of(findings, "groups")
 
 
-@pytest.mark.parametrize("change,severity,message", [
-    ("no-modules-dir", "error", "kernel 6.1.0-13-amd64 runs but has no modules directory"),
-    ("no-vfio-pci", "error", "vfio_pci: not available for kernel 6.1.0-13-amd64"),
-    ("no-osrelease", "info", "cannot tell whether vfio, vfio_iommu_type1, vfio_pci exist"),
-])
+@pytest.mark.parametrize(
+    "change,severity,message",
+    [
+        ("no-modules-dir", "error", "kernel 6.1.0-13-amd64 runs but has no modules directory"),
+        ("no-vfio-pci", "error", "vfio_pci: not available for kernel 6.1.0-13-amd64"),
+        ("no-osrelease", "info", "cannot tell whether vfio, vfio_iommu_type1, vfio_pci exist"),
+    ],
+)
 def test_vfio_modules_for_the_running_kernel(tmp_path, change, severity, message):
     import shutil
 
@@ -227,22 +328,29 @@ def test_vfio_modules_for_the_running_kernel(tmp_path, change, severity, message
 
 
 def test_bar_sizes_are_checked_against_the_device(tmp_path):
-    profile = ('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - resize_bar: {device: gpu, bar: 0, size: 8MiB}\n'
-               '  - resize_bar: {device: gpu, bar: 4, size: 8MiB}\n')
+    profile = (
+        'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - resize_bar: {device: gpu, bar: 0, size: 8MiB}\n'
+        "  - resize_bar: {device: gpu, bar: 4, size: 8MiB}\n"
+    )
     code, findings = check(tmp_path, DEMO, profile, None)
     assert code == 1
     unsupported, missing = of(findings, "bars")
-    assert unsupported["message"].endswith("BAR 0 of gpu (0000:03:00.0) does not support 8 MiB; it supports "
-                                           "256 MiB, 512 MiB, 1 GiB, 2 GiB, 4 GiB, 8 GiB, 16 GiB")
+    assert unsupported["message"].endswith(
+        "BAR 0 of gpu (0000:03:00.0) does not support 8 MiB; it supports "
+        "256 MiB, 512 MiB, 1 GiB, 2 GiB, 4 GiB, 8 GiB, 16 GiB"
+    )
     assert unsupported["message"].startswith("prepare/begin step 1 (")
-    assert missing["message"].endswith("BAR 4 of gpu (0000:03:00.0) has no Resizable BAR capability "
-                                       "(no resource4_resize)")
+    assert missing["message"].endswith(
+        "BAR 4 of gpu (0000:03:00.0) has no Resizable BAR capability (no resource4_resize)"
+    )
 
 
 # --- the hook and the daemon ---------------------------------------------------------------------
 
 
-def install_hook(root, name="qemu", executable=True, text="# installed by passthrough-hook install.sh\n"):
+def install_hook(
+    root, name="qemu", executable=True, text="# installed by passthrough-hook install.sh\n"
+):
     path = root / "etc/libvirt/hooks" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("#!/usr/bin/python3 -I\n" + text)
@@ -256,7 +364,9 @@ def run_daemon(root, name="libvirtd", pid=812, started_ago=500.0):
     ticks = int((10_000 - started_ago) * os.sysconf("SC_CLK_TCK"))
     (root / "proc" / str(pid)).mkdir(parents=True)
     (root / "proc" / str(pid) / "comm").write_text(name + "\n")
-    (root / "proc" / str(pid) / "stat").write_text(f"{pid} ({name}) S " + "0 " * 18 + f"{ticks} 0 0\n")
+    (root / "proc" / str(pid) / "stat").write_text(
+        f"{pid} ({name}) S " + "0 " * 18 + f"{ticks} 0 0\n"
+    )
     (root / "proc/stat").write_text(f"cpu 1 2 3\nbtime {boot}\n")
     (root / "run").mkdir(exist_ok=True)
     (root / "run" / f"{name}.pid").write_text(f"{pid}\n")
@@ -284,14 +394,20 @@ def test_hook_newer_than_the_daemon_is_a_warning_to_reload(tmp_path):
     run_daemon(root, name="virtqemud", pid=77, started_ago=500)
     _, (severity, message) = hook_findings(tmp_path, root)
     assert severity == "warning"
-    assert message.startswith("virtqemud (pid 77) started at ") and f"before {ours} was written" in message
+    assert (
+        message.startswith("virtqemud (pid 77) started at ")
+        and f"before {ours} was written" in message
+    )
 
 
-@pytest.mark.parametrize("setup,expected", [
-    ("none", ("error", "the hook is not installed")),
-    ("not-executable", ("error", "is not executable, so libvirt skips it")),
-    ("no-daemon", ("info", "cannot tell whether libvirt noticed the hook")),
-])
+@pytest.mark.parametrize(
+    "setup,expected",
+    [
+        ("none", ("error", "the hook is not installed")),
+        ("not-executable", ("error", "is not executable, so libvirt skips it")),
+        ("no-daemon", ("info", "cannot tell whether libvirt noticed the hook")),
+    ],
+)
 def test_hook_problems(tmp_path, setup, expected):
     root = host_tree(tmp_path, "demo")
     (root / "etc/libvirt/hooks").mkdir(parents=True)
@@ -303,16 +419,22 @@ def test_hook_problems(tmp_path, setup, expected):
 
 def test_profile_errors_and_missing_profiles_exit_2(tmp_path):
     profiles = tmp_path / "profiles"
-    write_profile(profiles, "win10", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detatch: [gpu]\n')
+    write_profile(
+        profiles, "win10", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detatch: [gpu]\n'
+    )
     code, _, err = run("check", "--root", DEMO, "--config-dir", profiles, "win10")
-    assert code == 2 and err.startswith(f"{profiles}/win10.yaml:3:5: unknown action \"detatch\"")
+    assert code == 2 and err.startswith(f'{profiles}/win10.yaml:3:5: unknown action "detatch"')
     code, _, err = run("check", "--root", DEMO, "--config-dir", profiles, "other")
     assert code == 2
-    assert err == (f"passthrough-hook: other has no profile in {profiles} (no other.yaml); write a first one with "
-                   f"`passthrough-hook init other`\n")
+    assert err == (
+        f"passthrough-hook: other has no profile in {profiles} (no other.yaml); write a first one with "
+        f"`passthrough-hook init other`\n"
+    )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the hook's ownership rule applies to root, as the hook runs")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="the hook's ownership rule applies to root, as the hook runs"
+)
 def test_a_profile_others_can_write_is_an_error(tmp_path):
     profiles = tmp_path / "profiles"
     path = write_profile(profiles, "win10", (REPO / "config" / "win10.yaml").read_text())
@@ -320,5 +442,7 @@ def test_a_profile_others_can_write_is_an_error(tmp_path):
     code, out, _ = run("check", "--root", DEMO, "--config-dir", profiles, "--json", "win10")
     [finding] = of(json.loads(out)["findings"], "profile")
     assert code == 1 and finding["severity"] == "error"
-    assert finding["message"] == (f"the hook will refuse this profile: {path} is writable by group or others (mode "
-                                  f"666); anyone who can write it runs code as root (chmod go-w {path})")
+    assert finding["message"] == (
+        f"the hook will refuse this profile: {path} is writable by group or others (mode "
+        f"666); anyone who can write it runs code as root (chmod go-w {path})"
+    )

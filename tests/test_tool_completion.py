@@ -32,11 +32,18 @@ def bash_complete(profiles, *words: str) -> list[str]:
     code, script, _ = run("completion", "bash")
     assert code == 0
     line = " ".join(f"'{w}'" for w in words)
-    program = f"{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _passthrough_hook\n" \
-              f"printf '%s\\n' \"${{COMPREPLY[@]}}\""
-    result = subprocess.run([need("bash"), "--norc", "-c", program], capture_output=True, text=True, timeout=30,
-                            env={"PATH": os.environ["PATH"], "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)},
-                            cwd=profiles)
+    program = (
+        f"{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _passthrough_hook\n"
+        f"printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    )
+    result = subprocess.run(
+        [need("bash"), "--norc", "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)},
+        cwd=profiles,
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     return sorted(result.stdout.split())
 
@@ -46,41 +53,66 @@ def zsh_complete(profiles, *words: str) -> list[str]:
     code, script, _ = run("completion", "zsh")
     assert code == 0
     line = " ".join(f"'{w}'" for w in words)
-    program = ("compadd() { [[ $1 == -- ]] && shift; print -rl -- \"$@\" }\n"
-               "_files() { print -r -- \"<files $*>\" }\ncompdef() { }\n"
-               f"{script}\nwords=({line}); CURRENT={len(words)}; _passthrough_hook\n")
-    result = subprocess.run([need("zsh"), "-f", "-c", program], capture_output=True, text=True, timeout=30,
-                            env={"PATH": os.environ["PATH"], "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)})
+    program = (
+        'compadd() { [[ $1 == -- ]] && shift; print -rl -- "$@" }\n'
+        '_files() { print -r -- "<files $*>" }\ncompdef() { }\n'
+        f"{script}\nwords=({line}); CURRENT={len(words)}; _passthrough_hook\n"
+    )
+    result = subprocess.run(
+        [need("zsh"), "-f", "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)},
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     return sorted(result.stdout.split("\n")[:-1])
 
 
 @pytest.mark.parametrize("complete", [bash_complete, zsh_complete], ids=["bash", "zsh"])
 def test_completion(profiles, complete):
-    assert complete(profiles, "passthrough-hook", "") == sorted(["gaming", "win10", *SUBCOMMAND_LIST])
-    assert complete(profiles, "passthrough-hook", "ch") == (["check"] if complete is bash_complete else
-                                                            sorted(["gaming", "win10", *SUBCOMMAND_LIST]))
+    assert complete(profiles, "passthrough-hook", "") == sorted(
+        ["gaming", "win10", *SUBCOMMAND_LIST]
+    )
+    assert complete(profiles, "passthrough-hook", "ch") == (
+        ["check"] if complete is bash_complete else sorted(["gaming", "win10", *SUBCOMMAND_LIST])
+    )
     assert complete(profiles, "passthrough-hook", "check", "") == ["gaming", "win10"]
     assert complete(profiles, "passthrough-hook", "check", "--") == sorted(
-        ["--help", "--json", "--root", "--config-dir", "--xml", "--connect"] + (["-h"] if complete is zsh_complete
-                                                                               else []))
+        ["--help", "--json", "--root", "--config-dir", "--xml", "--connect"]
+        + (["-h"] if complete is zsh_complete else [])
+    )
     assert complete(profiles, "passthrough-hook", "win10", "") == [
-        "attach", "migrate", "prepare", "reconnect", "release", "restore", "start", "started", "stopped"]
+        "attach",
+        "migrate",
+        "prepare",
+        "reconnect",
+        "release",
+        "restore",
+        "start",
+        "started",
+        "stopped",
+    ]
     assert complete(profiles, "passthrough-hook", "--dry-run", "win10", "prepare", "") == ["begin"]
     assert complete(profiles, "passthrough-hook", "win10", "release", "") == ["end"]
     assert complete(profiles, "passthrough-hook", "completion", "") == ["bash", "zsh"]
     assert complete(profiles, "passthrough-hook", "iommu", "--") == sorted(
-        ["--help", "--json", "--root"] + (["-h"] if complete is zsh_complete else []))
+        ["--help", "--json", "--root"] + (["-h"] if complete is zsh_complete else [])
+    )
 
 
 def test_domains_follow_config_dir_on_the_line(profiles, tmp_path):
     (tmp_path / "other.yaml").write_text("")
     for complete in (bash_complete, zsh_complete):
-        assert complete(profiles, "passthrough-hook", "edit", "--config-dir", str(tmp_path), "") == ["other"]
+        assert complete(
+            profiles, "passthrough-hook", "edit", "--config-dir", str(tmp_path), ""
+        ) == ["other"]
 
 
 def test_option_values_complete_files_and_directories(profiles):
-    assert bash_complete(profiles, "passthrough-hook", "iommu", "--root", "") == []  # no directories in there
+    assert (
+        bash_complete(profiles, "passthrough-hook", "iommu", "--root", "") == []
+    )  # no directories in there
     assert bash_complete(profiles, "passthrough-hook", "check", "--xml", "no") == ["notes.txt"]
     assert zsh_complete(profiles, "passthrough-hook", "check", "--xml", "") == ["<files >"]
     assert zsh_complete(profiles, "passthrough-hook", "snapshot", "") == ["<files -/>"]

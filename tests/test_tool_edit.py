@@ -65,7 +65,9 @@ def test_invalid_edit_can_be_discarded(profiles, tmp_path, monkeypatch):
     editor(tmp_path, monkeypatch, BREAK)
     code, out, err = edit_profile(profiles, monkeypatch, "x\n")
     assert code == 2
-    assert err.startswith(f"{profiles}/win10.yaml:13:5: unknown action \"detatch\" (did you mean \"detach\"?)")
+    assert err.startswith(
+        f'{profiles}/win10.yaml:13:5: unknown action "detatch" (did you mean "detach"?)'
+    )
     assert "(e)dit again or e(x)it discarding your changes? [e/x]" in out
     assert out.endswith(f"discarded your changes; {profiles}/win10.yaml is left as it was\n")
     assert (profiles / "win10.yaml").read_text() == PROFILE
@@ -74,8 +76,12 @@ def test_invalid_edit_can_be_discarded(profiles, tmp_path, monkeypatch):
 def test_invalid_edit_can_be_edited_again_until_valid(profiles, tmp_path, monkeypatch):
     marker = tmp_path / "second-run"
     # First run breaks the profile; the second repairs it and changes the size.
-    editor(tmp_path, monkeypatch, f"if [ -e {marker} ]; then sed -i 's/- detatch:/- detach:/' \"$1\"; {FIX_SIZE}"
-                                  f"else touch {marker}; {BREAK}fi\n")
+    editor(
+        tmp_path,
+        monkeypatch,
+        f"if [ -e {marker} ]; then sed -i 's/- detatch:/- detach:/' \"$1\"; {FIX_SIZE}"
+        f"else touch {marker}; {BREAK}fi\n",
+    )
     code, out, _ = edit_profile(profiles, monkeypatch, "maybe\ne\n")
     assert code == 0
     assert out.count("[e/x]") == 2  # "maybe" is asked again
@@ -113,7 +119,7 @@ def test_a_file_changed_meanwhile_is_not_overwritten(profiles, tmp_path, monkeyp
 def test_visual_wins_and_may_carry_arguments(profiles, tmp_path, monkeypatch):
     editor(tmp_path, monkeypatch, "exit 1\n")  # EDITOR would fail
     script = tmp_path / "visual.sh"
-    script.write_text("sed -i \"s/size: 8MiB/size: $1/\" \"$2\"\n")
+    script.write_text('sed -i "s/size: 8MiB/size: $1/" "$2"\n')
     monkeypatch.setenv("VISUAL", f"sh {script} 32MiB")
     code, _, _ = edit_profile(profiles, monkeypatch)
     assert code == 0 and "size: 32MiB" in (profiles / "win10.yaml").read_text()
@@ -132,11 +138,17 @@ def test_edit_as_users_run_it(profiles, tmp_path):
     script = tmp_path / "editor.sh"
     script.write_text("#!/bin/sh\n" + BREAK)
     script.chmod(0o755)
-    result = subprocess.run([sys.executable, "-m", "passthrough", "edit", "--config-dir", str(profiles), "win10"],
-                            input="x\n", capture_output=True, text=True, timeout=60, cwd=REPO,
-                            env={**os.environ, "EDITOR": str(script), "VISUAL": ""})
+    result = subprocess.run(
+        [sys.executable, "-m", "passthrough", "edit", "--config-dir", str(profiles), "win10"],
+        input="x\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "EDITOR": str(script), "VISUAL": ""},
+    )
     assert result.returncode == 2, result.stderr
-    assert "unknown action \"detatch\"" in result.stderr and "Traceback" not in result.stderr
+    assert 'unknown action "detatch"' in result.stderr and "Traceback" not in result.stderr
     assert (profiles / "win10.yaml").read_text() == PROFILE
 
 

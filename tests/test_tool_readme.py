@@ -19,32 +19,64 @@ prepare/begin:
 def shown(command: str) -> str:
     """The output the README shows under `$ command`."""
     start = README.index(f"$ {command}\n") + len(command) + 3
-    return README[start:README.index("\n```", start)] + "\n"
+    return README[start : README.index("\n```", start)] + "\n"
 
 
 def test_init_output(tmp_path):
-    code, out, _ = run("init", "--root", "config/demo-host", "--config-dir", tmp_path / "profiles",
-                       "--xml", "config/win10.xml", "win10")
+    code, out, _ = run(
+        "init",
+        "--root",
+        "config/demo-host",
+        "--config-dir",
+        tmp_path / "profiles",
+        "--xml",
+        "config/win10.xml",
+        "win10",
+    )
     assert code == 0
     out = out.replace(str(tmp_path), "/tmp").replace(str(REPO), "/work/main")
-    expected = shown("passthrough-hook init --root config/demo-host --config-dir /tmp/profiles "
-                     "--xml config/win10.xml win10")
-    assert out.split() == expected.split(), "paste the new output into README.md"  # wrapping depends on the path
+    expected = shown(
+        "passthrough-hook init --root config/demo-host --config-dir /tmp/profiles "
+        "--xml config/win10.xml win10"
+    )
+    assert out.split() == expected.split(), (
+        "paste the new output into README.md"
+    )  # wrapping depends on the path
 
 
 def test_check_output_of_the_draft(tmp_path):
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles/win10.yaml").write_text(DRAFT_PROFILE)
-    xml = (REPO / "config/win10.xml").read_text().replace("      <vendor_id state='on' value='0123456789ab'/>\n", "")
-    xml = re.sub(r"    <hostdev[^\n]*\n      <source>\n        <address [^\n]*function='0x1'/>.*?</hostdev>\n", "",
-                 xml, flags=re.S)
+    xml = (
+        (REPO / "config/win10.xml")
+        .read_text()
+        .replace("      <vendor_id state='on' value='0123456789ab'/>\n", "")
+    )
+    xml = re.sub(
+        r"    <hostdev[^\n]*\n      <source>\n        <address [^\n]*function='0x1'/>.*?</hostdev>\n",
+        "",
+        xml,
+        flags=re.S,
+    )
     (tmp_path / "win10.xml").write_text(xml)
-    code, out, _ = run("check", "--root", "config/demo-host", "--config-dir", tmp_path / "profiles",
-                       "--xml", tmp_path / "win10.xml", "win10")
+    code, out, _ = run(
+        "check",
+        "--root",
+        "config/demo-host",
+        "--config-dir",
+        tmp_path / "profiles",
+        "--xml",
+        tmp_path / "win10.xml",
+        "win10",
+    )
     out = out.replace(str(tmp_path), "/tmp/draft") + f"(exit status {code})\n"
-    expected = shown("passthrough-hook check --root config/demo-host --config-dir /tmp/draft/profiles "
-                     "--xml /tmp/draft/win10.xml win10")
-    assert out.split() == expected.split(), "paste the new output into README.md"  # wrapping depends on the path
+    expected = shown(
+        "passthrough-hook check --root config/demo-host --config-dir /tmp/draft/profiles "
+        "--xml /tmp/draft/win10.xml win10"
+    )
+    assert out.split() == expected.split(), (
+        "paste the new output into README.md"
+    )  # wrapping depends on the path
 
 
 def test_snapshot_and_status_output(tmp_path):
@@ -53,8 +85,9 @@ def test_snapshot_and_status_output(tmp_path):
     assert code == 0
     out += run("status", "--root", copy)[1]
     expected = shown("passthrough-hook snapshot --root config/demo-host /tmp/demo-copy")
-    assert out.replace(str(tmp_path), "/tmp") == expected.replace("$ passthrough-hook status --root /tmp/demo-copy\n",
-                                                                   "")
+    assert out.replace(str(tmp_path), "/tmp") == expected.replace(
+        "$ passthrough-hook status --root /tmp/demo-copy\n", ""
+    )
 
 
 def test_iommu_output_up_to_the_names():

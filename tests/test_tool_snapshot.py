@@ -18,12 +18,17 @@ def is_a_fact(rel: str) -> bool:
     """What snapshot copies: the PCI, IOMMU and module facts (host trees also hold processes,
     consoles and the like for other tests)."""
     parts = rel.split("/")
-    if rel.startswith(("sys/bus/pci/", "sys/kernel/iommu_groups/", "lib/modules/")) or rel in PROC_FILES:
+    if (
+        rel.startswith(("sys/bus/pci/", "sys/kernel/iommu_groups/", "lib/modules/"))
+        or rel in PROC_FILES
+    ):
         return True
     if parts[:2] == ["sys", "module"]:
         return len(parts) == 3 or parts[3:] == ["initstate"]
     if parts[:2] == ["sys", "devices"] and parts[2].startswith("pci"):
-        return all(ADDRESS.match(part) for part in parts[3:-1])  # files and links of device directories
+        return all(
+            ADDRESS.match(part) for part in parts[3:-1]
+        )  # files and links of device directories
     return False
 
 
@@ -40,7 +45,9 @@ def facts(root) -> dict[str, str]:
                 found[rel] = open(path, "rb").read().decode(errors="replace")
             elif os.path.isdir(path) and rel.startswith("sys/module/") and is_a_fact(rel):
                 found[rel] = "dir"
-    vendors = re.findall(r"^vendor_id\s*:\s*(\S+)", open(os.path.join(root, "proc/cpuinfo")).read(), re.M)
+    vendors = re.findall(
+        r"^vendor_id\s*:\s*(\S+)", open(os.path.join(root, "proc/cpuinfo")).read(), re.M
+    )
     found["proc/cpuinfo vendor"] = vendors[0]
     return found
 
@@ -53,10 +60,17 @@ def test_snapshot_of_a_host_tree_is_that_tree(tmp_path, name):
     assert out.startswith(f"Wrote a snapshot of {root} to {tmp_path}/copy: ")
     copied, original = facts(tmp_path / "copy"), facts(root)
     assert copied == original
-    assert len(copied) > 100 and {"vendor", "driver", "iommu_group"} <= {rel.rsplit("/", 1)[-1] for rel in copied}
-    extra = [os.path.relpath(os.path.join(d, f), tmp_path / "copy") for d, _, files in os.walk(tmp_path / "copy")
-             for f in files]
-    assert [rel for rel in extra if not is_a_fact(rel)] == ["proc/cpuinfo"]  # nothing else is copied
+    assert len(copied) > 100 and {"vendor", "driver", "iommu_group"} <= {
+        rel.rsplit("/", 1)[-1] for rel in copied
+    }
+    extra = [
+        os.path.relpath(os.path.join(d, f), tmp_path / "copy")
+        for d, _, files in os.walk(tmp_path / "copy")
+        for f in files
+    ]
+    assert [rel for rel in extra if not is_a_fact(rel)] == [
+        "proc/cpuinfo"
+    ]  # nothing else is copied
 
 
 def test_snapshot_of_a_host_without_iommu(tmp_path):
@@ -71,7 +85,9 @@ def test_commands_read_a_snapshot_as_they_read_the_host(tmp_path):
     run("snapshot", "--root", root, tmp_path / "copy")
     for command in (["iommu", "--json"], ["status", "--json"]):
         original = run(*command, "--root", root)[1].replace(str(root), "ROOT")
-        copied = run(*command, "--root", tmp_path / "copy")[1].replace(str(tmp_path / "copy"), "ROOT")
+        copied = run(*command, "--root", tmp_path / "copy")[1].replace(
+            str(tmp_path / "copy"), "ROOT"
+        )
         assert json.loads(copied) == json.loads(original)
 
 
@@ -85,39 +101,69 @@ def test_never_config_space_roms_bars_or_big_files(tmp_path):
     assert code == 0
     copied = tmp_path / "copy/sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0"
     names = set(os.listdir(copied))
-    assert not names & {"config", "rom", "resource0", "resource2", "resource2_wc", "vpd", "modalias"}
-    assert {"resource", "resource0_resize", "resource2_resize", "vendor", "driver", "iommu_group"} <= names
-    assert "Note: skipped sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/modalias: over 64 KiB" in out
+    assert not names & {
+        "config",
+        "rom",
+        "resource0",
+        "resource2",
+        "resource2_wc",
+        "vpd",
+        "modalias",
+    }
+    assert {
+        "resource",
+        "resource0_resize",
+        "resource2_resize",
+        "vendor",
+        "driver",
+        "iommu_group",
+    } <= names
+    assert (
+        "Note: skipped sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/modalias: over 64 KiB"
+        in out
+    )
 
 
 def test_links_that_leave_sys_are_not_copied(tmp_path):
     root = host_tree(tmp_path, "demo")
     os.symlink("/etc", root / "sys/bus/pci/drivers/amdgpu/0000:0f:00.0")
     code, out, _ = run("snapshot", "--root", root, tmp_path / "copy")
-    assert code == 0 and not os.path.lexists(tmp_path / "copy/sys/bus/pci/drivers/amdgpu/0000:0f:00.0")
-    assert "Note: skipped the link sys/bus/pci/drivers/amdgpu/0000:0f:00.0 -> /etc: it leads outside sys/" in out
+    assert code == 0 and not os.path.lexists(
+        tmp_path / "copy/sys/bus/pci/drivers/amdgpu/0000:0f:00.0"
+    )
+    assert (
+        "Note: skipped the link sys/bus/pci/drivers/amdgpu/0000:0f:00.0 -> /etc: it leads outside sys/"
+        in out
+    )
 
 
 def test_a_large_modules_builtin_keeps_its_vfio_lines(tmp_path):
     root = host_tree(tmp_path, "demo")
     builtin = root / "lib/modules/6.1.0-13-amd64/modules.builtin"
-    builtin.write_text("".join(f"kernel/drivers/misc/m{i}.ko\n" for i in range(4000)) +
-                       "kernel/drivers/vfio/vfio.ko\n")
+    builtin.write_text(
+        "".join(f"kernel/drivers/misc/m{i}.ko\n" for i in range(4000))
+        + "kernel/drivers/vfio/vfio.ko\n"
+    )
     run("snapshot", "--root", root, tmp_path / "copy")
-    assert (tmp_path / "copy/lib/modules/6.1.0-13-amd64/modules.builtin").read_text() == \
-        "kernel/drivers/vfio/vfio.ko\n"
+    assert (
+        tmp_path / "copy/lib/modules/6.1.0-13-amd64/modules.builtin"
+    ).read_text() == "kernel/drivers/vfio/vfio.ko\n"
 
 
 def test_refuses_a_directory_that_is_not_empty(tmp_path):
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy/keep").write_text("mine")
     code, _, err = run("snapshot", "--root", DEMO, tmp_path / "copy")
-    assert code == 2 and err == (f"passthrough-hook: {tmp_path}/copy exists and is not an empty directory; give a "
-                                 f"new directory\n")
+    assert code == 2 and err == (
+        f"passthrough-hook: {tmp_path}/copy exists and is not an empty directory; give a "
+        f"new directory\n"
+    )
     assert os.listdir(tmp_path / "copy") == ["keep"]
 
 
 def test_a_directory_that_cannot_be_written_is_a_one_line_error(tmp_path):
     (tmp_path / "file").write_text("")
     code, _, err = run("snapshot", "--root", DEMO, tmp_path / "file/copy")
-    assert code == 2 and err.startswith(f"passthrough-hook: cannot write the snapshot in {tmp_path}/file/copy: ")
+    assert code == 2 and err.startswith(
+        f"passthrough-hook: cannot write the snapshot in {tmp_path}/file/copy: "
+    )

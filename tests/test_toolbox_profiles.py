@@ -22,22 +22,31 @@ DOMAIN_XML = (REPO / "config" / "tuned-dual-gpu.xml").read_text()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "passthrough", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "passthrough", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_both_profiles_validate():
     result = cli("validate", "config/single-gpu.yaml", "config/tuned-dual-gpu.yaml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["config/single-gpu.yaml: ok (2 devices, 7 steps)",
-                                          "config/tuned-dual-gpu.yaml: ok (2 devices, 6 steps)"]
+    assert result.stdout.splitlines() == [
+        "config/single-gpu.yaml: ok (2 devices, 7 steps)",
+        "config/tuned-dual-gpu.yaml: ok (2 devices, 6 steps)",
+    ]
 
 
 @pytest.mark.parametrize("profile", ["single-gpu", "tuned-dual-gpu"])
 def test_both_profiles_pass_the_shipped_json_schema(profile):
     schema = json.loads((REPO / "passthrough" / "profile.schema.json").read_text())
     text = (REPO / "config" / f"{profile}.yaml").read_text()
-    assert text.splitlines()[0] == "# yaml-language-server: $schema=../passthrough/profile.schema.json"
+    assert (
+        text.splitlines()[0] == "# yaml-language-server: $schema=../passthrough/profile.schema.json"
+    )
     assert list(jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(text))) == []
 
 
@@ -45,16 +54,20 @@ def test_single_gpu_dry_run_on_the_demo_host(tmp_path):
     demo = tmp_path / "host"
     shutil.copytree(DEMO, demo, symlinks=True)
     before = tree_digest(demo)
-    result = cli("--dry-run", "--root", str(demo), "--config-dir", "config", "single-gpu", "prepare", "begin")
+    result = cli(
+        "--dry-run", "--root", str(demo), "--config-dir", "config", "single-gpu", "prepare", "begin"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in ["systemctl stop gdm3.service   [gdm3.service: active → inactive]",
-                 "wait until gdm3 (pid 1021), Xwayland (pid 1577) have exited   [up to 60 s]",
-                 "no process holds 0000:03:00.0, 0000:03:00.1   [nothing to do]",
-                 "write 0 > /sys/class/vtconsole/vtcon1/bind   [vtcon1 (M) frame buffer device: bound → unbound]",
-                 "write efi-framebuffer.0 > /sys/bus/platform/drivers/efi-framebuffer/unbind   "
-                 "[efi-framebuffer.0: efi-framebuffer → no driver]",
-                 "libvirt nodedev-detach pci_0000_03_00_0 --driver vfio   [amdgpu → vfio-pci]",
-                 "Plan: 7 step(s), no problems seen."]:
+    for line in [
+        "systemctl stop gdm3.service   [gdm3.service: active → inactive]",
+        "wait until gdm3 (pid 1021), Xwayland (pid 1577) have exited   [up to 60 s]",
+        "no process holds 0000:03:00.0, 0000:03:00.1   [nothing to do]",
+        "write 0 > /sys/class/vtconsole/vtcon1/bind   [vtcon1 (M) frame buffer device: bound → unbound]",
+        "write efi-framebuffer.0 > /sys/bus/platform/drivers/efi-framebuffer/unbind   "
+        "[efi-framebuffer.0: efi-framebuffer → no driver]",
+        "libvirt nodedev-detach pci_0000_03_00_0 --driver vfio   [amdgpu → vfio-pci]",
+        "Plan: 7 step(s), no problems seen.",
+    ]:
         assert line in result.stdout, result.stdout
     assert tree_digest(demo) == before
 
@@ -63,16 +76,28 @@ def test_tuned_dual_gpu_dry_run_on_the_demo_host(tmp_path):
     demo = tmp_path / "host"
     shutil.copytree(DEMO, demo, symlinks=True)
     before = tree_digest(demo)
-    result = cli("--dry-run", "--root", str(demo), "--config-dir", "config", "--xml", "config/tuned-dual-gpu.xml",
-                 "tuned-dual-gpu", "prepare", "begin")
+    result = cli(
+        "--dry-run",
+        "--root",
+        str(demo),
+        "--config-dir",
+        "config",
+        "--xml",
+        "config/tuned-dual-gpu.xml",
+        "tuned-dual-gpu",
+        "prepare",
+        "begin",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in ["write 16 > /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages   [1G pages: 0 → 16]",
-                 "write performance > /sys/devices/system/cpu/cpu15/cpufreq/scaling_governor   "
-                 "[CPU 15: schedutil → performance]",
-                 "5. set the cpufreq governor of CPUs 4-7,12-15 to performance",
-                 "systemctl set-property --runtime init.scope AllowedCPUs=0-3,8-11   "
-                 "[init.scope CPUs: all (unset) → 0-3,8-11]",
-                 "Plan: 6 step(s), no problems seen."]:
+    for line in [
+        "write 16 > /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages   [1G pages: 0 → 16]",
+        "write performance > /sys/devices/system/cpu/cpu15/cpufreq/scaling_governor   "
+        "[CPU 15: schedutil → performance]",
+        "5. set the cpufreq governor of CPUs 4-7,12-15 to performance",
+        "systemctl set-property --runtime init.scope AllowedCPUs=0-3,8-11   "
+        "[init.scope CPUs: all (unset) → 0-3,8-11]",
+        "Plan: 6 step(s), no problems seen.",
+    ]:
         assert line in result.stdout, result.stdout
     assert "warning" not in result.stdout
     assert tree_digest(demo) == before
@@ -90,21 +115,39 @@ def test_prepare_then_release_puts_the_host_back(kernel, profile):
     assert code == 0, err
     assert system_state(kernel) == start
     if profile == "single-gpu":
-        assert book.calls == [["systemctl", "stop", "gdm3.service"], ["systemctl", "start", "gdm3.service"]]
+        assert book.calls == [
+            ["systemctl", "stop", "gdm3.service"],
+            ["systemctl", "start", "gdm3.service"],
+        ]
 
 
-@pytest.mark.parametrize("args", [
-    ("single-gpu",),
-    ("--xml", "config/tuned-dual-gpu.xml", "tuned-dual-gpu"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("single-gpu",),
+        ("--xml", "config/tuned-dual-gpu.xml", "tuned-dual-gpu"),
+    ],
+)
 def test_the_readme_shows_the_current_dry_runs(args):
-    result = cli("--dry-run", "--root", "config/demo-host", "--config-dir", "config", *args, "prepare", "begin")
+    result = cli(
+        "--dry-run",
+        "--root",
+        "config/demo-host",
+        "--config-dir",
+        "config",
+        *args,
+        "prepare",
+        "begin",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout in (REPO / "README.md").read_text(), \
+    assert result.stdout in (REPO / "README.md").read_text(), (
         "README.md shows an outdated dry run; paste the new one:\n" + result.stdout
+    )
 
 
 def test_the_demo_host_has_no_empty_directory():
     """git keeps no empty directory: a clone's demo host would differ from a generated one."""
-    empty = [str(Path(d).relative_to(DEMO)) for d, dirs, files in os.walk(DEMO) if not dirs and not files]
+    empty = [
+        str(Path(d).relative_to(DEMO)) for d, dirs, files in os.walk(DEMO) if not dirs and not files
+    ]
     assert empty == []

@@ -61,6 +61,10 @@ def write_profile(directory: Path, domain: str, text: str) -> Path:
 def hostdev_xml(name: str, *addresses: str, managed: str = "yes", features: str = "") -> str:
     devices = "".join(
         f"<hostdev mode='subsystem' type='pci' managed='{managed}'><source><address domain='0x{a[0:4]}' "
-        f"bus='0x{a[5:7]}' slot='0x{a[8:10]}' function='0x{a[11]}'/></source></hostdev>" for a in addresses)
-    return (f"<domain type='kvm'><name>{name}</name><features>{features}</features>"
-            f"<devices>{devices}</devices></domain>")
+        f"bus='0x{a[5:7]}' slot='0x{a[8:10]}' function='0x{a[11]}'/></source></hostdev>"
+        for a in addresses
+    )
+    return (
+        f"<domain type='kvm'><name>{name}</name><features>{features}</features>"
+        f"<devices>{devices}</devices></domain>"
+    )

@@ -19,16 +19,39 @@ def write_profile(text: str, domain: str = "win10") -> Path:
     return PROFILES
 
 
-def run(kernel, profile: str | None, *event: str, dry_run: bool = False, xml: str = "<domain/>",
-        domain: str = "win10") -> tuple[int, str, str]:
+def run(
+    kernel,
+    profile: str | None,
+    *event: str,
+    dry_run: bool = False,
+    xml: str = "<domain/>",
+    domain: str = "win10",
+) -> tuple[int, str, str]:
     """main() as libvirt calls the hook, on the fake kernel at /host (a dry run reads the same
     tree through the dry-run host). Returns (exit code, stdout, stderr)."""
     if profile is not None:
         write_profile(profile, domain)
     out, err = io.StringIO(), io.StringIO()
-    code = main([*(["--dry-run"] if dry_run else []), "--root", "/host", "--config-dir", str(PROFILES),
-                 "--state-dir", STATE, "--log-file", LOG, domain, *event, "-"],
-                stdin=io.StringIO(xml), host_factory=None if dry_run else kernel.host, out=out, err=err)
+    code = main(
+        [
+            *(["--dry-run"] if dry_run else []),
+            "--root",
+            "/host",
+            "--config-dir",
+            str(PROFILES),
+            "--state-dir",
+            STATE,
+            "--log-file",
+            LOG,
+            domain,
+            *event,
+            "-",
+        ],
+        stdin=io.StringIO(xml),
+        host_factory=None if dry_run else kernel.host,
+        out=out,
+        err=err,
+    )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -43,20 +66,47 @@ def system_state(kernel) -> dict:
     """Everything a toolbox action may change, with the PCI state of kernel.snapshot()."""
     sys_dir = Path("/host/sys")
     state: dict = {"pci": kernel.snapshot()}
-    for console in sorted(os.listdir(sys_dir / "class/vtconsole")) if (sys_dir / "class/vtconsole").exists() else []:
+    for console in (
+        sorted(os.listdir(sys_dir / "class/vtconsole"))
+        if (sys_dir / "class/vtconsole").exists()
+        else []
+    ):
         state[console] = read(f"sys/class/vtconsole/{console}/bind")
     drivers = sys_dir / "bus/platform/drivers"
-    state["platform"] = sorted(f"{d}/{e}" for d in (os.listdir(drivers) if drivers.exists() else [])
-                               for e in os.listdir(drivers / d) if "framebuffer." in e)
+    state["platform"] = sorted(
+        f"{d}/{e}"
+        for d in (os.listdir(drivers) if drivers.exists() else [])
+        for e in os.listdir(drivers / d)
+        if "framebuffer." in e
+    )
     cpufreq = sys_dir / "devices/system/cpu/cpufreq"
-    state["governors"] = [read(f"sys/devices/system/cpu/cpufreq/{p}/scaling_governor")
-                          for p in sorted(os.listdir(cpufreq))] if cpufreq.exists() else []
+    state["governors"] = (
+        [
+            read(f"sys/devices/system/cpu/cpufreq/{p}/scaling_governor")
+            for p in sorted(os.listdir(cpufreq))
+        ]
+        if cpufreq.exists()
+        else []
+    )
     hugepages = sys_dir / "kernel/mm/hugepages"
-    state["hugepages"] = {p: read(f"sys/kernel/mm/hugepages/{p}/nr_hugepages")
-                          for p in sorted(os.listdir(hugepages))} if hugepages.exists() else {}
+    state["hugepages"] = (
+        {
+            p: read(f"sys/kernel/mm/hugepages/{p}/nr_hugepages")
+            for p in sorted(os.listdir(hugepages))
+        }
+        if hugepages.exists()
+        else {}
+    )
     cgroup = sys_dir / "fs/cgroup"
-    state["cgroups"] = {g: read(f"sys/fs/cgroup/{g}/cpuset.cpus") for g in sorted(os.listdir(cgroup))
-                        if (cgroup / g).is_dir()} if cgroup.exists() else {}
+    state["cgroups"] = (
+        {
+            g: read(f"sys/fs/cgroup/{g}/cpuset.cpus")
+            for g in sorted(os.listdir(cgroup))
+            if (cgroup / g).is_dir()
+        }
+        if cgroup.exists()
+        else {}
+    )
     state["subtree_control"] = read("sys/fs/cgroup/cgroup.subtree_control")
     state["pids"] = sorted(int(p) for p in os.listdir("/host/proc") if p.isdigit())
     return state

@@ -19,8 +19,25 @@ from .undo import Undo
 from .vtconsoles import VtConsoles
 
 REGISTRY: dict[str, type[Action]] = {
-    cls.name: cls for cls in (Modprobe, Detach, Reattach, Unbind, Bind, ResizeBar, Undo,
-                              # the toolbox: single-GPU hosts, tuning, escape hatches, legacy scripts
-                              DisplayManager, KillHolders, VtConsoles, Framebuffer, Cpus, Governor,
-                              Hugepages, SysfsWrite, Command, Scripts)
+    cls.name: cls
+    for cls in (
+        Modprobe,
+        Detach,
+        Reattach,
+        Unbind,
+        Bind,
+        ResizeBar,
+        Undo,
+        # the toolbox: single-GPU hosts, tuning, escape hatches, legacy scripts
+        DisplayManager,
+        KillHolders,
+        VtConsoles,
+        Framebuffer,
+        Cpus,
+        Governor,
+        Hugepages,
+        SysfsWrite,
+        Command,
+        Scripts,
+    )
 }

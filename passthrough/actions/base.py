@@ -23,7 +23,9 @@ class StepContext:
     force: bool = False
     undo_event: Callable[[str], list[str]] | None = None  # for the `undo` action
     warnings: list[str] = field(default_factory=list)
-    domain: str = ""  # the libvirt domain and event the step runs for (the `scripts` action passes them on)
+    domain: str = (
+        ""  # the libvirt domain and event the step runs for (the `scripts` action passes them on)
+    )
     event: str = ""  # "prepare/begin"
 
     def label(self, address: str) -> str:

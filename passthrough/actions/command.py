@@ -14,9 +14,13 @@ class Command(Action):
     the step is not undone, as the plan says."""
 
     name = "command"
-    args = Args(fields=(Field("argv", Argv(), required=True, doc="the command, as a list"),
-                        Field("undo_argv", Argv(), doc="the command that undoes it (default: not undone)")),
-                shorthand="argv")
+    args = Args(
+        fields=(
+            Field("argv", Argv(), required=True, doc="the command, as a list"),
+            Field("undo_argv", Argv(), doc="the command that undoes it (default: not undone)"),
+        ),
+        shorthand="argv",
+    )
     default_timeout = 60.0
 
     def describe(self) -> str:

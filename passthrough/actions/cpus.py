@@ -21,8 +21,12 @@ def has_systemd(host) -> bool:
 def top_level_groups(host) -> list[str]:
     """Without systemd: the cgroups right under the root, but not libvirt's (machine, machine.slice),
     where the VM runs."""
-    return [name for name in host.sysfs.listdir(CGROUP)
-            if host.sysfs.exists(f"{CGROUP}/{name}/cgroup.controllers") and not name.startswith("machine")]
+    return [
+        name
+        for name in host.sysfs.listdir(CGROUP)
+        if host.sysfs.exists(f"{CGROUP}/{name}/cgroup.controllers")
+        and not name.startswith("machine")
+    ]
 
 
 def shown(cpus: str) -> str:
@@ -40,11 +44,18 @@ class Cpus(Action):
     which may be a restriction of its own, not "all"."""
 
     name = "cpus"
-    args = Args(fields=(Field("host", CpuList(), required=True, doc="the CPUs the host keeps, e.g. 0-3,8-11"),
-                        Field("groups", ListOf(GROUP),
-                              doc="the systemd units or cgroups to restrict (default: system.slice, user.slice, "
-                                  "init.scope; without systemd every top-level cgroup but machine*)")),
-                shorthand="host")
+    args = Args(
+        fields=(
+            Field("host", CpuList(), required=True, doc="the CPUs the host keeps, e.g. 0-3,8-11"),
+            Field(
+                "groups",
+                ListOf(GROUP),
+                doc="the systemd units or cgroups to restrict (default: system.slice, user.slice, "
+                "init.scope; without systemd every top-level cgroup but machine*)",
+            ),
+        ),
+        shorthand="host",
+    )
     default_timeout = 30.0
 
     def describe(self) -> str:
@@ -55,12 +66,18 @@ class Cpus(Action):
         online = online_cpus(host)
         missing = sorted(set(self.values["host"]) - set(online))
         if missing:
-            raise HostError(f"CPU {format_cpu_list(missing)} not online on this host (online: {format_cpu_list(online)})")
+            raise HostError(
+                f"CPU {format_cpu_list(missing)} not online on this host (online: {format_cpu_list(online)})"
+            )
         if not host.sysfs.exists(f"{CGROUP}/cgroup.controllers"):
-            raise HostError("cgroup v2 is not mounted at /sys/fs/cgroup; cpus needs the unified hierarchy",
-                            hint="boot with systemd.unified_cgroup_hierarchy=1, or drop this step")
+            raise HostError(
+                "cgroup v2 is not mounted at /sys/fs/cgroup; cpus needs the unified hierarchy",
+                hint="boot with systemd.unified_cgroup_hierarchy=1, or drop this step",
+            )
         systemd = has_systemd(host)
-        groups = self.values["groups"] or (list(SYSTEMD_UNITS) if systemd else top_level_groups(host))
+        groups = self.values["groups"] or (
+            list(SYSTEMD_UNITS) if systemd else top_level_groups(host)
+        )
         record: dict = {"systemd": systemd, "groups": [], "enabled_cpuset": False}
         if not systemd:
             enable_cpuset(ctx, record)
@@ -86,14 +103,20 @@ class Cpus(Action):
             now = host.sysfs.read(f"{CGROUP}/{entry['group']}/cpuset.cpus") or ""
             set_cpus(host, record["systemd"], entry["group"], entry["previous"], now)
         if record.get("enabled_cpuset"):
-            host.sysfs.write(f"{CGROUP}/cgroup.subtree_control", "-cpuset", effect="cpuset controller: on → off")
+            host.sysfs.write(
+                f"{CGROUP}/cgroup.subtree_control", "-cpuset", effect="cpuset controller: on → off"
+            )
 
     @classmethod
     def describe_undo(cls, record: dict) -> str:
         entries = list(reversed(record.get("groups", [])))
         if not entries:
             return "nothing (no CPU restriction was changed)"
-        return "give " + ", ".join(f"{e['group']} CPUs {shown(e['previous'])}" for e in entries) + " back"
+        return (
+            "give "
+            + ", ".join(f"{e['group']} CPUs {shown(e['previous'])}" for e in entries)
+            + " back"
+        )
 
 
 def enable_cpuset(ctx: StepContext, record: dict) -> None:
@@ -103,13 +126,17 @@ def enable_cpuset(ctx: StepContext, record: dict) -> None:
         return
     record["enabled_cpuset"] = True
     ctx.note(record)
-    host.sysfs.write(f"{CGROUP}/cgroup.subtree_control", "+cpuset", effect="cpuset controller: off → on")
+    host.sysfs.write(
+        f"{CGROUP}/cgroup.subtree_control", "+cpuset", effect="cpuset controller: off → on"
+    )
 
 
 def set_cpus(host, systemd: bool, group: str, cpus: str, before: str) -> None:
     effect = f"{group} CPUs: {shown(before)} → {shown(cpus)}"
     if systemd:
         # Empty AllowedCPUs= resets the property, which is what an empty cpuset.cpus means.
-        host.commands.run(["systemctl", "set-property", "--runtime", group, f"AllowedCPUs={cpus}"], effect=effect)
+        host.commands.run(
+            ["systemctl", "set-property", "--runtime", group, f"AllowedCPUs={cpus}"], effect=effect
+        )
     else:
         host.sysfs.write(f"{CGROUP}/{group}/cpuset.cpus", cpus or "\n", effect=effect)

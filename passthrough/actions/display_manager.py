@@ -9,9 +9,19 @@ from .base import Action, StepContext
 
 ALIAS = "etc/systemd/system/display-manager.service"
 # Display managers and the process names they run as, for hosts where the alias is missing.
-KNOWN = {"gdm": "gdm.service", "gdm3": "gdm3.service", "sddm": "sddm.service", "lightdm": "lightdm.service",
-         "lxdm": "lxdm.service", "xdm": "xdm.service", "slim": "slim.service", "ly": "ly.service",
-         "greetd": "greetd.service", "nodm": "nodm.service", "entrance": "entrance.service"}
+KNOWN = {
+    "gdm": "gdm.service",
+    "gdm3": "gdm3.service",
+    "sddm": "sddm.service",
+    "lightdm": "lightdm.service",
+    "lxdm": "lxdm.service",
+    "xdm": "xdm.service",
+    "slim": "slim.service",
+    "ly": "ly.service",
+    "greetd": "greetd.service",
+    "nodm": "nodm.service",
+    "entrance": "entrance.service",
+}
 # X servers the display manager starts in session scopes of their own (not in its unit):
 # they hold the GPU and must be gone too.
 DISPLAY_SERVERS = ("Xorg", "X", "Xwayland")
@@ -34,15 +44,24 @@ def unit_processes(unit: str, processes: list[Process]) -> list[Process]:
     """The unit's processes (its cgroup, or its program's name where there is no cgroup v2),
     and the X servers it started."""
     program = unit.removesuffix(".service")
-    return [p for p in processes
-            if p.cgroup.endswith(f"/{unit}") or (not p.cgroup and p.command == program)
-            or p.command in DISPLAY_SERVERS]
+    return [
+        p
+        for p in processes
+        if p.cgroup.endswith(f"/{unit}")
+        or (not p.cgroup and p.command == program)
+        or p.command in DISPLAY_SERVERS
+    ]
 
 
 def user_managers(processes: list[Process]) -> list[int]:
     """uids with a systemd user manager (`systemd --user`, in user@UID.service)."""
-    return sorted({p.uid for p in processes
-                   if p.command == "systemd" and p.uid not in (None, 0) and "/user@" in p.cgroup})
+    return sorted(
+        {
+            p.uid
+            for p in processes
+            if p.command == "systemd" and p.uid not in (None, 0) and "/user@" in p.cgroup
+        }
+    )
 
 
 def user_name(host, uid: int) -> str:
@@ -69,16 +88,30 @@ class DisplayManager(Action):
     starts the display manager again."""
 
     name = "display_manager"
-    args = Args(fields=(Field("operation", Str("stop", choices=("stop",)), required=True,
-                              doc="stop (the only operation; undo starts it again)"),
-                        Field("sessions", Bool(), default=False,
-                              doc="first stop every user's graphical-session.target (Wayland compositors "
-                                  "run as user services)")),
-                shorthand="operation")
+    args = Args(
+        fields=(
+            Field(
+                "operation",
+                Str("stop", choices=("stop",)),
+                required=True,
+                doc="stop (the only operation; undo starts it again)",
+            ),
+            Field(
+                "sessions",
+                Bool(),
+                default=False,
+                doc="first stop every user's graphical-session.target (Wayland compositors "
+                "run as user services)",
+            ),
+        ),
+        shorthand="operation",
+    )
     default_timeout = 60.0
 
     def describe(self) -> str:
-        return "stop the display manager" + (" and the graphical sessions" if self.values["sessions"] else "")
+        return "stop the display manager" + (
+            " and the graphical sessions" if self.values["sessions"] else ""
+        )
 
     def apply(self, ctx: StepContext) -> dict:
         host = ctx.host
@@ -86,8 +119,12 @@ class DisplayManager(Action):
         unit = display_manager_unit(host, processes)
         ours = unit_processes(unit, processes) if unit else []
         if not unit:
-            host.record("no display manager: no display-manager.service alias, and none of "
-                        + ", ".join(sorted(KNOWN)) + " runs", "nothing to do")
+            host.record(
+                "no display manager: no display-manager.service alias, and none of "
+                + ", ".join(sorted(KNOWN))
+                + " runs",
+                "nothing to do",
+            )
             return {"unit": None}
         if not any(p.command not in DISPLAY_SERVERS for p in ours):
             host.record(f"{unit} is not running", "nothing to do")
@@ -99,14 +136,24 @@ class DisplayManager(Action):
                 record["sessions"].append(user)
                 ctx.note(record)
                 # Synchronous: systemctl returns when the target's units have stopped.
-                host.commands.run(["systemctl", "--user", f"--machine={user}@.host", "stop",
-                                   "graphical-session.target"], effect=f"{user}'s graphical session: stopped")
+                host.commands.run(
+                    [
+                        "systemctl",
+                        "--user",
+                        f"--machine={user}@.host",
+                        "stop",
+                        "graphical-session.target",
+                    ],
+                    effect=f"{user}'s graphical session: stopped",
+                )
         ctx.note(record)
         host.commands.run(["systemctl", "stop", unit], effect=f"{unit}: active → inactive")
         left = wait_for_exit(host, ours, host.time_left(3600.0))  # the rest of the step's time
         if left:
-            raise HostError(f"{unit} stopped but " + ", ".join(str(p) for p in left) + " still run",
-                            hint="end them with a kill_holders step, or raise the step's timeout")
+            raise HostError(
+                f"{unit} stopped but " + ", ".join(str(p) for p in left) + " still run",
+                hint="end them with a kill_holders step, or raise the step's timeout",
+            )
         return record
 
     @classmethod
@@ -115,7 +162,9 @@ class DisplayManager(Action):
 
     @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
-        ctx.host.commands.run(["systemctl", "start", record["unit"]], effect=f"{record['unit']}: inactive → active")
+        ctx.host.commands.run(
+            ["systemctl", "start", record["unit"]], effect=f"{record['unit']}: inactive → active"
+        )
 
     @classmethod
     def describe_undo(cls, record: dict) -> str:

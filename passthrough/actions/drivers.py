@@ -13,10 +13,18 @@ from ..pci import Binding, PciDevice, show
 from ..schema import Args, Device, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
 
-DEVICES = Field("devices", ListOf(Device(), "one or more device names"), required=True,
-                doc="device names from `devices:`")
-VIA = Field("via", Str("libvirt or sysfs", choices=("libvirt", "sysfs")), default="libvirt",
-            doc="libvirt's node-device API (as virsh nodedev-detach), or sysfs writes with no libvirt call")
+DEVICES = Field(
+    "devices",
+    ListOf(Device(), "one or more device names"),
+    required=True,
+    doc="device names from `devices:`",
+)
+VIA = Field(
+    "via",
+    Str("libvirt or sysfs", choices=("libvirt", "sysfs")),
+    default="libvirt",
+    doc="libvirt's node-device API (as virsh nodedev-detach), or sysfs writes with no libvirt call",
+)
 DRIVER = Str("a driver name", pattern=r"[A-Za-z0-9_.-]+")
 STUB_DRIVERS = ("vfio-pci", "pci-stub")
 
@@ -46,8 +54,12 @@ class DeviceStep(Action):
             device = PciDevice(ctx.host, address, ctx.label(address))
             device.require()
             before = device.binding()
-            entry = {"address": address, "name": self.names.get(address), "before": before.to_json(),
-                     "changed": True}
+            entry = {
+                "address": address,
+                "name": self.names.get(address),
+                "before": before.to_json(),
+                "changed": True,
+            }
             if self.already_done(before):
                 entry["changed"] = False
                 ctx.host.record(f"{address} is already on {show(before.driver)}", "nothing to do")
@@ -74,27 +86,42 @@ class DeviceStep(Action):
             before = Binding.from_json(entry["before"])
             device = PciDevice(ctx.host, entry["address"], ctx.label(entry["address"]))
             if not device.exists():
-                raise HostError("the device disappeared; nothing to restore", device=entry["address"])
-            if record.get("via") == "libvirt" and before.driver and device.driver() != before.driver:
+                raise HostError(
+                    "the device disappeared; nothing to restore", device=entry["address"]
+                )
+            if (
+                record.get("via") == "libvirt"
+                and before.driver
+                and device.driver() != before.driver
+            ):
                 now = device.driver()
-                ctx.host.nodedev.reattach(entry["address"], f"{show(now)} → {before.driver}", before.driver)
+                ctx.host.nodedev.reattach(
+                    entry["address"], f"{show(now)} → {before.driver}", before.driver
+                )
                 if device.wait_for_driver(before.driver):
                     device.set_override(before.override)
                     continue
-                ctx.warnings.append(f"{entry['address']}: libvirt reattach left it on {show(device.driver())}; "
-                                    f"binding {before.driver} through sysfs")
+                ctx.warnings.append(
+                    f"{entry['address']}: libvirt reattach left it on {show(device.driver())}; "
+                    f"binding {before.driver} through sysfs"
+                )
             device.restore(before)
 
     @classmethod
     def describe_undo(cls, record: dict) -> str:
-        moves = [f"{e.get('name') or e['address']} → {show(e['before']['driver'])}"
-                 for e in reversed(record.get("devices", [])) if e.get("changed")]
+        moves = [
+            f"{e.get('name') or e['address']} → {show(e['before']['driver'])}"
+            for e in reversed(record.get("devices", []))
+            if e.get("changed")
+        ]
         return "restore " + ", ".join(moves) if moves else "nothing (no device was changed)"
 
 
 def _libvirt_only_vfio(values: dict, node) -> None:
     if values["via"] == "libvirt" and values["driver"] != "vfio-pci":
-        raise Invalid(node, f"libvirt detaches to vfio-pci only; for {values['driver']} use via: sysfs")
+        raise Invalid(
+            node, f"libvirt detaches to vfio-pci only; for {values['driver']} use via: sysfs"
+        )
 
 
 class Detach(DeviceStep):
@@ -104,9 +131,15 @@ class Detach(DeviceStep):
     link is checked afterwards. Undo returns each device to its previous driver."""
 
     name = "detach"
-    args = Args(fields=(DEVICES, VIA, Field("driver", DRIVER, default="vfio-pci",
-                                           doc="the driver to detach to (vfio-pci)")),
-                shorthand="devices", check_all=_libvirt_only_vfio)
+    args = Args(
+        fields=(
+            DEVICES,
+            VIA,
+            Field("driver", DRIVER, default="vfio-pci", doc="the driver to detach to (vfio-pci)"),
+        ),
+        shorthand="devices",
+        check_all=_libvirt_only_vfio,
+    )
 
     def target(self) -> str:
         return self.values["driver"]
@@ -146,14 +179,20 @@ class Reattach(DeviceStep):
             device.set_override(None)
             device.unbind(check_holders=False)
             device.probe()
-        settled = ctx.host.wait_until(f"{device.address} to get a host driver",
-                                      lambda: device.driver() not in (None, *STUB_DRIVERS),
-                                      ctx.host.bind_wait)
+        settled = ctx.host.wait_until(
+            f"{device.address} to get a host driver",
+            lambda: device.driver() not in (None, *STUB_DRIVERS),
+            ctx.host.bind_wait,
+        )
         if not settled:
-            raise HostError(f"no host driver took the device (it is on {show(device.driver())})",
-                            device=device.address,
-                            hint="load the host driver's module, or name it with `bind: {device, driver}`")
-        ctx.host.record(f"check {device.address} driver", f"{show(before.driver)} → {device.driver()}")
+            raise HostError(
+                f"no host driver took the device (it is on {show(device.driver())})",
+                device=device.address,
+                hint="load the host driver's module, or name it with `bind: {device, driver}`",
+            )
+        ctx.host.record(
+            f"check {device.address} driver", f"{show(before.driver)} → {device.driver()}"
+        )
 
 
 class Unbind(DeviceStep):
@@ -182,11 +221,20 @@ class Bind(DeviceStep):
     each device to its previous driver."""
 
     name = "bind"
-    args = Args(fields=(Field("devices", ListOf(Device(), "one or more device names"),
-                              doc="device names from `devices:`"),
-                        Field("device", Device(), doc="a device name (same as devices: [name])"),
-                        Field("driver", DRIVER, required=True, doc="the driver to bind, e.g. vfio-pci or amdgpu")),
-                check_all=lambda values, node: _one_device_field(values, node))
+    args = Args(
+        fields=(
+            Field(
+                "devices",
+                ListOf(Device(), "one or more device names"),
+                doc="device names from `devices:`",
+            ),
+            Field("device", Device(), doc="a device name (same as devices: [name])"),
+            Field(
+                "driver", DRIVER, required=True, doc="the driver to bind, e.g. vfio-pci or amdgpu"
+            ),
+        ),
+        check_all=lambda values, node: _one_device_field(values, node),
+    )
 
     def target(self) -> str:
         return self.values["driver"]

@@ -49,10 +49,13 @@ class Framebuffer(Action):
         for driver, device in framebuffers:
             record["unbound"].append({"driver": driver, "device": device})
             ctx.note(record)
-            ctx.host.sysfs.write(f"{DRIVERS_DIR}/{driver}/unbind", device, effect=f"{device}: {driver} → no driver")
+            ctx.host.sysfs.write(
+                f"{DRIVERS_DIR}/{driver}/unbind", device, effect=f"{device}: {driver} → no driver"
+            )
             if is_bound(ctx.host, driver, device):
-                raise HostError(f"{device} is still bound to {driver} after the unbind",
-                                hint="see `dmesg`")
+                raise HostError(
+                    f"{device} is still bound to {driver} after the unbind", hint="see `dmesg`"
+                )
         return record
 
     @classmethod
@@ -67,9 +70,13 @@ class Framebuffer(Action):
             if is_bound(host, driver, device):
                 continue
             if not host.sysfs.exists(f"bus/platform/devices/{device}"):
-                ctx.warnings.append(f"{device} is gone (a GPU driver took the framebuffer over); nothing to bind")
+                ctx.warnings.append(
+                    f"{device} is gone (a GPU driver took the framebuffer over); nothing to bind"
+                )
                 continue
-            host.sysfs.write(f"{DRIVERS_DIR}/{driver}/bind", device, effect=f"{device}: no driver → {driver}")
+            host.sysfs.write(
+                f"{DRIVERS_DIR}/{driver}/bind", device, effect=f"{device}: no driver → {driver}"
+            )
             if not is_bound(host, driver, device):
                 raise HostError(f"{driver} did not take {device} back", hint="see `dmesg`")
 

@@ -26,14 +26,24 @@ class Governor(Action):
     it had before."""
 
     name = "governor"
-    args = Args(fields=(Field("governor", Str("a cpufreq governor such as performance", pattern=r"[a-z0-9_-]+"),
-                              required=True, doc="performance, powersave, schedutil, ondemand, ..."),
-                        Field("cpus", CpuList(), doc="the CPUs to set, e.g. 4-15 (default: every online CPU)")),
-                shorthand="governor")
+    args = Args(
+        fields=(
+            Field(
+                "governor",
+                Str("a cpufreq governor such as performance", pattern=r"[a-z0-9_-]+"),
+                required=True,
+                doc="performance, powersave, schedutil, ondemand, ...",
+            ),
+            Field("cpus", CpuList(), doc="the CPUs to set, e.g. 4-15 (default: every online CPU)"),
+        ),
+        shorthand="governor",
+    )
     default_timeout = 20.0
 
     def describe(self) -> str:
-        which = f"CPUs {format_cpu_list(self.values['cpus'])}" if self.values["cpus"] else "every CPU"
+        which = (
+            f"CPUs {format_cpu_list(self.values['cpus'])}" if self.values["cpus"] else "every CPU"
+        )
         return f"set the cpufreq governor of {which} to {self.values['governor']}"
 
     def apply(self, ctx: StepContext) -> dict:
@@ -42,15 +52,21 @@ class Governor(Action):
         cpus = self.values["cpus"] or online
         offline = sorted(set(cpus) - set(online))
         if offline:
-            raise HostError(f"CPU {format_cpu_list(offline)} not online on this host (online: {format_cpu_list(online)})")
+            raise HostError(
+                f"CPU {format_cpu_list(offline)} not online on this host (online: {format_cpu_list(online)})"
+            )
         for cpu in cpus:  # check them all before changing any
             available = host.sysfs.read(f"{CPU_DIR}/cpu{cpu}/cpufreq/scaling_available_governors")
             if available is None:
-                raise HostError(f"CPU {cpu} has no cpufreq (no /sys/{CPU_DIR}/cpu{cpu}/cpufreq): no frequency driver "
-                                f"is loaded, or this is a VM")
+                raise HostError(
+                    f"CPU {cpu} has no cpufreq (no /sys/{CPU_DIR}/cpu{cpu}/cpufreq): no frequency driver "
+                    f"is loaded, or this is a VM"
+                )
             if wanted not in available.split():
-                raise HostError(f"CPU {cpu} does not offer the governor {wanted}; it offers {available}",
-                                hint="load its module (e.g. cpufreq_performance) or pick another")
+                raise HostError(
+                    f"CPU {cpu} does not offer the governor {wanted}; it offers {available}",
+                    hint="load its module (e.g. cpufreq_performance) or pick another",
+                )
         record: dict = {"previous": []}  # [cpu, governor] pairs, in the order changed
         for cpu in cpus:
             before = host.sysfs.read(governor_file(cpu))
@@ -72,7 +88,9 @@ class Governor(Action):
         for cpu, before in reversed(record.get("previous", [])):
             now = ctx.host.sysfs.read(governor_file(cpu))
             if before and now != before:
-                ctx.host.sysfs.write(governor_file(cpu), before, effect=f"CPU {cpu}: {now} → {before}")
+                ctx.host.sysfs.write(
+                    governor_file(cpu), before, effect=f"CPU {cpu}: {now} → {before}"
+                )
 
     @classmethod
     def describe_undo(cls, record: dict) -> str:

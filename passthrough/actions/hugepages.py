@@ -11,14 +11,29 @@ SIZE_NAME = {2048: "2M", 1048576: "1G"}
 # A fragmented host often finds more pages after compaction; past a few rounds it will not.
 ATTEMPTS = 4
 # Memory units of libvirt's <memory unit=...> in KiB (docs: formatdomain, "Memory Allocation").
-UNIT_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "KB": 1000 / 1024, "k": 1, "KiB": 1,
-            "MB": 1000 ** 2 / 1024, "M": 1024, "MiB": 1024, "GB": 1000 ** 3 / 1024, "G": 1024 ** 2,
-            "GiB": 1024 ** 2, "TB": 1000 ** 4 / 1024, "T": 1024 ** 3, "TiB": 1024 ** 3}
+UNIT_KIB = {
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "KB": 1000 / 1024,
+    "k": 1,
+    "KiB": 1,
+    "MB": 1000**2 / 1024,
+    "M": 1024,
+    "MiB": 1024,
+    "GB": 1000**3 / 1024,
+    "G": 1024**2,
+    "GiB": 1024**2,
+    "TB": 1000**4 / 1024,
+    "T": 1024**3,
+    "TiB": 1024**3,
+}
 
 
 def _count_or_domain(values: dict, node) -> None:
     if (values["count"] is None) == (not values["for_domain"]):
-        raise Invalid(node, "hugepages takes either count: N or for_domain: true, not both and not neither")
+        raise Invalid(
+            node, "hugepages takes either count: N or for_domain: true, not both and not neither"
+        )
 
 
 def domain_memory_kib(text: str) -> tuple[int, bool]:
@@ -30,17 +45,23 @@ def domain_memory_kib(text: str) -> tuple[int, bool]:
     import xml.etree.ElementTree as ElementTree
 
     if not text.strip():
-        raise HostError("for_domain needs the domain XML, which libvirt writes on stdin; none was given",
-                        hint="in a dry run, pass it with --xml FILE (virsh dumpxml DOMAIN > FILE)")
+        raise HostError(
+            "for_domain needs the domain XML, which libvirt writes on stdin; none was given",
+            hint="in a dry run, pass it with --xml FILE (virsh dumpxml DOMAIN > FILE)",
+        )
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
-        raise HostError("the domain XML has a document type declaration, which libvirt never writes; not read")
+        raise HostError(
+            "the domain XML has a document type declaration, which libvirt never writes; not read"
+        )
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError as exc:
         raise HostError(f"the domain XML is not well-formed: {exc}") from None
     memory = root.find("memory")
     if root.tag != "domain" or memory is None or not (memory.text or "").strip().isdigit():
-        raise HostError("the domain XML has no <memory> with a number of KiB; cannot size the hugepages")
+        raise HostError(
+            "the domain XML has no <memory> with a number of KiB; cannot size the hugepages"
+        )
     unit = memory.get("unit", "KiB")
     if unit not in UNIT_KIB:
         raise HostError(f"the domain XML's <memory unit='{unit}'> is not a unit libvirt knows")
@@ -59,12 +80,25 @@ class Hugepages(Action):
     until they are freed)."""
 
     name = "hugepages"
-    args = Args(fields=(Field("size", Str("a hugepage size: 2M or 1G", choices=tuple(PAGE_KIB)), default="2M",
-                              doc="the page size: 2M or 1G (default 2M)"),
-                        Field("count", Int("a number of pages", 1, 1 << 24), doc="how many pages the VM needs"),
-                        Field("for_domain", Bool(), default=False,
-                              doc="take the number of pages from the domain XML's <memory>")),
-                shorthand="count", check_all=_count_or_domain)
+    args = Args(
+        fields=(
+            Field(
+                "size",
+                Str("a hugepage size: 2M or 1G", choices=tuple(PAGE_KIB)),
+                default="2M",
+                doc="the page size: 2M or 1G (default 2M)",
+            ),
+            Field("count", Int("a number of pages", 1, 1 << 24), doc="how many pages the VM needs"),
+            Field(
+                "for_domain",
+                Bool(),
+                default=False,
+                doc="take the number of pages from the domain XML's <memory>",
+            ),
+        ),
+        shorthand="count",
+        check_all=_count_or_domain,
+    )
     default_timeout = 120.0  # compacting and finding 1 GiB pages can take seconds each time
 
     def describe(self) -> str:
@@ -78,14 +112,26 @@ class Hugepages(Action):
         size = SIZE_NAME[kib]
         pool = f"kernel/mm/hugepages/hugepages-{kib}kB"
         if not host.sysfs.exists(pool):
-            raise HostError(f"this host has no {size} hugepages (no /sys/{pool})",
-                            hint="1G pages need a CPU with pdpe1gb; check `grep pdpe1gb /proc/cpuinfo`")
+            raise HostError(
+                f"this host has no {size} hugepages (no /sys/{pool})",
+                hint="1G pages need a CPU with pdpe1gb; check `grep pdpe1gb /proc/cpuinfo`",
+            )
         needed = self.values["count"] or self._pages_for_domain(ctx, kib)
-        total, free = read_int(host, f"{pool}/nr_hugepages"), read_int(host, f"{pool}/free_hugepages")
-        record = {"pool": pool, "size": size, "previous": total, "target": total + max(0, needed - free),
-                  "changed": needed > free}
+        total, free = (
+            read_int(host, f"{pool}/nr_hugepages"),
+            read_int(host, f"{pool}/free_hugepages"),
+        )
+        record = {
+            "pool": pool,
+            "size": size,
+            "previous": total,
+            "target": total + max(0, needed - free),
+            "changed": needed > free,
+        }
         if not record["changed"]:
-            host.record(f"{free} {size} hugepages are free already ({needed} needed)", "nothing to do")
+            host.record(
+                f"{free} {size} hugepages are free already ({needed} needed)", "nothing to do"
+            )
             return record
         ctx.note(record)
         got, tries = reserve(host, pool, record["target"], size)
@@ -93,18 +139,22 @@ class Hugepages(Action):
             set_pool(host, pool, total, size)
             record["changed"] = False
             ctx.note(record)
-            raise HostError(f"the kernel gave {got - total} of the {record['target'] - total} {size} hugepages asked "
-                            f"for ({got} in the pool after {tries} tries with memory compaction); the pool is back "
-                            f"to {total}",
-                            hint=f"free memory, or reserve them at boot (hugepagesz={size} hugepages=N "
-                                 f"on the kernel command line)")
+            raise HostError(
+                f"the kernel gave {got - total} of the {record['target'] - total} {size} hugepages asked "
+                f"for ({got} in the pool after {tries} tries with memory compaction); the pool is back "
+                f"to {total}",
+                hint=f"free memory, or reserve them at boot (hugepagesz={size} hugepages=N "
+                f"on the kernel command line)",
+            )
         return record
 
     def _pages_for_domain(self, ctx: StepContext, kib: int) -> int:
         memory_kib, backed = domain_memory_kib(ctx.host.domain_xml)
         if not backed:
-            ctx.warnings.append("the domain XML has no <memoryBacking><hugepages/>: QEMU will not use the "
-                                "reserved hugepages")
+            ctx.warnings.append(
+                "the domain XML has no <memoryBacking><hugepages/>: QEMU will not use the "
+                "reserved hugepages"
+            )
         return math.ceil(memory_kib / kib)
 
     @classmethod
@@ -140,6 +190,8 @@ def reserve(host, pool: str, target: int, size: str) -> tuple[int, int]:
     step's time. Returns (pages in the pool, tries)."""
     got, tries = set_pool(host, pool, target, size), 1
     while got < target and tries < ATTEMPTS and host.time_left() > 0:
-        host.procfs.write("sys/vm/compact_memory", "1", effect=f"compact memory ({got} of {target} {size} pages)")
+        host.procfs.write(
+            "sys/vm/compact_memory", "1", effect=f"compact memory ({got} of {target} {size} pages)"
+        )
         got, tries = set_pool(host, pool, target, size), tries + 1
     return got, tries

@@ -8,7 +8,9 @@ from ..processes import SIGNALS, Process, send_signal, wait_for_exit
 from ..schema import Args, Device, Field, ListOf, Seconds, Str
 from .base import NotUndoable, StepContext
 
-PROCESS_NAME = Str("a process name as /proc/<pid>/comm shows it (at most 15 characters)", pattern=r"[^/\s]{1,15}")
+PROCESS_NAME = Str(
+    "a process name as /proc/<pid>/comm shows it (at most 15 characters)", pattern=r"[^/\s]{1,15}"
+)
 
 
 class KillHolders(NotUndoable):
@@ -23,14 +25,33 @@ class KillHolders(NotUndoable):
     or command is undoable)."""
 
     name = "kill_holders"
-    args = Args(fields=(Field("device", ListOf(Device()), required=True, doc="a device name, or a list of them"),
-                        Field("allow", ListOf(PROCESS_NAME), required=True,
-                              doc="the process names that may be ended (as `ps -o comm` shows them)"),
-                        Field("signal", Str("a signal: TERM, INT, HUP, QUIT or KILL", choices=SIGNALS), default="TERM",
-                              doc="the signal to send (default TERM)"),
-                        Field("timeout", Seconds(), default=10.0, doc="seconds to wait for them to exit (default 10)")))
+    args = Args(
+        fields=(
+            Field(
+                "device", ListOf(Device()), required=True, doc="a device name, or a list of them"
+            ),
+            Field(
+                "allow",
+                ListOf(PROCESS_NAME),
+                required=True,
+                doc="the process names that may be ended (as `ps -o comm` shows them)",
+            ),
+            Field(
+                "signal",
+                Str("a signal: TERM, INT, HUP, QUIT or KILL", choices=SIGNALS),
+                default="TERM",
+                doc="the signal to send (default TERM)",
+            ),
+            Field(
+                "timeout",
+                Seconds(),
+                default=10.0,
+                doc="seconds to wait for them to exit (default 10)",
+            ),
+        )
+    )
     default_timeout = 30.0
-    undo_note = 'nothing (ended processes are not started again)'
+    undo_note = "nothing (ended processes are not started again)"
 
     def addresses(self) -> list[str]:
         return list(self.values["device"])
@@ -41,23 +62,36 @@ class KillHolders(NotUndoable):
 
     def apply(self, ctx: StepContext) -> dict:
         host = ctx.host
-        holders = [(address, h) for address in self.values["device"] for h in find_holders(host, address)]
+        holders = [
+            (address, h) for address in self.values["device"] for h in find_holders(host, address)
+        ]
         if not holders:
             host.record("no process holds " + ", ".join(self.values["device"]), "nothing to do")
             return {"ended": []}
         vital = [h for _, h in holders if h.pid in (1, os.getpid())]
         if vital:
-            raise HostError(f"{vital[0].command} (pid {vital[0].pid}) holds {vital[0].path}; init and the hook itself "
-                            f"are never ended")
+            raise HostError(
+                f"{vital[0].command} (pid {vital[0].pid}) holds {vital[0].path}; init and the hook itself "
+                f"are never ended"
+            )
         refused = [(a, h) for a, h in holders if h.command not in self.values["allow"]]
         if refused:
-            raise HostError("refusing to end processes not in allow: " + "; ".join(
-                f"{h.command} (pid {h.pid}) holds {h.path} of {ctx.label(a)}" for a, h in refused),
-                hint="add their names to allow: if they may be ended, or stop them in an earlier step")
+            raise HostError(
+                "refusing to end processes not in allow: "
+                + "; ".join(
+                    f"{h.command} (pid {h.pid}) holds {h.path} of {ctx.label(a)}"
+                    for a, h in refused
+                ),
+                hint="add their names to allow: if they may be ended, or stop them in an earlier step",
+            )
         processes = list({h.pid: Process(h.pid, h.command) for _, h in holders}.values())
         send_signal(host, processes, self.values["signal"])
         left = wait_for_exit(host, processes, self.values["timeout"])
         if left:
-            raise HostError(", ".join(str(p) for p in left) + f" did not exit within {self.values['timeout']:g} s "
-                            f"of SIG{self.values['signal']}", hint="use signal: KILL, or a longer timeout")
+            raise HostError(
+                ", ".join(str(p) for p in left)
+                + f" did not exit within {self.values['timeout']:g} s "
+                f"of SIG{self.values['signal']}",
+                hint="use signal: KILL, or a longer timeout",
+            )
         return {"ended": [p.to_json() for p in processes]}

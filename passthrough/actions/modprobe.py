@@ -12,7 +12,9 @@ MODULE = Str("a module name", pattern=r"[A-Za-z0-9_-]+")
 
 def _one_of_load_or_remove(values: dict, node) -> None:
     if bool(values["load"]) == bool(values["remove"]):
-        raise Invalid(node, "modprobe takes either a list of modules to load or {remove: [...]}, not both")
+        raise Invalid(
+            node, "modprobe takes either a list of modules to load or {remove: [...]}, not both"
+        )
 
 
 def bound_devices(host, module: str) -> list[str]:
@@ -20,7 +22,9 @@ def bound_devices(host, module: str) -> list[str]:
     silently unbind them and leave them without a driver)."""
     for driver in driver_names(module):
         entries = host.sysfs.listdir(f"bus/pci/drivers/{driver}")
-        devices = [e for e in entries if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", e)]
+        devices = [
+            e for e in entries if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", e)
+        ]
         if devices:
             return devices
     return []
@@ -34,8 +38,10 @@ class Modprobe(Action):
 
     name = "modprobe"
     args = Args(
-        fields=(Field("load", ListOf(MODULE), doc="modules to load, in order"),
-                Field("remove", ListOf(MODULE), doc="modules to unload, in order")),
+        fields=(
+            Field("load", ListOf(MODULE), doc="modules to load, in order"),
+            Field("remove", ListOf(MODULE), doc="modules to unload, in order"),
+        ),
         shorthand="load",
         check_all=_one_of_load_or_remove,
     )
@@ -54,8 +60,11 @@ class Modprobe(Action):
                     continue
                 holders = bound_devices(ctx.host, module)
                 if holders and not ctx.force:
-                    raise HostError(f"module {module} still drives {', '.join(holders)}; unloading it would "
-                                    f"leave them without a driver", hint="detach or rebind them first, or set force: true")
+                    raise HostError(
+                        f"module {module} still drives {', '.join(holders)}; unloading it would "
+                        f"leave them without a driver",
+                        hint="detach or rebind them first, or set force: true",
+                    )
                 record["unloaded"].append(module)
                 ctx.note(record)
                 modules.unload(module)
@@ -105,8 +114,10 @@ class Modprobe(Action):
         if kept:
             # Not done: the journal keeps the step, and the next release or recover retries it
             # once those devices are back on their own drivers.
-            raise HostError("left loaded: " + "; ".join(kept),
-                            hint="modprobe -r would leave those devices without a driver")
+            raise HostError(
+                "left loaded: " + "; ".join(kept),
+                hint="modprobe -r would leave those devices without a driver",
+            )
 
     @classmethod
     def describe_undo(cls, record: dict) -> str:

@@ -16,9 +16,18 @@ class ResizeBar(Action):
     checked in `resource`. Undo puts the original size back the same way."""
 
     name = "resize_bar"
-    args = Args(fields=(Field("device", Device(), required=True, doc="a device name from `devices:`"),
-                        Field("bar", Int("a BAR number", 0, 5), required=True, doc="the BAR number (0-5)"),
-                        Field("size", BarSize(), required=True, doc="the new size: 8MiB, 256M, 1GiB, or n for 2^n MiB")))
+    args = Args(
+        fields=(
+            Field("device", Device(), required=True, doc="a device name from `devices:`"),
+            Field("bar", Int("a BAR number", 0, 5), required=True, doc="the BAR number (0-5)"),
+            Field(
+                "size",
+                BarSize(),
+                required=True,
+                doc="the new size: 8MiB, 256M, 1GiB, or n for 2^n MiB",
+            ),
+        )
+    )
     default_timeout = 60.0
 
     def addresses(self) -> list[str]:
@@ -34,20 +43,32 @@ class ResizeBar(Action):
         device.require()
         supported = device.resizable_sizes(bar)
         if supported is None:
-            raise HostError(f"BAR {bar} has no Resizable BAR capability (no resource{bar}_resize)",
-                            device=device.address,
-                            hint="enable Resizable BAR / Above 4G decoding in the firmware, or check the BAR number")
+            raise HostError(
+                f"BAR {bar} has no Resizable BAR capability (no resource{bar}_resize)",
+                device=device.address,
+                hint="enable Resizable BAR / Above 4G decoding in the firmware, or check the BAR number",
+            )
         if (1 << exponent) not in supported:
             sizes = ", ".join(format_mib(m) for m in supported) or "none"
-            raise HostError(f"BAR {bar} does not support {format_mib(1 << exponent)}; supported sizes: {sizes}",
-                            device=device.address)
+            raise HostError(
+                f"BAR {bar} does not support {format_mib(1 << exponent)}; supported sizes: {sizes}",
+                device=device.address,
+            )
         before_size = device.bar_size(bar)
-        record = {"address": device.address, "name": self.names.get(device.address), "bar": bar,
-                  "before_size": before_size, "size": 1 << (20 + exponent), "binding": device.binding().to_json(),
-                  "changed": before_size != 1 << (20 + exponent)}
+        record = {
+            "address": device.address,
+            "name": self.names.get(device.address),
+            "bar": bar,
+            "before_size": before_size,
+            "size": 1 << (20 + exponent),
+            "binding": device.binding().to_json(),
+            "changed": before_size != 1 << (20 + exponent),
+        }
         if not record["changed"]:
-            ctx.host.record(f"BAR {bar} of {device.address} is already {format_bytes(before_size or 0)}",
-                            "nothing to do")
+            ctx.host.record(
+                f"BAR {bar} of {device.address} is already {format_bytes(before_size or 0)}",
+                "nothing to do",
+            )
             return record
         check_not_needed(ctx.host, device.address, ctx.force, f"resize {ctx.label(device.address)}")
         ctx.note(record)
@@ -67,7 +88,9 @@ class ResizeBar(Action):
         if binding.driver is None:
             binding = Binding.from_json(record["binding"])
         if device.bar_size(record["bar"]) == record["before_size"]:
-            device.restore(binding)  # the resize never happened; only the binding may need putting back
+            device.restore(
+                binding
+            )  # the resize never happened; only the binding may need putting back
             return
         set_size(device, record["bar"], record["before_size"], binding)
 
@@ -75,8 +98,10 @@ class ResizeBar(Action):
     def describe_undo(cls, record: dict) -> str:
         if not record.get("changed"):
             return "nothing (the BAR already had that size)"
-        return (f"resize BAR {record['bar']} of {record.get('name') or record['address']} back to "
-                f"{format_bytes(record['before_size'])}")
+        return (
+            f"resize BAR {record['bar']} of {record.get('name') or record['address']} back to "
+            f"{format_bytes(record['before_size'])}"
+        )
 
 
 def set_size(device: PciDevice, bar: int, size: int, binding: Binding) -> None:
@@ -90,5 +115,8 @@ def set_size(device: PciDevice, bar: int, size: int, binding: Binding) -> None:
         device.restore(binding)
     now = device.bar_size(bar)
     if now != size:
-        raise HostError(f"the kernel accepted the resize of BAR {bar} but it is {format_bytes(now or 0)}, "
-                        f"not {format_bytes(size)}", device=device.address)
+        raise HostError(
+            f"the kernel accepted the resize of BAR {bar} but it is {format_bytes(now or 0)}, "
+            f"not {format_bytes(size)}",
+            device=device.address,
+        )

@@ -12,11 +12,15 @@ def check_ownership(path: str, shown: str) -> None:
     """A root hook runs these as root: refuse what another user could have written."""
     info = os.stat(path)
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise HostError(f"{shown} is writable by its group or by everyone, and would run as root",
-                        hint=f"chmod go-w {shown}")
+        raise HostError(
+            f"{shown} is writable by its group or by everyone, and would run as root",
+            hint=f"chmod go-w {shown}",
+        )
     if info.st_uid not in (0, os.geteuid()):
-        raise HostError(f"{shown} belongs to uid {info.st_uid}, not root, and would run as root",
-                        hint=f"chown root {shown}")
+        raise HostError(
+            f"{shown} belongs to uid {info.st_uid}, not root, and would run as root",
+            hint=f"chown root {shown}",
+        )
 
 
 def find_scripts(root: str, directory: str, event: str) -> tuple[list[str], list[str]]:
@@ -52,10 +56,20 @@ class Scripts(NotUndoable):
     release/end are what undoes them."""
 
     name = "scripts"
-    args = Args(fields=(Field("dir", AbsolutePath("the directory of a domain's scripts, from /"), required=True,
-                              doc="e.g. /etc/libvirt/hooks/qemu.d/win10"),
-                        Field("each", Seconds(), default=120.0, doc="seconds each script may run (default 120)")),
-                shorthand="dir")
+    args = Args(
+        fields=(
+            Field(
+                "dir",
+                AbsolutePath("the directory of a domain's scripts, from /"),
+                required=True,
+                doc="e.g. /etc/libvirt/hooks/qemu.d/win10",
+            ),
+            Field(
+                "each", Seconds(), default=120.0, doc="seconds each script may run (default 120)"
+            ),
+        ),
+        shorthand="dir",
+    )
     default_timeout = 300.0
     undo_note = "nothing (scripts are not undone; release/end's scripts do that)"
 
@@ -74,6 +88,9 @@ class Scripts(NotUndoable):
         operation, sub_operation = ctx.event.split("/")
         xml = host.domain_xml.encode()
         for script in scripts:
-            host.commands.run([script, ctx.domain, operation, sub_operation, "-"], timeout=self.values["each"],
-                              stdin=xml)
+            host.commands.run(
+                [script, ctx.domain, operation, sub_operation, "-"],
+                timeout=self.values["each"],
+                stdin=xml,
+            )
         return {"ran": scripts}

@@ -19,16 +19,16 @@ def _undo_needs_restore(values: dict, node) -> None:
 
 def read_value(host, path: str) -> str | None:
     if path.startswith("/sys/"):
-        return host.sysfs.read(path[len("/sys/"):])
-    text = host.procfs.read(path[len("/proc/"):])
+        return host.sysfs.read(path[len("/sys/") :])
+    text = host.procfs.read(path[len("/proc/") :])
     return None if text is None else text.strip()
 
 
 def write_value(host, path: str, value: str, effect: str) -> None:
     if path.startswith("/sys/"):
-        host.sysfs.write(path[len("/sys/"):], value, effect=effect)
+        host.sysfs.write(path[len("/sys/") :], value, effect=effect)
     else:
-        host.procfs.write(path[len("/proc/"):], value, effect=effect)
+        host.procfs.write(path[len("/proc/") :], value, effect=effect)
 
 
 def current_setting(text: str) -> str:
@@ -45,11 +45,15 @@ class SysfsWrite(Action):
     as not undone in the plan)."""
 
     name = "sysfs"
-    args = Args(fields=(Field("path", KERNEL_PATH, required=True, doc="the file, under /sys or /proc/sys"),
-                        Field("value", VALUE, required=True, doc="what to write"),
-                        Field("undo_value", VALUE, doc="what undo writes (default: the value read before)"),
-                        Field("restore", Bool(), default=True, doc="false: leave the new value after the VM")),
-                check_all=_undo_needs_restore)
+    args = Args(
+        fields=(
+            Field("path", KERNEL_PATH, required=True, doc="the file, under /sys or /proc/sys"),
+            Field("value", VALUE, required=True, doc="what to write"),
+            Field("undo_value", VALUE, doc="what undo writes (default: the value read before)"),
+            Field("restore", Bool(), default=True, doc="false: leave the new value after the VM"),
+        ),
+        check_all=_undo_needs_restore,
+    )
     default_timeout = 20.0
 
     def describe(self) -> str:
@@ -62,16 +66,27 @@ class SysfsWrite(Action):
         restore_to = self.values["undo_value"]
         if self.values["restore"] and restore_to is None:
             if before is None:
-                raise HostError(f"cannot read {path} to restore it after the VM",
-                                hint="give undo_value, or restore: false to leave it changed")
+                raise HostError(
+                    f"cannot read {path} to restore it after the VM",
+                    hint="give undo_value, or restore: false to leave it changed",
+                )
             restore_to = current_setting(before)
-        record = {"path": path, "value": value, "restore_to": restore_to if self.values["restore"] else None}
+        record = {
+            "path": path,
+            "value": value,
+            "restore_to": restore_to if self.values["restore"] else None,
+        }
         if before is not None and current_setting(before) == value:
             ctx.host.record(f"{path} is {value} already", "nothing to do")
             record["restore_to"] = None
             return record
         ctx.note(record)
-        write_value(ctx.host, path, value, effect=f"{current_setting(before) if before is not None else '?'} → {value}")
+        write_value(
+            ctx.host,
+            path,
+            value,
+            effect=f"{current_setting(before) if before is not None else '?'} → {value}",
+        )
         return record
 
     @classmethod
@@ -81,8 +96,12 @@ class SysfsWrite(Action):
     @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
         now = read_value(ctx.host, record["path"])
-        write_value(ctx.host, record["path"], record["restore_to"],
-                    effect=f"{current_setting(now) if now is not None else '?'} → {record['restore_to']}")
+        write_value(
+            ctx.host,
+            record["path"],
+            record["restore_to"],
+            effect=f"{current_setting(now) if now is not None else '?'} → {record['restore_to']}",
+        )
 
     @classmethod
     def describe_undo(cls, record: dict) -> str:

@@ -11,9 +11,11 @@ class Undo(NotUndoable):
     own; write it to add steps before or after the undo."""
 
     name = "undo"
-    args = Args(fields=(Field("event", Event(), required=True, doc="the event whose changes to undo"),),
-                shorthand="event")
-    undo_note = 'nothing (an undo is not redone)'
+    args = Args(
+        fields=(Field("event", Event(), required=True, doc="the event whose changes to undo"),),
+        shorthand="event",
+    )
+    undo_note = "nothing (an undo is not redone)"
 
     def describe(self) -> str:
         return f"undo what {self.values['event']} changed, in reverse order"

@@ -31,9 +31,11 @@ def set_bound(host, console: str, name: str, bound: bool) -> None:
     host.sysfs.write(f"{CLASS_DIR}/{console}/bind", value, effect=f"{console} {name}: {effect}")
     # The kernel accepts the write and keeps the last console driver bound; say so.
     if host.sysfs.read(f"{CLASS_DIR}/{console}/bind") != value:
-        raise HostError(f"the kernel kept {console} ({name}) {'unbound' if bound else 'bound'} after writing "
-                        f"{value} to /sys/{CLASS_DIR}/{console}/bind",
-                        hint="see `dmesg`; a console driver stays bound when it is the only one left")
+        raise HostError(
+            f"the kernel kept {console} ({name}) {'unbound' if bound else 'bound'} after writing "
+            f"{value} to /sys/{CLASS_DIR}/{console}/bind",
+            hint="see `dmesg`; a console driver stays bound when it is the only one left",
+        )
 
 
 class VtConsoles(Action):
@@ -73,4 +75,8 @@ class VtConsoles(Action):
     @classmethod
     def describe_undo(cls, record: dict) -> str:
         consoles = [e["console"] for e in reversed(record.get("unbound", []))]
-        return "bind " + ", ".join(consoles) + " again" if consoles else "nothing (no console was unbound)"
+        return (
+            "bind " + ", ".join(consoles) + " again"
+            if consoles
+            else "nothing (no console was unbound)"
+        )

@@ -49,7 +49,9 @@ class Host:
     deadline: float | None = None  # monotonic time the current step must end by
     force: bool = False  # the current step's `force: true`: safety refusals become plan notes
     operation_timeout: float = OPERATION_TIMEOUT
-    step_cache: dict = field(default_factory=dict)  # facts read once per step; emptied by the runner
+    step_cache: dict = field(
+        default_factory=dict
+    )  # facts read once per step; emptied by the runner
     # How long a probe may take to show up as a driver link. Probes are synchronous for
     # most drivers; some probe asynchronously, and firmware loading takes time.
     bind_wait: float = 5.0

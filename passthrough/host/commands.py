@@ -26,7 +26,10 @@ def resolve(program: str) -> str:
         return program
     found = shutil.which(program, path=SYSTEM_PATH)
     if not found:
-        raise HostError(f"`{program}` was not found in {SYSTEM_PATH}", hint="install it or give an absolute path")
+        raise HostError(
+            f"`{program}` was not found in {SYSTEM_PATH}",
+            hint="install it or give an absolute path",
+        )
     return found
 
 
@@ -37,12 +40,19 @@ def run(argv: list[str], timeout: float, stdin: bytes | None = None) -> subproce
     full = [resolve(argv[0]), *argv[1:]]
     try:
         result = subprocess.run(
-            full, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True, timeout=timeout, cwd="/",
-            env={"PATH": SYSTEM_PATH, "LC_ALL": "C"}, check=False,
+            full,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            cwd="/",
+            env={"PATH": SYSTEM_PATH, "LC_ALL": "C"},
+            check=False,
         )
     except subprocess.TimeoutExpired:
-        raise StepTimeout(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s (killed)") from None
+        raise StepTimeout(
+            f"`{' '.join(argv)}` did not finish within {timeout:.0f} s (killed)"
+        ) from None
     if result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stderr.decode(errors="replace"))
     return result
@@ -66,27 +76,43 @@ class Commands:
         from ..errors import UnsafeOperation
 
         if Path(self.root).resolve() != Path("/"):
-            raise UnsafeOperation(f"cannot run `{' '.join(argv)}` with --root {self.root}: it would act on "
-                                  f"this machine, not on the tree")
+            raise UnsafeOperation(
+                f"cannot run `{' '.join(argv)}` with --root {self.root}: it would act on "
+                f"this machine, not on the tree"
+            )
 
     def query(self, argv: list[str], timeout: float = 10.0) -> str:
         self._guard(argv)
         return run(argv, min(timeout, self.host.time_left(timeout))).stdout.decode(errors="replace")
 
-    def run(self, argv: list[str], timeout: float | None = None, stdin: bytes | None = None,
-            effect: str = "") -> str:
+    def run(
+        self,
+        argv: list[str],
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        effect: str = "",
+    ) -> str:
         self._guard(argv)
         self.host.record(" ".join(argv), effect)
         # A command is often the whole step (`command:`, `scripts:`), so without its own
         # timeout it gets what is left of the step's, not the per-write bound.
-        limit = self.host.time_left(3600.0) if timeout is None else min(timeout, self.host.time_left(timeout))
+        limit = (
+            self.host.time_left(3600.0)
+            if timeout is None
+            else min(timeout, self.host.time_left(timeout))
+        )
         return run(argv, limit, stdin).stdout.decode(errors="replace")
 
 
 class RecordedCommands(Commands):
     """The dry run's commands: queries run (on / only), changes are only recorded."""
 
-    def run(self, argv: list[str], timeout: float | None = None, stdin: bytes | None = None,
-            effect: str = "") -> str:
+    def run(
+        self,
+        argv: list[str],
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        effect: str = "",
+    ) -> str:
         self.host.record(" ".join(argv), effect)
         return ""

@@ -47,7 +47,9 @@ def _invalid() -> OSError:
 
 
 class SystemFiles:
-    def __init__(self, store: FilesStore, hugepage_limit: Callable[[int], int | None] = lambda kib: None):
+    def __init__(
+        self, store: FilesStore, hugepage_limit: Callable[[int], int | None] = lambda kib: None
+    ):
         self.store = store
         # How many pages of a size the kernel can hold at most right now (None: no limit);
         # the fake kernel uses it to give fewer pages than asked, as a fragmented host does.
@@ -55,9 +57,14 @@ class SystemFiles:
 
     def write(self, rel: str, value: str) -> None:
         text = value.strip()
-        for pattern, handler in ((_VTCONSOLE, self._vtconsole), (_PLATFORM, self._platform),
-                                 (_HUGEPAGES, self._hugepages), (_GOVERNOR, self._governor),
-                                 (_CPUSET, self._cpuset), (_SUBTREE, self._subtree)):
+        for pattern, handler in (
+            (_VTCONSOLE, self._vtconsole),
+            (_PLATFORM, self._platform),
+            (_HUGEPAGES, self._hugepages),
+            (_GOVERNOR, self._governor),
+            (_CPUSET, self._cpuset),
+            (_SUBTREE, self._subtree),
+        ):
             match = pattern.match(rel)
             if match:
                 return handler(rel, match, text)
@@ -71,8 +78,15 @@ class SystemFiles:
         if text not in ("0", "1"):
             raise _invalid()
         base = match.group(1)
-        consoles = [n for n in range(MAX_CONSOLE_DRIVERS) if self.store.read(f"{base}vtcon{n}/bind") is not None]
-        dummy = next((n for n in consoles if "dummy" in (self.store.read(f"{base}vtcon{n}/name") or "")), None)
+        consoles = [
+            n
+            for n in range(MAX_CONSOLE_DRIVERS)
+            if self.store.read(f"{base}vtcon{n}/bind") is not None
+        ]
+        dummy = next(
+            (n for n in consoles if "dummy" in (self.store.read(f"{base}vtcon{n}/name") or "")),
+            None,
+        )
         this = int(match.group(2))
         bound = [n for n in consoles if self.store.read(f"{base}vtcon{n}/bind") == "1"]
         if text == "1":
@@ -135,7 +149,9 @@ class SystemFiles:
         parent = group.rsplit("/", 1)[0]
         # The file is there when the parent enables cpuset for its children.
         enabled = "cpuset" in (self.store.read(f"{parent}/cgroup.subtree_control") or "").split()
-        if not self.store.exists(rel) and not (enabled and self.store.exists(f"{group}/cgroup.controllers")):
+        if not self.store.exists(rel) and not (
+            enabled and self.store.exists(f"{group}/cgroup.controllers")
+        ):
             raise OSError(errno.ENOENT, "No such file or directory")
         self.store.set_text(rel, format_cpu_list(cpus))
 

@@ -33,9 +33,13 @@ class Store(Protocol):
 
 
 class KernelModel:
-    def __init__(self, store: Store, native_driver: Callable[[str], str | None],
-                 can_bind: Callable[[str, str], bool] = lambda address, driver: True,
-                 files: "SystemFiles | None" = None):
+    def __init__(
+        self,
+        store: Store,
+        native_driver: Callable[[str], str | None],
+        can_bind: Callable[[str, str], bool] = lambda address, driver: True,
+        files: "SystemFiles | None" = None,
+    ):
         self.store = store
         # Control files outside the PCI bus (consoles, hugepages, cpufreq, cgroups).
         self.files = files or SystemFiles(store)  # type: ignore[arg-type]
@@ -90,7 +94,11 @@ class KernelModel:
             return
         wanted = self.override(address) or self.native_driver(address)
         # The trap: success is returned whether or not a driver took the device.
-        if wanted and self.store.exists(f"bus/pci/drivers/{wanted}") and self.can_bind(address, wanted):
+        if (
+            wanted
+            and self.store.exists(f"bus/pci/drivers/{wanted}")
+            and self.can_bind(address, wanted)
+        ):
             self.store.set_driver_link(address, wanted)
 
     def bind(self, address: str, driver: str) -> None:

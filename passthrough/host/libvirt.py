@@ -25,19 +25,25 @@ class NodeDevices:
     def _lookup(self, address: str):
         if self.root.resolve() != Path("/"):
             raise UnsafeOperation(
-                f"libvirt acts on the real host, not on --root {self.root}; use `via: sysfs` or --dry-run")
+                f"libvirt acts on the real host, not on --root {self.root}; use `via: sysfs` or --dry-run"
+            )
         try:
             import libvirt
         except ImportError:
-            raise HostError("the libvirt Python bindings are not installed",
-                            hint="install python3-libvirt, or use `via: sysfs`") from None
+            raise HostError(
+                "the libvirt Python bindings are not installed",
+                hint="install python3-libvirt, or use `via: sysfs`",
+            ) from None
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # no stray prints on stderr
         try:
             if self._connection is None:
-                self._connection = self.host.bounded(f"connecting to {self.uri}", lambda: libvirt.open(self.uri))
+                self._connection = self.host.bounded(
+                    f"connecting to {self.uri}", lambda: libvirt.open(self.uri)
+                )
             name = nodedev_name(address)
-            return self.host.bounded(f"looking up {name}",
-                                     lambda: self._connection.nodeDeviceLookupByName(name))
+            return self.host.bounded(
+                f"looking up {name}", lambda: self._connection.nodeDeviceLookupByName(name)
+            )
         except libvirt.libvirtError as exc:
             raise HostError(f"libvirt: {exc.get_error_message()}", device=address) from None
 
@@ -47,7 +53,9 @@ class NodeDevices:
         try:
             self.host.bounded(f"libvirt {what} of {address}", call)
         except libvirt.libvirtError as exc:
-            raise HostError(f"libvirt {what} failed: {exc.get_error_message()}", device=address) from None
+            raise HostError(
+                f"libvirt {what} failed: {exc.get_error_message()}", device=address
+            ) from None
 
     def detach(self, address: str, driver: str, effect: str) -> None:
         """virNodeDeviceDetachFlags(dev, "vfio"): libvirt sets driver_override, unbinds and probes."""

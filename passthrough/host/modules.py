@@ -40,18 +40,22 @@ class Modules:
     def is_builtin(self, module: str) -> bool:
         name = canonical(module)
         return (self.root / "sys" / "module" / name).is_dir() and not (
-            self.root / "sys" / "module" / name / "initstate").exists()
+            self.root / "sys" / "module" / name / "initstate"
+        ).exists()
 
     def _guard(self, verb: str, module: str) -> None:
         if self.root.resolve() != Path("/"):
             raise UnsafeOperation(
                 f"cannot {verb} module {module} with --root {self.root}: modprobe acts on the running "
-                f"kernel, not on the tree; use --dry-run")
+                f"kernel, not on the tree; use --dry-run"
+            )
 
     def load(self, module: str) -> None:
         self._guard("load", module)
         self.host.record(f"modprobe {module}", f"{module}: not loaded → loaded")
-        self.host.bounded(f"modprobe {module}", lambda: commands.run(["modprobe", module], self.host.time_left()))
+        self.host.bounded(
+            f"modprobe {module}", lambda: commands.run(["modprobe", module], self.host.time_left())
+        )
 
     def in_use(self, module: str) -> bool:
         """Whether the module is held (reference count above 0 in /proc/modules) or built in."""
@@ -70,8 +74,10 @@ class Modules:
         self._guard("unload", module)
         self.host.record(f"modprobe -r {module}", f"{module}: loaded → not loaded")
         try:
-            self.host.bounded(f"modprobe -r {module}",
-                              lambda: commands.run(["modprobe", "-r", module], self.host.time_left()))
+            self.host.bounded(
+                f"modprobe -r {module}",
+                lambda: commands.run(["modprobe", "-r", module], self.host.time_left()),
+            )
         except commands.CommandError:
             # kmod removes a module's post-softdeps first, with their dependencies once unused,
             # which can be the module itself (vfio → vfio_iommu_type1 → vfio); it then fails

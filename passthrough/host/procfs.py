@@ -47,4 +47,6 @@ class Procfs:
         try:
             self.host.bounded(f"writing /proc/{rel}", lambda: path.write_text(value))
         except OSError as exc:
-            raise HostError(f"writing {value.strip()!r} to /proc/{rel} failed: {exc.strerror}") from None
+            raise HostError(
+                f"writing {value.strip()!r} to /proc/{rel} failed: {exc.strerror}"
+            ) from None

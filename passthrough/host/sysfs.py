@@ -81,12 +81,17 @@ class Sysfs:
         self.host.record(f"write {value.strip() or repr(value)} > {shown}", effect)
 
         try:
-            self.host.bounded(f"writing {value.strip()!r} to {shown}", lambda: self._apply(rel, path, value))
+            self.host.bounded(
+                f"writing {value.strip()!r} to {shown}", lambda: self._apply(rel, path, value)
+            )
         except OSError as exc:
             hint = ERRNO_HINTS.get(exc.errno, "")
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise HostError(f"writing {value.strip()!r} to {shown} failed: {reason}", device=device,
-                            hint=hint or None) from None
+            raise HostError(
+                f"writing {value.strip()!r} to {shown} failed: {reason}",
+                device=device,
+                hint=hint or None,
+            ) from None
 
     def _apply(self, rel: str, path: Path, value: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as `echo value > file` does

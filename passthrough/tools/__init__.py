@@ -13,8 +13,14 @@ from __future__ import annotations
 
 # subcommand -> module under passthrough/tools/
 MODULES = {
-    "iommu": "iommu", "check": "check", "init": "init", "edit": "edit", "status": "status",
-    "snapshot": "snapshot", "schema": "profile_schema", "completion": "completion",
+    "iommu": "iommu",
+    "check": "check",
+    "init": "init",
+    "edit": "edit",
+    "status": "status",
+    "snapshot": "snapshot",
+    "schema": "profile_schema",
+    "completion": "completion",
 }
 
 

@@ -18,19 +18,34 @@ from typing import TextIO
 
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..units import format_bytes, format_mib
-from .common import (PROG, add_config_dir, add_domain_xml, add_json, add_root, config_dir, existing_profile,
-                     parser_for, wrap)
+from .common import (
+    PROG,
+    add_config_dir,
+    add_domain_xml,
+    add_json,
+    add_root,
+    config_dir,
+    existing_profile,
+    parser_for,
+    wrap,
+)
 from .facts import VFIO_MODULES, HostFacts, PciFunction, card_conflicts
 from .libvirt_domain import DomainXml, DomainXmlError, hostdev_snippet
 from .naming import suggest_names
 
 SEVERITIES = ("error", "warning", "info", "ok")
 # Text that marks a hook file as ours: install.sh's marker, or the source file itself.
-HOOK_MARKERS = (b"installed by passthrough-hook install.sh", b"from passthrough.cli import hook_main")
+HOOK_MARKERS = (
+    b"installed by passthrough-hook install.sh",
+    b"from passthrough.cli import hook_main",
+)
 # A group is viable for vfio when each device is a bridge, has no driver, or is on one of
 # these (pci-stub, like vfio-pci, leaves DMA to its owner); linux drivers/vfio/group.c.
 VFIO_VIABLE_DRIVERS = (None, "vfio-pci", "pci-stub")
-DAEMONS = ("virtqemud", "libvirtd")  # the modular daemon first: it is the one that runs hooks when present
+DAEMONS = (
+    "virtqemud",
+    "libvirtd",
+)  # the modular daemon first: it is the one that runs hooks when present
 
 
 @dataclass(frozen=True)
@@ -43,9 +58,12 @@ class Finding:
 
 
 def build_parser():
-    parser = parser_for("check", "Preflight: check a domain's profile against this host and the domain's XML "
-                                 "(IOMMU, devices, IOMMU groups, vfio modules, BAR sizes, the hook, Code 43 "
-                                 "traps). Exits 1 when a check finds an error.")
+    parser = parser_for(
+        "check",
+        "Preflight: check a domain's profile against this host and the domain's XML "
+        "(IOMMU, devices, IOMMU groups, vfio modules, BAR sizes, the hook, Code 43 "
+        "traps). Exits 1 when a check finds an error.",
+    )
     add_root(parser)
     add_config_dir(parser)
     add_domain_xml(parser)
@@ -69,16 +87,37 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     return EXIT_FAILED if any(f.severity == "error" for f in findings) else EXIT_OK
 
 
-def print_findings(domain: str, profile_path: str, root: str, xml: DomainXml | None, findings: list[Finding],
-                   as_json: bool, out: TextIO) -> None:
+def print_findings(
+    domain: str,
+    profile_path: str,
+    root: str,
+    xml: DomainXml | None,
+    findings: list[Finding],
+    as_json: bool,
+    out: TextIO,
+) -> None:
     counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
     if as_json:
-        print(json.dumps({"domain": domain, "profile": profile_path, "root": str(root),
-                          "xml": xml.source if xml else None, "counts": counts,
-                          "findings": [asdict(f) for f in findings]}, indent=2), file=out)
+        print(
+            json.dumps(
+                {
+                    "domain": domain,
+                    "profile": profile_path,
+                    "root": str(root),
+                    "xml": xml.source if xml else None,
+                    "counts": counts,
+                    "findings": [asdict(f) for f in findings],
+                },
+                indent=2,
+            ),
+            file=out,
+        )
         return
-    print(f"Preflight of {domain} (profile {profile_path}, host {root}, "
-          f"XML {xml.source if xml else 'not available'}):", file=out)
+    print(
+        f"Preflight of {domain} (profile {profile_path}, host {root}, "
+        f"XML {xml.source if xml else 'not available'}):",
+        file=out,
+    )
     print(findings_text(findings), end="", file=out)
     print(summary(domain, counts), file=out)
 
@@ -96,7 +135,9 @@ def findings_text(findings: list[Finding]) -> str:
 
 
 def summary(domain: str, counts: dict[str, int]) -> str:
-    problems = [f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in ("error", "warning") if counts[s]]
+    problems = [
+        f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in ("error", "warning") if counts[s]
+    ]
     if counts["error"]:
         return f"{', '.join(problems)}: fix the errors before starting {domain}."
     if counts["warning"]:
@@ -105,8 +146,14 @@ def summary(domain: str, counts: dict[str, int]) -> str:
 
 
 class Preflight:
-    def __init__(self, domain: str, profile, facts: HostFacts, xml: DomainXml | None,
-                 xml_problem: DomainXmlError | None = None):
+    def __init__(
+        self,
+        domain: str,
+        profile,
+        facts: HostFacts,
+        xml: DomainXml | None,
+        xml_problem: DomainXmlError | None = None,
+    ):
         self.domain = domain
         self.profile = profile
         self.facts = facts
@@ -126,7 +173,9 @@ class Preflight:
         return f"{name} ({address})" if name else address
 
     def steps(self, action: str):
-        return [s for steps in self.profile.events.values() for s in steps if s.action.name == action]
+        return [
+            s for steps in self.profile.events.values() for s in steps if s.action.name == action
+        ]
 
     def vfio_devices(self) -> bool:
         """Whether any step moves a device to vfio-pci."""
@@ -150,8 +199,15 @@ class Preflight:
     def iommu(self) -> list[Finding]:
         groups = self.facts.groups()
         if not groups:
-            return [Finding("error", "iommu", "the kernel has no IOMMU groups: the IOMMU is off, so vfio-pci "
-                                              "cannot take any device", self.facts.no_iommu_advice())]
+            return [
+                Finding(
+                    "error",
+                    "iommu",
+                    "the kernel has no IOMMU groups: the IOMMU is off, so vfio-pci "
+                    "cannot take any device",
+                    self.facts.no_iommu_advice(),
+                )
+            ]
         return [Finding("ok", "iommu", f"IOMMU on ({len(groups)} groups)")]
 
     def devices(self) -> list[Finding]:
@@ -159,9 +215,15 @@ class Preflight:
         for name, address in self.profile.devices.items():
             fn = self.facts.function(address)
             if fn is None:
-                findings.append(Finding("error", "devices", f"{name} ({address}) is not a PCI device of this host",
-                                        f"correct its address under devices: in {self.profile.path} "
-                                        f"(`{PROG} iommu` lists this host's devices)"))
+                findings.append(
+                    Finding(
+                        "error",
+                        "devices",
+                        f"{name} ({address}) is not a PCI device of this host",
+                        f"correct its address under devices: in {self.profile.path} "
+                        f"(`{PROG} iommu` lists this host's devices)",
+                    )
+                )
             else:
                 present.append(f"{name} {address} ({fn.class_name}, {fn.driver or 'no driver'})")
         if present and not findings:
@@ -181,72 +243,124 @@ class Preflight:
             if fn is None:
                 continue
             if fn.group is None:
-                findings.append(Finding("error", "groups", f"{name} ({address}) is in no IOMMU group, so vfio-pci "
-                                                           f"cannot take it", self.facts.no_iommu_advice()))
+                findings.append(
+                    Finding(
+                        "error",
+                        "groups",
+                        f"{name} ({address}) is in no IOMMU group, so vfio-pci cannot take it",
+                        self.facts.no_iommu_advice(),
+                    )
+                )
                 continue
             if fn.group in seen:
                 continue
             seen.add(fn.group)
             members = self.facts.group_members(fn.group)
-            missing = [m for m in members if m.address not in detached and not m.is_bridge
-                       and m.driver not in VFIO_VIABLE_DRIVERS]
-            owners = ", ".join(self.label(m.address) for m in members if m.address in profile_addresses)
+            missing = [
+                m
+                for m in members
+                if m.address not in detached
+                and not m.is_bridge
+                and m.driver not in VFIO_VIABLE_DRIVERS
+            ]
+            owners = ", ".join(
+                self.label(m.address) for m in members if m.address in profile_addresses
+            )
             if missing:
                 findings.append(self.incomplete_group(fn.group, owners, members, missing))
             else:
-                findings.append(Finding("ok", "groups", f"IOMMU group {fn.group} of {owners} holds nothing "
-                                                        f"else that a host driver keeps"))
+                findings.append(
+                    Finding(
+                        "ok",
+                        "groups",
+                        f"IOMMU group {fn.group} of {owners} holds nothing "
+                        f"else that a host driver keeps",
+                    )
+                )
         return findings
 
-    def incomplete_group(self, group: str, owners: str, members: list[PciFunction],
-                         missing: list[PciFunction]) -> Finding:
-        message = (f"IOMMU group {group} of {owners} also holds {', '.join(m.short() for m in missing)}, which "
-                   f"neither the profile nor libvirt (a managed <hostdev>) detaches: QEMU refuses the group "
-                   f"(\"group {group} is not viable\") while any of its devices has a host driver")
+    def incomplete_group(
+        self, group: str, owners: str, members: list[PciFunction], missing: list[PciFunction]
+    ) -> Finding:
+        message = (
+            f"IOMMU group {group} of {owners} also holds {', '.join(m.short() for m in missing)}, which "
+            f"neither the profile nor libvirt (a managed <hostdev>) detaches: QEMU refuses the group "
+            f'("group {group} is not viable") while any of its devices has a host driver'
+        )
         allowed = {a for a in self.profile.devices.values()}
         host_devices = [m for m in card_conflicts(members, allowed) if m in missing]
         if host_devices:
             they = "it belongs" if len(host_devices) == 1 else "they belong"
-            fix = (f"{', '.join(m.address for m in host_devices)}: {they} to the host, not to the card; put the "
-                   f"card in a slot with its own IOMMU group (one wired to the CPU) or look for an ACS option in "
-                   f"the firmware setup; pass {'it' if len(host_devices) == 1 else 'them'} too only if the host "
-                   f"can do without {'it' if len(host_devices) == 1 else 'them'}")
+            fix = (
+                f"{', '.join(m.address for m in host_devices)}: {they} to the host, not to the card; put the "
+                f"card in a slot with its own IOMMU group (one wired to the CPU) or look for an ACS option in "
+                f"the firmware setup; pass {'it' if len(host_devices) == 1 else 'them'} too only if the host "
+                f"can do without {'it' if len(host_devices) == 1 else 'them'}"
+            )
         else:
             names = suggest_names(members, known={a: n for n, a in self.profile.devices.items()})
             lines = ", ".join(f'{names[m.address]}: "{m.address}"' for m in missing)
-            them, hostdevs = ("it", "a managed <hostdev>") if len(missing) == 1 else ("them", "managed <hostdev>s")
-            fix = (f"add {them} under devices: ({lines}) and to the detach step in {self.profile.path}, or give "
-                   f"{them} to the VM as {hostdevs}")
+            them, hostdevs = (
+                ("it", "a managed <hostdev>")
+                if len(missing) == 1
+                else ("them", "managed <hostdev>s")
+            )
+            fix = (
+                f"add {them} under devices: ({lines}) and to the detach step in {self.profile.path}, or give "
+                f"{them} to the VM as {hostdevs}"
+            )
         return Finding("error", "groups", message, fix)
 
     def modules(self) -> list[Finding]:
         wanted = list(VFIO_MODULES) if self.vfio_devices() else []
         for step in self.steps("modprobe"):
-            wanted += [m for m in step.action.values.get("load") or [] if m.replace("-", "_").startswith("vfio")]
+            wanted += [
+                m
+                for m in step.action.values.get("load") or []
+                if m.replace("-", "_").startswith("vfio")
+            ]
         wanted = list(dict.fromkeys(m.replace("-", "_") for m in wanted))
         if not wanted:
             return []
         release = self.facts.kernel_release()
         if release is None:
-            return [Finding("info", "modules", f"cannot tell whether {', '.join(wanted)} exist: the tree does "
-                                               f"not say which kernel runs (no proc/sys/kernel/osrelease)",
-                            f"make the tree with `{PROG} snapshot`, which records it")]
+            return [
+                Finding(
+                    "info",
+                    "modules",
+                    f"cannot tell whether {', '.join(wanted)} exist: the tree does "
+                    f"not say which kernel runs (no proc/sys/kernel/osrelease)",
+                    f"make the tree with `{PROG} snapshot`, which records it",
+                )
+            ]
         sources = {m: self.facts.module_source(m) for m in wanted}
         absent = [m for m, source in sources.items() if source is None]
         directory = self.facts.module_dir()
         if absent and not directory.is_dir():
-            return [Finding("error", "modules", f"kernel {release} runs but has no modules directory "
-                                                f"({directory}): {', '.join(absent)} cannot "
-                                                f"be loaded",
-                            "the kernel was probably upgraded without a reboot: reboot into the installed "
-                            "kernel (or reinstall the package of the running one); a kernel built without "
-                            "modules needs CONFIG_VFIO_PCI=y")]
+            return [
+                Finding(
+                    "error",
+                    "modules",
+                    f"kernel {release} runs but has no modules directory "
+                    f"({directory}): {', '.join(absent)} cannot "
+                    f"be loaded",
+                    "the kernel was probably upgraded without a reboot: reboot into the installed "
+                    "kernel (or reinstall the package of the running one); a kernel built without "
+                    "modules needs CONFIG_VFIO_PCI=y",
+                )
+            ]
         if absent:
-            return [Finding("error", "modules", f"{', '.join(absent)}: not available for kernel {release} (not "
-                                                f"loaded, not built in, no module file in "
-                                                f"{directory})",
-                            f"install the kernel's extra modules (Ubuntu: linux-modules-extra-{release}) or use a "
-                            f"kernel built with CONFIG_VFIO_PCI")]
+            return [
+                Finding(
+                    "error",
+                    "modules",
+                    f"{', '.join(absent)}: not available for kernel {release} (not "
+                    f"loaded, not built in, no module file in "
+                    f"{directory})",
+                    f"install the kernel's extra modules (Ubuntu: linux-modules-extra-{release}) or use a "
+                    f"kernel built with CONFIG_VFIO_PCI",
+                )
+            ]
         shown = ", ".join(f"{m} ({_source_text(self.facts, s)})" for m, s in sources.items())
         return [Finding("ok", "modules", f"vfio modules available for kernel {release}: {shown}")]
 
@@ -260,78 +374,152 @@ class Preflight:
             current, supported = self.facts.bar_resize(address, bar)
             where = f"{step.event} step {step.number} ({step.where})"
             if supported is None:
-                findings.append(Finding("error", "bars", f"{where}: BAR {bar} of {self.label(address)} has no "
-                                                         f"Resizable BAR capability (no resource{bar}_resize)",
-                                        "enable Resizable BAR / Above 4G decoding in the firmware setup (kernel "
-                                        "6.1 or newer is needed), or check the BAR number: the Code 43 fix for "
-                                        "AMD cards is BAR 2"))
+                findings.append(
+                    Finding(
+                        "error",
+                        "bars",
+                        f"{where}: BAR {bar} of {self.label(address)} has no "
+                        f"Resizable BAR capability (no resource{bar}_resize)",
+                        "enable Resizable BAR / Above 4G decoding in the firmware setup (kernel "
+                        "6.1 or newer is needed), or check the BAR number: the Code 43 fix for "
+                        "AMD cards is BAR 2",
+                    )
+                )
             elif wanted not in supported:
                 sizes = ", ".join(format_mib(m) for m in supported)
-                findings.append(Finding("error", "bars", f"{where}: BAR {bar} of {self.label(address)} does not "
-                                                         f"support {format_mib(wanted)}; it supports {sizes}",
-                                        f"set size: to one of the supported sizes at {step.where}"))
+                findings.append(
+                    Finding(
+                        "error",
+                        "bars",
+                        f"{where}: BAR {bar} of {self.label(address)} does not "
+                        f"support {format_mib(wanted)}; it supports {sizes}",
+                        f"set size: to one of the supported sizes at {step.where}",
+                    )
+                )
             else:
                 now = f"now {format_bytes(current)}" if current else "size now unknown"
-                findings.append(Finding("ok", "bars", f"BAR {bar} of {self.label(address)} can be set to "
-                                                      f"{format_mib(wanted)} ({now})"))
+                findings.append(
+                    Finding(
+                        "ok",
+                        "bars",
+                        f"BAR {bar} of {self.label(address)} can be set to "
+                        f"{format_mib(wanted)} ({now})",
+                    )
+                )
         return findings
 
     def hook(self) -> list[Finding]:
         hooks = self.facts.root / "etc" / "libvirt" / "hooks"
         if not self.facts.is_live and not (self.facts.root / "etc" / "libvirt").is_dir():
-            return [Finding("info", "hook", f"cannot tell whether the hook is installed: the tree "
-                                            f"{self.facts.root} has no etc/libvirt",
-                            f"run `{PROG} check {self.domain}` on the host itself")]
-        ours = [p for p in [hooks / "qemu", *sorted((hooks / "qemu.d").glob("*"))] if _is_our_hook(p)]
+            return [
+                Finding(
+                    "info",
+                    "hook",
+                    f"cannot tell whether the hook is installed: the tree "
+                    f"{self.facts.root} has no etc/libvirt",
+                    f"run `{PROG} check {self.domain}` on the host itself",
+                )
+            ]
+        ours = [
+            p for p in [hooks / "qemu", *sorted((hooks / "qemu.d").glob("*"))] if _is_our_hook(p)
+        ]
         if not ours:
-            return [Finding("error", "hook", f"the hook is not installed (no passthrough-hook in "
-                                             f"{hooks}/qemu or qemu.d/): libvirt will never run "
-                                             f"this profile",
-                            "install it: `sudo ./install.sh` from the passthrough-hook sources")]
+            return [
+                Finding(
+                    "error",
+                    "hook",
+                    f"the hook is not installed (no passthrough-hook in "
+                    f"{hooks}/qemu or qemu.d/): libvirt will never run "
+                    f"this profile",
+                    "install it: `sudo ./install.sh` from the passthrough-hook sources",
+                )
+            ]
         hook = ours[0]
         shown = hook
         if not os.stat(hook).st_mode & 0o111:
-            return [Finding("error", "hook", f"{shown} is not executable, so libvirt skips it",
-                            f"chmod 755 {shown}")]
+            return [
+                Finding(
+                    "error",
+                    "hook",
+                    f"{shown} is not executable, so libvirt skips it",
+                    f"chmod 755 {shown}",
+                )
+            ]
         return [Finding("ok", "hook", f"hook installed: {shown}"), self.hook_noticed(hook, shown)]
 
     def hook_noticed(self, hook: Path, shown: str) -> Finding:
         """libvirt reads the hook directory when it starts or reloads: a hook written after
         that is not run. A reload leaves no trace, so a daemon older than the hook may or
         may not have noticed it."""
-        reload_fix = "reload libvirt (`systemctl reload libvirtd`, or virtqemud on modular installs); " \
-                     "running VMs are not affected"
+        reload_fix = (
+            "reload libvirt (`systemctl reload libvirtd`, or virtqemud on modular installs); "
+            "running VMs are not affected"
+        )
         daemon = find_daemon(self.facts.root)
         if daemon is None:
             if self.facts.is_live:
-                return Finding("info", "hook", "libvirt is not running (no libvirtd or virtqemud process); it "
-                                               "will find the hook when it starts")
-            return Finding("info", "hook", "cannot tell whether libvirt noticed the hook: the tree shows no "
-                                           "libvirt daemon", reload_fix)
+                return Finding(
+                    "info",
+                    "hook",
+                    "libvirt is not running (no libvirtd or virtqemud process); it "
+                    "will find the hook when it starts",
+                )
+            return Finding(
+                "info",
+                "hook",
+                "cannot tell whether libvirt noticed the hook: the tree shows no libvirt daemon",
+                reload_fix,
+            )
         name, pid = daemon
         started = process_start(self.facts.root, pid)
         written = os.stat(hook).st_mtime
         if started is None:
-            return Finding("info", "hook", f"cannot tell whether {name} (pid {pid}) noticed the hook: its start "
-                                           f"time is not readable", f"if `virsh start` does not run the profile, "
-                                                                    f"{reload_fix}")
+            return Finding(
+                "info",
+                "hook",
+                f"cannot tell whether {name} (pid {pid}) noticed the hook: its start "
+                f"time is not readable",
+                f"if `virsh start` does not run the profile, {reload_fix}",
+            )
         if written > started + 1:
-            return Finding("warning", "hook", f"{name} (pid {pid}) started at {_clock(started)}, before {shown} was "
-                                              f"written ({_clock(written)}): it runs the hook only if it was "
-                                              f"reloaded since (install.sh reloads it)", reload_fix)
-        return Finding("ok", "hook", f"{name} (pid {pid}) started at {_clock(started)}, after the hook was "
-                                     f"written: it runs the hook")
+            return Finding(
+                "warning",
+                "hook",
+                f"{name} (pid {pid}) started at {_clock(started)}, before {shown} was "
+                f"written ({_clock(written)}): it runs the hook only if it was "
+                f"reloaded since (install.sh reloads it)",
+                reload_fix,
+            )
+        return Finding(
+            "ok",
+            "hook",
+            f"{name} (pid {pid}) started at {_clock(started)}, after the hook was "
+            f"written: it runs the hook",
+        )
 
     def domain_xml(self) -> list[Finding]:
         if self.xml is None:
             problem = self.xml_problem
-            return [Finding("warning", "xml", f"domain XML checks skipped: {problem.reason if problem else 'no XML'}",
-                            problem.fix if problem else "")]
+            return [
+                Finding(
+                    "warning",
+                    "xml",
+                    f"domain XML checks skipped: {problem.reason if problem else 'no XML'}",
+                    problem.fix if problem else "",
+                )
+            ]
         return self.hostdevs() + self.code43()
 
     def hostdevs(self) -> list[Finding]:
-        findings = [Finding("warning", "xml", f"{self.xml.source}: {problem}",
-                            f"correct it with `virsh edit {self.domain}`") for problem in self.xml.problems]
+        findings = [
+            Finding(
+                "warning",
+                "xml",
+                f"{self.xml.source}: {problem}",
+                f"correct it with `virsh edit {self.domain}`",
+            )
+            for problem in self.xml.problems
+        ]
         profile_addresses = set(self.profile.devices.values())
         for hostdev in self.xml.hostdevs:
             if hostdev.address in profile_addresses:
@@ -339,55 +527,108 @@ class Preflight:
             fn = self.facts.function(hostdev.address)
             what = fn.short() if fn else f"{hostdev.address} (not on this host)"
             if fn is not None and fn.driver == "vfio-pci":
-                findings.append(Finding("info", "xml", f"the domain passes {what}, which the profile does not "
-                                                       f"name; it is on vfio-pci already"))
+                findings.append(
+                    Finding(
+                        "info",
+                        "xml",
+                        f"the domain passes {what}, which the profile does not "
+                        f"name; it is on vfio-pci already",
+                    )
+                )
             elif hostdev.managed:
-                findings.append(Finding("info", "xml", f"the domain passes {what}, which the profile does not "
-                                                       f"name: libvirt detaches it itself (managed='yes'), after "
-                                                       f"the profile's prepare/begin steps",
-                                        f"name it in {self.profile.path} only if a step must act on it"))
+                findings.append(
+                    Finding(
+                        "info",
+                        "xml",
+                        f"the domain passes {what}, which the profile does not "
+                        f"name: libvirt detaches it itself (managed='yes'), after "
+                        f"the profile's prepare/begin steps",
+                        f"name it in {self.profile.path} only if a step must act on it",
+                    )
+                )
             else:
-                findings.append(Finding("error", "xml", f"the domain passes {what} with managed='no' and the "
-                                                        f"profile does not detach it: QEMU cannot open it while "
-                                                        f"it is on {fn.driver if fn and fn.driver else 'no driver'}",
-                                        f"add it to devices: and the detach step in {self.profile.path}, or set "
-                                        f"managed='yes' on its <hostdev> (`virsh edit {self.domain}`)"))
+                findings.append(
+                    Finding(
+                        "error",
+                        "xml",
+                        f"the domain passes {what} with managed='no' and the "
+                        f"profile does not detach it: QEMU cannot open it while "
+                        f"it is on {fn.driver if fn and fn.driver else 'no driver'}",
+                        f"add it to devices: and the detach step in {self.profile.path}, or set "
+                        f"managed='yes' on its <hostdev> (`virsh edit {self.domain}`)",
+                    )
+                )
         for name, address in self.profile.devices.items():
             if self.xml.hostdev(address) is None:
-                findings.append(Finding("warning", "xml", f"the profile detaches {name} ({address}) but the domain "
-                                                          f"has no <hostdev> for it: the VM will not see it",
-                                        f"`virsh edit {self.domain}` and add inside <devices>:",
-                                        hostdev_snippet(address)))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "xml",
+                        f"the profile detaches {name} ({address}) but the domain "
+                        f"has no <hostdev> for it: the VM will not see it",
+                        f"`virsh edit {self.domain}` and add inside <devices>:",
+                        hostdev_snippet(address),
+                    )
+                )
         if not findings:
             count = len(self.xml.hostdevs)
-            findings.append(Finding("ok", "xml", f"the domain's PCI hostdev{'s' if count != 1 else ''} "
-                                                 f"({count}) {'are' if count != 1 else 'is'} the profile's "
-                                                 f"device{'s' if count != 1 else ''}"))
+            findings.append(
+                Finding(
+                    "ok",
+                    "xml",
+                    f"the domain's PCI hostdev{'s' if count != 1 else ''} "
+                    f"({count}) {'are' if count != 1 else 'is'} the profile's "
+                    f"device{'s' if count != 1 else ''}",
+                )
+            )
         return findings
 
     def code43(self) -> list[Finding]:
-        addresses = dict.fromkeys([*self.profile.devices.values(), *(h.address for h in self.xml.hostdevs)])
-        gpus = [fn for fn in (self.facts.function(a) for a in addresses)
-                if fn is not None and fn.is_gpu and fn.vendor in ("1002", "10de")]
+        addresses = dict.fromkeys(
+            [*self.profile.devices.values(), *(h.address for h in self.xml.hostdevs)]
+        )
+        gpus = [
+            fn
+            for fn in (self.facts.function(a) for a in addresses)
+            if fn is not None and fn.is_gpu and fn.vendor in ("1002", "10de")
+        ]
         findings = []
         for gpu in gpus:
             vendor = "NVIDIA" if gpu.vendor == "10de" else "AMD"
             if self.xml.vendor_id is None:
-                findings.append(Finding("warning", "xml", f"{self.label(gpu.address)} is an {vendor} GPU and the "
-                                                          f"domain has no <hyperv><vendor_id state='on'/>: Windows "
-                                                          f"drivers may stop it with Code 43",
-                                        f"`virsh edit {self.domain}` and put inside <features> (merged into "
-                                        f"an existing <hyperv>, any value of up to 12 characters):",
-                                        "<hyperv mode='custom'><vendor_id state='on' value='0123456789ab'/></hyperv>"))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "xml",
+                        f"{self.label(gpu.address)} is an {vendor} GPU and the "
+                        f"domain has no <hyperv><vendor_id state='on'/>: Windows "
+                        f"drivers may stop it with Code 43",
+                        f"`virsh edit {self.domain}` and put inside <features> (merged into "
+                        f"an existing <hyperv>, any value of up to 12 characters):",
+                        "<hyperv mode='custom'><vendor_id state='on' value='0123456789ab'/></hyperv>",
+                    )
+                )
             if vendor == "NVIDIA" and not self.xml.kvm_hidden:
-                findings.append(Finding("warning", "xml", f"{self.label(gpu.address)} is an NVIDIA GPU and the domain "
-                                                          f"does not hide KVM: NVIDIA drivers before 465 stop with "
-                                                          f"Code 43 when they see a hypervisor",
-                                        f"`virsh edit {self.domain}` and put inside <features>:",
-                                        "<kvm><hidden state='on'/></kvm>"))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "xml",
+                        f"{self.label(gpu.address)} is an NVIDIA GPU and the domain "
+                        f"does not hide KVM: NVIDIA drivers before 465 stop with "
+                        f"Code 43 when they see a hypervisor",
+                        f"`virsh edit {self.domain}` and put inside <features>:",
+                        "<kvm><hidden state='on'/></kvm>",
+                    )
+                )
         if gpus and not findings:
-            findings.append(Finding("ok", "xml", "Code 43 traps avoided: the hypervisor vendor id is set"
-                                                 + (" and KVM is hidden" if self.xml.kvm_hidden else "")))
+            findings.append(
+                Finding(
+                    "ok",
+                    "xml",
+                    "Code 43 traps avoided: the hypervisor vendor id is set"
+                    + (" and KVM is hidden" if self.xml.kvm_hidden else ""),
+                )
+            )
         return findings
 
 
@@ -437,8 +678,11 @@ def process_start(root: Path, pid: int) -> float | None:
     try:
         stat = (root / "proc" / str(pid) / "stat").read_text()
         ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        boot = next(int(line.split()[1]) for line in (root / "proc" / "stat").read_text().splitlines()
-                    if line.startswith("btime "))
+        boot = next(
+            int(line.split()[1])
+            for line in (root / "proc" / "stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return boot + ticks / os.sysconf("SC_CLK_TCK")

@@ -17,12 +17,18 @@ def parser_for(command: str, description: str) -> argparse.ArgumentParser:
 
 
 def add_root(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default="/", metavar="DIR",
-                        help="read the host from this tree (a `snapshot` directory) instead of /")
+    parser.add_argument(
+        "--root",
+        default="/",
+        metavar="DIR",
+        help="read the host from this tree (a `snapshot` directory) instead of /",
+    )
 
 
 def add_config_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config-dir", metavar="DIR", help=f"where profiles live (default {CONFIG_DIR})")
+    parser.add_argument(
+        "--config-dir", metavar="DIR", help=f"where profiles live (default {CONFIG_DIR})"
+    )
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +36,25 @@ def add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def add_domain_xml(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--xml", metavar="FILE",
-                        help="read the domain XML from FILE (`virsh dumpxml DOMAIN > FILE`) instead of asking libvirt")
-    parser.add_argument("--connect", metavar="URI", default="qemu:///system",
-                        help="libvirt URI to read the domain XML from (read-only; default qemu:///system)")
+    parser.add_argument(
+        "--xml",
+        metavar="FILE",
+        help="read the domain XML from FILE (`virsh dumpxml DOMAIN > FILE`) instead of asking libvirt",
+    )
+    parser.add_argument(
+        "--connect",
+        metavar="URI",
+        default="qemu:///system",
+        help="libvirt URI to read the domain XML from (read-only; default qemu:///system)",
+    )
 
 
 def config_dir(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "config_dir", None) or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR") or CONFIG_DIR)
+    return Path(
+        getattr(args, "config_dir", None)
+        or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR")
+        or CONFIG_DIR
+    )
 
 
 def existing_profile(directory: Path, domain: str) -> Path:
@@ -46,8 +63,10 @@ def existing_profile(directory: Path, domain: str) -> Path:
 
     path = find_profile(directory, domain)
     if path is None:
-        raise UsageError(f"{domain} has no profile in {directory} (no {domain}.yaml); write a first one with "
-                         f"`{PROG} init {domain}`")
+        raise UsageError(
+            f"{domain} has no profile in {directory} (no {domain}.yaml); write a first one with "
+            f"`{PROG} init {domain}`"
+        )
     return path
 
 
@@ -55,5 +74,11 @@ def wrap(text: str, first: str = "", rest: str = "", width: int = 110) -> list[s
     """Lines for a terminal; paths, addresses and XML are never split (they are pasted)."""
     import textwrap
 
-    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest, break_long_words=False,
-                         break_on_hyphens=False)
+    return textwrap.wrap(
+        text,
+        width,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )

@@ -19,8 +19,14 @@ from ..errors import EXIT_OK
 from .common import CONFIG_DIR, PROG, parser_for
 
 # What each positional argument (by argparse dest) completes to.
-POSITIONAL_KINDS = {"domain": "domain", "profiles": "domain_or_file", "operation": "operation",
-                    "sub_operation": "sub_operation", "directory": "dir", "shell": "shell"}
+POSITIONAL_KINDS = {
+    "domain": "domain",
+    "profiles": "domain_or_file",
+    "operation": "operation",
+    "sub_operation": "sub_operation",
+    "directory": "dir",
+    "shell": "shell",
+}
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,12 @@ class CommandSpec:
 
 
 def build_parser():
-    parser = parser_for("completion", "Print a completion script: "
-                                      "`source <(passthrough-hook completion bash)` in ~/.bashrc, or "
-                                      "`passthrough-hook completion zsh > ~/.zfunc/_passthrough-hook`.")
+    parser = parser_for(
+        "completion",
+        "Print a completion script: "
+        "`source <(passthrough-hook completion bash)` in ~/.bashrc, or "
+        "`passthrough-hook completion zsh > ~/.zfunc/_passthrough-hook`.",
+    )
     parser.add_argument("shell", choices=("bash", "zsh"))
     return parser
 
@@ -132,12 +141,14 @@ def _command_cases(specs: list[CommandSpec], indent: str) -> str:
     for spec in sorted(specs, key=lambda s: not s.name):
         options = " ".join([*spec.flags, *(option for option, _ in spec.valued)])
         pattern = spec.name or "*"
-        lines.append(f"{indent}{pattern}) opts=\"{options}\"; kinds=\"{' '.join(spec.positionals)}\";;")
+        lines.append(f'{indent}{pattern}) opts="{options}"; kinds="{" ".join(spec.positionals)}";;')
     return "\n".join(lines)
 
 
 def _sub_operation_cases(indent: str) -> str:
-    return "\n".join(f"{indent}{operation}) subs=\"{' '.join(subs)}\";;" for operation, subs in events().items())
+    return "\n".join(
+        f'{indent}{operation}) subs="{" ".join(subs)}";;' for operation, subs in events().items()
+    )
 
 
 def bash_script(specs: list[CommandSpec]) -> str:
@@ -162,9 +173,9 @@ _passthrough_hook() {{
     local subcommands="{subcommands}"
     local command="" start=1 opts kinds subs="" i n=0 word kind
     case $prev in
-        {'|'.join(valued['dir']) or '--no-such-option'}) COMPREPLY=($(compgen -d -- "$cur")); return;;
-        {'|'.join(valued['file']) or '--no-such-option'}) COMPREPLY=($(compgen -f -- "$cur")); return;;
-        {'|'.join(valued['none']) or '--no-such-option'}) COMPREPLY=(); return;;
+        {"|".join(valued["dir"]) or "--no-such-option"}) COMPREPLY=($(compgen -d -- "$cur")); return;;
+        {"|".join(valued["file"]) or "--no-such-option"}) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        {"|".join(valued["none"]) or "--no-such-option"}) COMPREPLY=(); return;;
     esac
     if ((COMP_CWORD > 1)) && [[ " $subcommands " == *" ${{COMP_WORDS[1]}} "* ]]; then
         command=${{COMP_WORDS[1]}}
@@ -181,7 +192,7 @@ _passthrough_hook() {{
     for ((i = start; i < COMP_CWORD; i++)); do
         word=${{COMP_WORDS[i]}}
         case $word in
-            {'|'.join(valued['dir'] + valued['file'] + valued['none']) or '--no-such-option'}) ((i++));;
+            {"|".join(valued["dir"] + valued["file"] + valued["none"]) or "--no-such-option"}) ((i++));;
             -*) ;;
             *) words+=("$word"); ((n++));;
         esac
@@ -196,7 +207,7 @@ _passthrough_hook() {{
             COMPREPLY=($(compgen -W "$(_passthrough_hook_domains)" -- "$cur"))
             if [[ -z $command && $n -eq 0 ]]; then COMPREPLY+=($(compgen -W "$subcommands" -- "$cur")); fi;;
         domain_or_file) COMPREPLY=($(compgen -W "$(_passthrough_hook_domains)" -- "$cur") $(compgen -f -- "$cur"));;
-        operation) COMPREPLY=($(compgen -W "{' '.join(events())}" -- "$cur"));;
+        operation) COMPREPLY=($(compgen -W "{" ".join(events())}" -- "$cur"));;
         sub_operation)
             case ${{words[1]}} in
 {_sub_operation_cases(" " * 16)}
@@ -234,9 +245,9 @@ _passthrough_hook() {{
     local -a subcommands=({subcommands}) positional
     local command="" start=2 opts kinds subs="" i word kind
     case $prev in
-        {'|'.join(valued['dir']) or '--no-such-option'}) _files -/; return;;
-        {'|'.join(valued['file']) or '--no-such-option'}) _files; return;;
-        {'|'.join(valued['none']) or '--no-such-option'}) return;;
+        {"|".join(valued["dir"]) or "--no-such-option"}) _files -/; return;;
+        {"|".join(valued["file"]) or "--no-such-option"}) _files; return;;
+        {"|".join(valued["none"]) or "--no-such-option"}) return;;
     esac
     if ((CURRENT > 2)) && ((${{subcommands[(Ie)${{words[2]}}]}})); then
         command=${{words[2]}}
@@ -252,7 +263,7 @@ _passthrough_hook() {{
     for ((i = start; i < CURRENT; i++)); do
         word=${{words[i]}}
         case $word in
-            {'|'.join(valued['dir'] + valued['file'] + valued['none']) or '--no-such-option'}) ((i++));;
+            {"|".join(valued["dir"] + valued["file"] + valued["none"]) or "--no-such-option"}) ((i++));;
             -*) ;;
             *) positional+=("$word");;
         esac
@@ -267,7 +278,7 @@ _passthrough_hook() {{
             compadd -- $(_passthrough_hook_domains)
             if [[ -z $command && ${{#positional}} -eq 0 ]]; then compadd -- $subcommands; fi;;
         domain_or_file) compadd -- $(_passthrough_hook_domains); _files;;
-        operation) compadd -- {' '.join(events())};;
+        operation) compadd -- {" ".join(events())};;
         sub_operation)
             case ${{positional[2]}} in
 {_sub_operation_cases(" " * 16)}

@@ -27,8 +27,11 @@ FALLBACK_EDITORS = ("editor", "vi", "nano")  # `editor` is Debian's alternatives
 
 
 def build_parser():
-    parser = parser_for("edit", "Edit a domain's profile in $VISUAL or $EDITOR on a copy; the profile is "
-                                "replaced only when the edited copy is valid (like visudo).")
+    parser = parser_for(
+        "edit",
+        "Edit a domain's profile in $VISUAL or $EDITOR on a copy; the profile is "
+        "replaced only when the edited copy is valid (like visudo).",
+    )
     add_config_dir(parser)
     parser.add_argument("domain")
     return parser
@@ -48,7 +51,9 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
         while True:
             status = subprocess.run([*editor, str(copy)]).returncode
             if status != 0:
-                print(f"{editor[0]} exited with status {status}; {path} is left as it was", file=err)
+                print(
+                    f"{editor[0]} exited with status {status}; {path} is left as it was", file=err
+                )
                 return EXIT_FAILED
             edited = copy.read_bytes()
             if edited == original:
@@ -63,8 +68,10 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
                 return EXIT_USAGE
         if real.read_bytes() != original:
             keep_copy = True
-            raise UsageError(f"{path} was changed by someone else while you edited it, so it was not replaced; "
-                             f"your version is in {copy}: merge it by hand")
+            raise UsageError(
+                f"{path} was changed by someone else while you edited it, so it was not replaced; "
+                f"your version is in {copy}: merge it by hand"
+            )
         replace_keeping_owner_and_mode(real, edited)
         print(f"{path}: valid, saved", file=out)
         return EXIT_OK
@@ -86,7 +93,9 @@ def editor_command() -> list[str]:
         found = shutil.which(name)
         if found:
             return [found]
-    raise UsageError("no editor found: set VISUAL or EDITOR (e.g. `EDITOR=nano passthrough-hook edit DOMAIN`)")
+    raise UsageError(
+        "no editor found: set VISUAL or EDITOR (e.g. `EDITOR=nano passthrough-hook edit DOMAIN`)"
+    )
 
 
 def validate(data: bytes, shown: str) -> str | None:
@@ -94,7 +103,9 @@ def validate(data: bytes, shown: str) -> str | None:
     from ..profile import MAX_BYTES, parse_profile
 
     if len(data) > MAX_BYTES:
-        return f"{shown}:1:1: the profile is larger than {MAX_BYTES // 1024} KiB; profiles are short"
+        return (
+            f"{shown}:1:1: the profile is larger than {MAX_BYTES // 1024} KiB; profiles are short"
+        )
     try:
         parse_profile(data, shown)
     except ProfileError as exc:
@@ -105,8 +116,12 @@ def validate(data: bytes, shown: str) -> str | None:
 def ask(stdin: TextIO, out: TextIO) -> str:
     """'e' to edit again, 'x' to discard; end of input discards."""
     while True:
-        print("The profile has errors. (e)dit again or e(x)it discarding your changes? [e/x] ", end="",
-              file=out, flush=True)
+        print(
+            "The profile has errors. (e)dit again or e(x)it discarding your changes? [e/x] ",
+            end="",
+            file=out,
+            flush=True,
+        )
         answer = stdin.readline()
         if not answer:
             print("", file=out)
@@ -125,7 +140,7 @@ def replace_keeping_owner_and_mode(real: Path, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
                 os.fchown(fd, info.st_uid, info.st_gid)
             os.fchmod(fd, stat.S_IMODE(info.st_mode))
@@ -135,8 +150,10 @@ def replace_keeping_owner_and_mode(real: Path, data: bytes) -> None:
         os.replace(tmp, real)
     except PermissionError:
         tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot replace {real} keeping its owner (uid {info.st_uid}) and mode: permission "
-                         f"denied; run as root") from None
+        raise UsageError(
+            f"cannot replace {real} keeping its owner (uid {info.st_uid}) and mode: permission "
+            f"denied; run as root"
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -30,7 +30,9 @@ class PciFunction:
     pci_class: int  # 0x030000
     driver: str | None
     group: str | None
-    reset_methods: tuple[str, ...] | None  # None: no reset_method file (see HostFacts.reset_methods)
+    reset_methods: (
+        tuple[str, ...] | None
+    )  # None: no reset_method file (see HostFacts.reset_methods)
     boot_vga: bool
 
     @property
@@ -67,10 +69,17 @@ class PciFunction:
         return f"{self.address} ({self.class_name}, {self.driver or 'no driver'})"
 
     def to_json(self) -> dict:
-        return {"address": self.address, "class": f"0x{self.pci_class:06x}", "class_name": self.class_name,
-                "vendor": self.vendor, "device": self.device, "driver": self.driver, "iommu_group": self.group,
-                "reset_methods": list(self.reset_methods) if self.reset_methods is not None else None,
-                "boot_vga": self.boot_vga}
+        return {
+            "address": self.address,
+            "class": f"0x{self.pci_class:06x}",
+            "class_name": self.class_name,
+            "vendor": self.vendor,
+            "device": self.device,
+            "driver": self.driver,
+            "iommu_group": self.group,
+            "reset_methods": list(self.reset_methods) if self.reset_methods is not None else None,
+            "boot_vga": self.boot_vga,
+        }
 
 
 def _hex_id(text: str | None) -> str:
@@ -145,13 +154,20 @@ class HostFacts:
         """IOMMU group -> its PCI functions, groups in numeric order. Empty: no IOMMU."""
         if self._groups is None:
             names = self.sysfs.listdir("kernel/iommu_groups")
-            ordered = sorted(names, key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0, g))
+            ordered = sorted(
+                names, key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0, g)
+            )
             self._groups = {group: self.group_members(group) for group in ordered}
         return self._groups
 
     def group_members(self, group: str) -> list[PciFunction]:
-        return [f for f in (self.function(a) for a in self.sysfs.listdir(f"kernel/iommu_groups/{group}/devices"))
-                if f is not None]
+        return [
+            f
+            for f in (
+                self.function(a) for a in self.sysfs.listdir(f"kernel/iommu_groups/{group}/devices")
+            )
+            if f is not None
+        ]
 
     def cpu_vendor(self) -> str | None:
         for line in self._proc("cpuinfo").splitlines():
@@ -176,15 +192,25 @@ class HostFacts:
         """What to do when the kernel has no IOMMU groups, for this CPU and command line."""
         params = self.iommu_parameters()
         vendor = self.cpu_vendor() or "unknown CPU"
-        firmware = "VT-d" if vendor == "GenuineIntel" else "AMD-Vi / IOMMU" if "AMD" in vendor else "VT-d or AMD-Vi"
+        firmware = (
+            "VT-d"
+            if vendor == "GenuineIntel"
+            else "AMD-Vi / IOMMU"
+            if "AMD" in vendor
+            else "VT-d or AMD-Vi"
+        )
         present = [p for p in params.split() if "iommu=on" in p and p in self.cmdline().split()]
         if present:
-            return (f"the kernel command line already has {present[0]}, so the IOMMU is off in the firmware "
-                    f"or missing: enable {firmware} in the firmware setup and reboot "
-                    f"(`dmesg | grep -i -e DMAR -e IOMMU -e AMD-Vi` says why)")
-        return (f"add `{params}` to the kernel command line ({vendor} CPU): append it to "
-                f"GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run `update-grub` (Fedora: "
-                f"`grub2-mkconfig -o /boot/grub2/grub.cfg`), reboot; and enable {firmware} in the firmware setup")
+            return (
+                f"the kernel command line already has {present[0]}, so the IOMMU is off in the firmware "
+                f"or missing: enable {firmware} in the firmware setup and reboot "
+                f"(`dmesg | grep -i -e DMAR -e IOMMU -e AMD-Vi` says why)"
+            )
+        return (
+            f"add `{params}` to the kernel command line ({vendor} CPU): append it to "
+            f"GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run `update-grub` (Fedora: "
+            f"`grub2-mkconfig -o /boot/grub2/grub.cfg`), reboot; and enable {firmware} in the firmware setup"
+        )
 
     # --- kernel and modules -------------------------------------------------------------------
 
@@ -207,7 +233,9 @@ class HostFacts:
 
     def module_loaded(self, module: str) -> bool:
         name = canonical(module)
-        loaded = {line.split(" ", 1)[0] for line in self._proc("modules").splitlines() if line.strip()}
+        loaded = {
+            line.split(" ", 1)[0] for line in self._proc("modules").splitlines() if line.strip()
+        }
         return name in loaded or self.sysfs.exists(f"module/{name}/initstate")
 
     def module_source(self, module: str) -> str | None:
@@ -260,10 +288,16 @@ class _ReadOnlyHost:
         self.sysfs = sysfs
 
 
-def card_conflicts(members: list[PciFunction], allowed: set[str] = frozenset()) -> list[PciFunction]:
+def card_conflicts(
+    members: list[PciFunction], allowed: set[str] = frozenset()
+) -> list[PciFunction]:
     """Devices of a GPU's IOMMU group that belong to neither the card (its slot) nor the
     bridges above it, and are not in `allowed`: devices the host most likely needs."""
     card_slots = {f.slot for f in members if f.is_gpu}
     if not card_slots:
         return []
-    return [f for f in members if not f.is_bridge and f.slot not in card_slots and f.address not in allowed]
+    return [
+        f
+        for f in members
+        if not f.is_bridge and f.slot not in card_slots and f.address not in allowed
+    ]

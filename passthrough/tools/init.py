@@ -25,7 +25,9 @@ SCHEMA = Path(__file__).resolve().parent.parent / "profile.schema.json"
 
 
 def build_parser():
-    parser = parser_for("init", "Write a first profile for a domain from its PCI <hostdev> entries, then check it.")
+    parser = parser_for(
+        "init", "Write a first profile for a domain from its PCI <hostdev> entries, then check it."
+    )
     add_root(parser)
     add_config_dir(parser)
     add_domain_xml(parser)
@@ -41,13 +43,17 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     directory = config_dir(args)
     existing = find_profile(directory, args.domain)
     if existing is not None and not args.force:
-        raise UsageError(f"{existing} exists; change it with `{PROG} edit {args.domain}`, or replace it with "
-                         f"`{PROG} init --force {args.domain}`")
+        raise UsageError(
+            f"{existing} exists; change it with `{PROG} edit {args.domain}`, or replace it with "
+            f"`{PROG} init --force {args.domain}`"
+        )
     xml = libvirt_domain.load(args.domain, args.xml, args.connect)
     if not xml.hostdevs:
-        raise UsageError(f"{xml.source}: the domain has no PCI <hostdev>, so there is nothing to prepare; add the "
-                         f"GPU to the VM first (virt-manager: Add Hardware > PCI Host Device; or `virsh edit "
-                         f"{args.domain}` and add e.g. {hostdev_snippet('0000:03:00.0')})")
+        raise UsageError(
+            f"{xml.source}: the domain has no PCI <hostdev>, so there is nothing to prepare; add the "
+            f"GPU to the VM first (virt-manager: Add Hardware > PCI Host Device; or `virsh edit "
+            f"{args.domain}` and add e.g. {hostdev_snippet('0000:03:00.0')})"
+        )
     facts = HostFacts(args.root)
     target = existing or directory / f"{args.domain}.yaml"
     devices, notes = choose_devices(xml, facts)
@@ -66,8 +72,9 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     return EXIT_FAILED if any(f.severity == "error" for f in findings) else EXIT_OK
 
 
-def choose_devices(xml: DomainXml, facts: HostFacts) -> tuple[dict[str, tuple[PciFunction, str]],
-                                                             list[tuple[str, str]]]:
+def choose_devices(
+    xml: DomainXml, facts: HostFacts
+) -> tuple[dict[str, tuple[PciFunction, str]], list[tuple[str, str]]]:
     """name -> (function, why it is there), in address order; and (note, XML to paste) for the person."""
     notes = []
     chosen: dict[str, PciFunction] = {}
@@ -75,20 +82,33 @@ def choose_devices(xml: DomainXml, facts: HostFacts) -> tuple[dict[str, tuple[Pc
     for hostdev in xml.hostdevs:
         fn = facts.function(hostdev.address)
         if fn is None:
-            notes.append((f"{hostdev.address} from the XML is not a PCI device of this host; check the address "
-                          f"(`{PROG} iommu` lists this host's devices)", ""))
+            notes.append(
+                (
+                    f"{hostdev.address} from the XML is not a PCI device of this host; check the address "
+                    f"(`{PROG} iommu` lists this host's devices)",
+                    "",
+                )
+            )
             fn = PciFunction(hostdev.address, "0000", "0000", 0, None, None, None, False)
         chosen[fn.address] = fn
         why[fn.address] = "in the XML"
     for fn in list(chosen.values()):
         for sibling in facts.functions().values():
-            if sibling.slot == fn.slot and fn.group is not None and sibling.group == fn.group \
-                    and sibling.address not in chosen:
+            if (
+                sibling.slot == fn.slot
+                and fn.group is not None
+                and sibling.group == fn.group
+                and sibling.address not in chosen
+            ):
                 chosen[sibling.address] = sibling
                 why[sibling.address] = "same slot and IOMMU group; not in the XML"
-                notes.append((f"added {sibling.short()}: it shares the slot and IOMMU group of {fn.address}, so "
-                              f"it must be on vfio-pci too. If the guest should use it, `virsh edit` and add:",
-                              hostdev_snippet(sibling.address)))
+                notes.append(
+                    (
+                        f"added {sibling.short()}: it shares the slot and IOMMU group of {fn.address}, so "
+                        f"it must be on vfio-pci too. If the guest should use it, `virsh edit` and add:",
+                        hostdev_snippet(sibling.address),
+                    )
+                )
     names = suggest_names(list(chosen.values()))
     ordered = sorted(chosen.values(), key=lambda f: f.address)
     return {names[f.address]: (f, why[f.address]) for f in ordered}, notes
@@ -96,28 +116,40 @@ def choose_devices(xml: DomainXml, facts: HostFacts) -> tuple[dict[str, tuple[Pc
 
 def profile_text(domain: str, devices: dict[str, tuple[PciFunction, str]], facts: HostFacts) -> str:
     width = max(len(f'  {name}: "{fn.address}"') for name, (fn, _) in devices.items()) + 2
-    lines = [f"# yaml-language-server: $schema={SCHEMA}",
-             f"# Profile for the libvirt domain \"{domain}\", written by `{PROG} init {domain}` from its",
-             f"# <hostdev> entries. Check it with `{PROG} check {domain}`; change it with",
-             f"# `{PROG} edit {domain}`.",
-             "",
-             "devices:"]
+    lines = [
+        f"# yaml-language-server: $schema={SCHEMA}",
+        f'# Profile for the libvirt domain "{domain}", written by `{PROG} init {domain}` from its',
+        f"# <hostdev> entries. Check it with `{PROG} check {domain}`; change it with",
+        f"# `{PROG} edit {domain}`.",
+        "",
+        "devices:",
+    ]
     for name, (fn, why) in devices.items():
         entry = f'  {name}: "{fn.address}"'
-        what = f"{fn.class_name} {fn.ids}, {fn.driver or 'no driver'}" if fn.pci_class or fn.driver else "not found"
+        what = (
+            f"{fn.class_name} {fn.ids}, {fn.driver or 'no driver'}"
+            if fn.pci_class or fn.driver
+            else "not found"
+        )
         lines.append(f"{entry:<{width}}# {what}; {why}")
-    lines += ["",
-              "prepare/begin:                 # before libvirt starts QEMU",
-              f"  - modprobe: [{', '.join(VFIO_MODULES)}]",
-              f"  - detach: [{', '.join(devices)}]"]
+    lines += [
+        "",
+        "prepare/begin:                 # before libvirt starts QEMU",
+        f"  - modprobe: [{', '.join(VFIO_MODULES)}]",
+        f"  - detach: [{', '.join(devices)}]",
+    ]
     for name, (fn, _) in devices.items():
         if rebar_hint(fn, facts):
-            lines.append(f"  # - resize_bar: {{device: {name}, bar: 2, size: 8MiB}}  # if Windows shows Code 43 "
-                         f"(AMD card, Resizable BAR on)")
-    lines += ["",
-              "# release/end omitted: after the VM stops, everything prepare/begin changed is undone in",
-              "# reverse order (devices back to their drivers, the vfio modules prepare loaded unloaded).",
-              ""]
+            lines.append(
+                f"  # - resize_bar: {{device: {name}, bar: 2, size: 8MiB}}  # if Windows shows Code 43 "
+                f"(AMD card, Resizable BAR on)"
+            )
+    lines += [
+        "",
+        "# release/end omitted: after the VM stops, everything prepare/begin changed is undone in",
+        "# reverse order (devices back to their drivers, the vfio modules prepare loaded unloaded).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -144,5 +176,9 @@ def write_new(target: Path, text: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        hint = "; run as root (the hook's profiles are root's)" if isinstance(exc, PermissionError) else ""
+        hint = (
+            "; run as root (the hook's profiles are root's)"
+            if isinstance(exc, PermissionError)
+            else ""
+        )
         raise UsageError(f"cannot write {target}: {exc.strerror}{hint}") from None

@@ -15,9 +15,12 @@ from .pcidb import PciIds, find_pci_ids
 
 
 def build_parser():
-    parser = parser_for("iommu", "List the IOMMU groups with each device's class, IDs, name, driver and reset "
-                                 "support, and mark GPU groups that hold devices the host needs. Exits 1 when "
-                                 "the kernel has no IOMMU groups.")
+    parser = parser_for(
+        "iommu",
+        "List the IOMMU groups with each device's class, IDs, name, driver and reset "
+        "support, and mark GPU groups that hold devices the host needs. Exits 1 when "
+        "the kernel has no IOMMU groups.",
+    )
     add_root(parser)
     add_json(parser)
     return parser
@@ -31,34 +34,60 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     names.load({f.vendor for f in facts.functions().values()})
     report = [group_report(group, members, names) for group, members in groups.items()]
     if args.json:
-        ungrouped = [{**f.to_json(), "name": names.describe(f.vendor, f.device)}
-                     for f in facts.functions().values() if f.group is None]
-        print(json.dumps({"root": str(facts.root), "iommu": bool(groups),
-                          "kernel_parameters": facts.iommu_parameters(),
-                          "advice": None if groups else facts.no_iommu_advice(),
-                          "pci_ids": str(names.path) if names.path else None,
-                          "groups": report, "devices_in_no_group": ungrouped}, indent=2), file=out)
+        ungrouped = [
+            {**f.to_json(), "name": names.describe(f.vendor, f.device)}
+            for f in facts.functions().values()
+            if f.group is None
+        ]
+        print(
+            json.dumps(
+                {
+                    "root": str(facts.root),
+                    "iommu": bool(groups),
+                    "kernel_parameters": facts.iommu_parameters(),
+                    "advice": None if groups else facts.no_iommu_advice(),
+                    "pci_ids": str(names.path) if names.path else None,
+                    "groups": report,
+                    "devices_in_no_group": ungrouped,
+                },
+                indent=2,
+            ),
+            file=out,
+        )
     else:
-        print(groups_text(facts, report, names) if groups else no_iommu_text(facts, names), end="", file=out)
+        print(
+            groups_text(facts, report, names) if groups else no_iommu_text(facts, names),
+            end="",
+            file=out,
+        )
     return EXIT_OK if groups else EXIT_FAILED
 
 
 def no_iommu_text(facts: HostFacts, names: PciIds) -> str:
-    lines = wrap(f"The kernel has no IOMMU groups (nothing in {facts.root / 'sys/kernel/iommu_groups'}): the IOMMU "
-                 f"is off, so no device can be passed through.", width=100)
+    lines = wrap(
+        f"The kernel has no IOMMU groups (nothing in {facts.root / 'sys/kernel/iommu_groups'}): the IOMMU "
+        f"is off, so no device can be passed through.",
+        width=100,
+    )
     lines += wrap(f"To fix: {facts.no_iommu_advice()}.", width=100)
     lines += ["", f"PCI devices ({len(facts.functions())}, in no IOMMU group):", HEADER]
-    lines += [device_line(fn, names.describe(fn.vendor, fn.device)) for fn in facts.functions().values()]
+    lines += [
+        device_line(fn, names.describe(fn.vendor, fn.device)) for fn in facts.functions().values()
+    ]
     return "\n".join(lines) + "\n"
 
 
-HEADER = f"  {'ADDRESS':<12}  {'CLASS':<5}  {'VENDOR:DEV':<10}  {'DRIVER':<14} {'RESET':<9} DESCRIPTION"
+HEADER = (
+    f"  {'ADDRESS':<12}  {'CLASS':<5}  {'VENDOR:DEV':<10}  {'DRIVER':<14} {'RESET':<9} DESCRIPTION"
+)
 
 
 def device_line(fn: PciFunction, name: str | None) -> str:
     description = fn.class_name + (f": {name}" if name else "")
-    return (f"  {fn.address:<12}  {fn.class_code:<5}  {fn.ids:<10}  {fn.driver or '-':<14} {reset_text(fn):<9} "
-            f"{description}")
+    return (
+        f"  {fn.address:<12}  {fn.class_code:<5}  {fn.ids:<10}  {fn.driver or '-':<14} {reset_text(fn):<9} "
+        f"{description}"
+    )
 
 
 def reset_text(fn: PciFunction) -> str:
@@ -71,25 +100,36 @@ def group_report(group: str, members: list[PciFunction], names: PciIds) -> dict:
     conflicts = card_conflicts(members)
     gpus = [f for f in members if f.is_gpu]
     tag, advice = group_note(gpus, conflicts)
-    return {"group": group, "gpu": bool(gpus), "conflicts": [f.address for f in conflicts],
-            "note": tag, "advice": advice,
-            "devices": [{**f.to_json(), "name": names.describe(f.vendor, f.device)} for f in members]}
+    return {
+        "group": group,
+        "gpu": bool(gpus),
+        "conflicts": [f.address for f in conflicts],
+        "note": tag,
+        "advice": advice,
+        "devices": [{**f.to_json(), "name": names.describe(f.vendor, f.device)} for f in members],
+    }
 
 
-def group_note(gpus: list[PciFunction], conflicts: list[PciFunction]) -> tuple[str | None, str | None]:
+def group_note(
+    gpus: list[PciFunction], conflicts: list[PciFunction]
+) -> tuple[str | None, str | None]:
     """(a few words for the group's header, advice printed below its devices)."""
     if not gpus:
         return None, None
     gpu = gpus[0].address
     if conflicts:
-        return (f"WARNING: GPU {gpu} shares this group with devices the host needs: "
-                f"{', '.join(f.short() for f in conflicts)}",
-                "A group goes to the VM whole: passing the GPU through takes those devices from the host. "
-                "Put the card in another slot (one wired to the CPU, not the chipset), or look for an ACS "
-                "option in the firmware setup.")
+        return (
+            f"WARNING: GPU {gpu} shares this group with devices the host needs: "
+            f"{', '.join(f.short() for f in conflicts)}",
+            "A group goes to the VM whole: passing the GPU through takes those devices from the host. "
+            "Put the card in another slot (one wired to the CPU, not the chipset), or look for an ACS "
+            "option in the firmware setup.",
+        )
     if any(f.boot_vga for f in gpus):
-        return (f"GPU {gpu} is the boot display (boot_vga)",
-                "The host's console is on this GPU: passing it through leaves the host without a display.")
+        return (
+            f"GPU {gpu} is the boot display (boot_vga)",
+            "The host's console is on this GPU: passing it through leaves the host without a display.",
+        )
     return f"GPU {gpu}: its functions go to the VM together (bridges stay with the host)", None
 
 
@@ -108,6 +148,8 @@ def groups_text(facts: HostFacts, report: list[dict], names: PciIds) -> str:
         lines.append(f"Groups that mix a GPU with host devices: {', '.join(mixed)}.")
     if names.path is None:
         lines.append("(No device names: install pciutils or hwdata for /usr/share/misc/pci.ids.)")
-    lines.append("RESET is the kernel's reset_method: flr and pm reset one function, bus resets the slot; "
-                 "none means the device cannot be reset between VM runs.")
+    lines.append(
+        "RESET is the kernel's reset_method: flr and pm reset one function, bus resets the slot; "
+        "none means the device cannot be reset between VM runs."
+    )
     return "\n".join(lines) + "\n"

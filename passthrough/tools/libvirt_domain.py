@@ -50,8 +50,10 @@ def load(domain: str, xml_file: str | None, uri: str, timeout: float = LOOKUP_TI
         try:
             text = Path(xml_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise DomainXmlError(f"{xml_file}: cannot read the domain XML: {exc.strerror}",
-                                 f"write it with `virsh dumpxml {domain} > {xml_file}`") from None
+            raise DomainXmlError(
+                f"{xml_file}: cannot read the domain XML: {exc.strerror}",
+                f"write it with `virsh dumpxml {domain} > {xml_file}`",
+            ) from None
         return parse(text, xml_file)
     return parse(from_libvirt(domain, uri, timeout), f"libvirt {uri}")
 
@@ -62,7 +64,9 @@ def from_libvirt(domain: str, uri: str, timeout: float) -> str:
     try:
         import libvirt
     except ImportError:
-        raise DomainXmlError("the libvirt Python bindings are not installed (python3-libvirt)", fallback) from None
+        raise DomainXmlError(
+            "the libvirt Python bindings are not installed (python3-libvirt)", fallback
+        ) from None
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # no stray prints on stderr
     outcome: dict = {}
 
@@ -80,10 +84,14 @@ def from_libvirt(domain: str, uri: str, timeout: float) -> str:
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise DomainXmlError(f"libvirt ({uri}) did not answer within {timeout:g} s (is libvirtd stuck?)", fallback)
+        raise DomainXmlError(
+            f"libvirt ({uri}) did not answer within {timeout:g} s (is libvirtd stuck?)", fallback
+        )
     if "error" in outcome:
-        raise DomainXmlError(f"libvirt ({uri}): {outcome['error']}",
-                             f"check the name with `virsh list --all`, or {fallback}")
+        raise DomainXmlError(
+            f"libvirt ({uri}): {outcome['error']}",
+            f"check the name with `virsh list --all`, or {fallback}",
+        )
     return outcome["xml"]
 
 
@@ -92,8 +100,12 @@ def parse(text: str, source: str) -> DomainXml:
 
     devices = domain_xml.parse(text)  # never raises; refuses DOCTYPEs (entity bombs) before parsing
     if devices.problems and devices.name is None and not devices.hostdevs:
-        raise DomainXmlError(f"{source}: {devices.problems[0]}", "write it with `virsh dumpxml DOMAIN > FILE`")
-    result = DomainXml(source=source, name=devices.name, hostdevs=devices.hostdevs, problems=list(devices.problems))
+        raise DomainXmlError(
+            f"{source}: {devices.problems[0]}", "write it with `virsh dumpxml DOMAIN > FILE`"
+        )
+    result = DomainXml(
+        source=source, name=devices.name, hostdevs=devices.hostdevs, problems=list(devices.problems)
+    )
     features = ElementTree.fromstring(text).find("./features")
     if features is not None:
         hyperv = features.find("./hyperv")
@@ -110,5 +122,7 @@ def hostdev_snippet(address: str) -> str:
     """The <hostdev> element for one PCI function, to paste into `virsh edit`."""
     domain, bus, rest = address.split(":")
     slot, function = rest.split(".")
-    return (f"<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x{domain}' "
-            f"bus='0x{bus}' slot='0x{slot}' function='0x{function}'/></source></hostdev>")
+    return (
+        f"<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x{domain}' "
+        f"bus='0x{bus}' slot='0x{slot}' function='0x{function}'/></source></hostdev>"
+    )

@@ -8,10 +8,16 @@ from .facts import PciFunction
 # (class mask, class value, role); the first match wins. Classes are 24-bit: base, sub, prog-if.
 ROLES = (
     (0xFF0000, 0x030000, "gpu"),
-    (0xFFFF00, 0x040300, "audio"), (0xFF0000, 0x040000, "media"),
-    (0xFFFF00, 0x0C0300, "usb"), (0xFFFF00, 0x0C8000, "serial"), (0xFF0000, 0x0C0000, "serial"),
-    (0xFFFF00, 0x010800, "nvme"), (0xFFFF00, 0x010600, "sata"), (0xFF0000, 0x010000, "storage"),
-    (0xFF0000, 0x020000, "nic"), (0xFF0000, 0x0D0000, "wireless"),
+    (0xFFFF00, 0x040300, "audio"),
+    (0xFF0000, 0x040000, "media"),
+    (0xFFFF00, 0x0C0300, "usb"),
+    (0xFFFF00, 0x0C8000, "serial"),
+    (0xFF0000, 0x0C0000, "serial"),
+    (0xFFFF00, 0x010800, "nvme"),
+    (0xFFFF00, 0x010600, "sata"),
+    (0xFF0000, 0x010000, "storage"),
+    (0xFF0000, 0x020000, "nic"),
+    (0xFF0000, 0x0D0000, "wireless"),
 )
 
 
@@ -22,7 +28,9 @@ def role(fn: PciFunction) -> str:
     return "device"
 
 
-def suggest_names(functions: list[PciFunction], known: dict[str, str] | None = None) -> dict[str, str]:
+def suggest_names(
+    functions: list[PciFunction], known: dict[str, str] | None = None
+) -> dict[str, str]:
     """address -> name for every function, unique, in address order. Functions in `known`
     (address -> name, e.g. a profile's devices) keep their names.
 

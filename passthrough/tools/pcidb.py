@@ -13,32 +13,74 @@ from pathlib import Path
 PCI_IDS_PATHS = ("usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids")
 
 SUBCLASS_NAMES = {
-    0x0000: "Non-VGA unclassified device", 0x0100: "SCSI storage controller", 0x0101: "IDE interface",
-    0x0104: "RAID bus controller", 0x0106: "SATA controller", 0x0107: "Serial Attached SCSI controller",
-    0x0108: "Non-Volatile memory controller", 0x0200: "Ethernet controller", 0x0207: "Infiniband controller",
-    0x0280: "Network controller", 0x0300: "VGA compatible controller", 0x0302: "3D controller",
-    0x0380: "Display controller", 0x0400: "Multimedia video controller", 0x0401: "Multimedia audio controller",
-    0x0403: "Audio device", 0x0480: "Multimedia controller", 0x0500: "RAM memory", 0x0600: "Host bridge",
-    0x0601: "ISA bridge", 0x0604: "PCI bridge", 0x0680: "Bridge", 0x0700: "Serial controller",
-    0x0780: "Communication controller", 0x0805: "SD Host controller", 0x0806: "IOMMU",
-    0x0880: "System peripheral", 0x0c00: "FireWire (IEEE 1394)", 0x0c03: "USB controller",
-    0x0c05: "SMBus", 0x0c80: "Serial bus controller", 0x0d11: "Bluetooth", 0x0d80: "Wireless controller",
-    0x1080: "Encryption controller", 0x1180: "Signal processing controller", 0x1200: "Processing accelerators",
+    0x0000: "Non-VGA unclassified device",
+    0x0100: "SCSI storage controller",
+    0x0101: "IDE interface",
+    0x0104: "RAID bus controller",
+    0x0106: "SATA controller",
+    0x0107: "Serial Attached SCSI controller",
+    0x0108: "Non-Volatile memory controller",
+    0x0200: "Ethernet controller",
+    0x0207: "Infiniband controller",
+    0x0280: "Network controller",
+    0x0300: "VGA compatible controller",
+    0x0302: "3D controller",
+    0x0380: "Display controller",
+    0x0400: "Multimedia video controller",
+    0x0401: "Multimedia audio controller",
+    0x0403: "Audio device",
+    0x0480: "Multimedia controller",
+    0x0500: "RAM memory",
+    0x0600: "Host bridge",
+    0x0601: "ISA bridge",
+    0x0604: "PCI bridge",
+    0x0680: "Bridge",
+    0x0700: "Serial controller",
+    0x0780: "Communication controller",
+    0x0805: "SD Host controller",
+    0x0806: "IOMMU",
+    0x0880: "System peripheral",
+    0x0C00: "FireWire (IEEE 1394)",
+    0x0C03: "USB controller",
+    0x0C05: "SMBus",
+    0x0C80: "Serial bus controller",
+    0x0D11: "Bluetooth",
+    0x0D80: "Wireless controller",
+    0x1080: "Encryption controller",
+    0x1180: "Signal processing controller",
+    0x1200: "Processing accelerators",
 }
 BASE_CLASS_NAMES = {
-    0x00: "Unclassified device", 0x01: "Mass storage controller", 0x02: "Network controller",
-    0x03: "Display controller", 0x04: "Multimedia controller", 0x05: "Memory controller", 0x06: "Bridge",
-    0x07: "Communication controller", 0x08: "Generic system peripheral", 0x09: "Input device controller",
-    0x0a: "Docking station", 0x0b: "Processor", 0x0c: "Serial bus controller", 0x0d: "Wireless controller",
-    0x0e: "Intelligent controller", 0x0f: "Satellite communications controller", 0x10: "Encryption controller",
-    0x11: "Signal processing controller", 0x12: "Processing accelerators", 0xff: "Unassigned class",
+    0x00: "Unclassified device",
+    0x01: "Mass storage controller",
+    0x02: "Network controller",
+    0x03: "Display controller",
+    0x04: "Multimedia controller",
+    0x05: "Memory controller",
+    0x06: "Bridge",
+    0x07: "Communication controller",
+    0x08: "Generic system peripheral",
+    0x09: "Input device controller",
+    0x0A: "Docking station",
+    0x0B: "Processor",
+    0x0C: "Serial bus controller",
+    0x0D: "Wireless controller",
+    0x0E: "Intelligent controller",
+    0x0F: "Satellite communications controller",
+    0x10: "Encryption controller",
+    0x11: "Signal processing controller",
+    0x12: "Processing accelerators",
+    0xFF: "Unassigned class",
 }
 
 
 def class_name(pci_class: int) -> str:
     """0x030000 -> 'VGA compatible controller'."""
-    return (SUBCLASS_NAMES.get(pci_class >> 8) or BASE_CLASS_NAMES.get(pci_class >> 16)
-            or f"Class {pci_class >> 8:04x}")
+    return (
+        SUBCLASS_NAMES.get(pci_class >> 8)
+        or BASE_CLASS_NAMES.get(pci_class >> 16)
+        or f"Class {pci_class >> 8:04x}"
+    )
 
 
 def find_pci_ids(root: Path) -> Path | None:

@@ -22,8 +22,10 @@ DEVICE_NAME = r"^[A-Za-z][A-Za-z0-9_.-]*$"  # as profile._devices checks it
 
 
 def build_parser():
-    return parser_for("schema", "Print the JSON Schema of profiles (the file shipped as "
-                                "passthrough/profile.schema.json).")
+    return parser_for(
+        "schema",
+        "Print the JSON Schema of profiles (the file shipped as passthrough/profile.schema.json).",
+    )
 
 
 def main(argv: list[str], out: TextIO, err: TextIO) -> int:
@@ -44,29 +46,45 @@ def profile_schema() -> dict:
     options = {name: option.json_schema() for name, option in STEP_OPTIONS.items()}
     options["timeout"]["description"] = "seconds the whole step may take"
     options["force"]["description"] = "override a safety refusal"
-    steps = [{"title": name,
-              "type": "object",
-              "properties": {name: {**action.args.json_schema(), "description": _summary(action)}, **options},
-              "required": [name],
-              "additionalProperties": False} for name, action in REGISTRY.items()]
+    steps = [
+        {
+            "title": name,
+            "type": "object",
+            "properties": {
+                name: {**action.args.json_schema(), "description": _summary(action)},
+                **options,
+            },
+            "required": [name],
+            "additionalProperties": False,
+        }
+        for name, action in REGISTRY.items()
+    ]
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "passthrough-hook profile",
         "description": "Steps passthrough-hook runs for one libvirt domain "
-                       "(/etc/libvirt/hooks/passthrough/<domain>.yaml).",
+        "(/etc/libvirt/hooks/passthrough/<domain>.yaml).",
         "type": "object",
         "properties": {
-            "devices": {"description": "names for PCI functions, used by the steps (addresses from lspci -D)",
-                        "type": "object",
-                        "propertyNames": {"pattern": DEVICE_NAME},
-                        "additionalProperties": PciAddress().json_schema()},
-            **{event: {"$ref": "#/definitions/steps", "description": _event_description(event)}
-               for event in EVENTS},
+            "devices": {
+                "description": "names for PCI functions, used by the steps (addresses from lspci -D)",
+                "type": "object",
+                "propertyNames": {"pattern": DEVICE_NAME},
+                "additionalProperties": PciAddress().json_schema(),
+            },
+            **{
+                event: {"$ref": "#/definitions/steps", "description": _event_description(event)}
+                for event in EVENTS
+            },
         },
         "additionalProperties": False,
         "definitions": {
-            "steps": {"oneOf": [{"type": "array", "items": {"$ref": "#/definitions/step"}},
-                                {"type": "null", "description": "no steps: do nothing on this event"}]},
+            "steps": {
+                "oneOf": [
+                    {"type": "array", "items": {"$ref": "#/definitions/step"}},
+                    {"type": "null", "description": "no steps: do nothing on this event"},
+                ]
+            },
             "step": {"description": "one action, plus optional timeout and force", "oneOf": steps},
         },
     }

@@ -26,22 +26,49 @@ from .facts import ADDRESS, HostFacts
 
 MAX_FILE = 64 * 1024
 DEVICE_ATTRIBUTES = (
-    "vendor", "device", "class", "revision", "subsystem_vendor", "subsystem_device", "driver_override",
-    "reset_method", "enable", "numa_node", "modalias", "boot_vga", "resource", "irq", "local_cpulist",
-    "current_link_speed", "current_link_width", "max_link_speed", "max_link_width", "d3cold_allowed",
-    "power_state", "sriov_totalvfs", "sriov_numvfs",
+    "vendor",
+    "device",
+    "class",
+    "revision",
+    "subsystem_vendor",
+    "subsystem_device",
+    "driver_override",
+    "reset_method",
+    "enable",
+    "numa_node",
+    "modalias",
+    "boot_vga",
+    "resource",
+    "irq",
+    "local_cpulist",
+    "current_link_speed",
+    "current_link_width",
+    "max_link_speed",
+    "max_link_width",
+    "d3cold_allowed",
+    "power_state",
+    "sriov_totalvfs",
+    "sriov_numvfs",
 )
 RESIZE_FILE = re.compile(r"^resource\d+_resize$")
 # Belt and braces over the allowlist: these read device memory or config space.
 NEVER = re.compile(r"^(config|rom|resource\d+(_wc)?)$")
 DEVICE_LINKS = ("driver", "iommu_group")
-DRIVER_FILES = ("bind", "unbind", "new_id", "remove_id")  # write-only in sysfs: copied as empty names
+DRIVER_FILES = (
+    "bind",
+    "unbind",
+    "new_id",
+    "remove_id",
+)  # write-only in sysfs: copied as empty names
 
 
 def build_parser():
-    parser = parser_for("snapshot", "Copy this host's PCI, IOMMU and module facts (names, links and small "
-                                    "attribute files; never config space, ROMs or BARs) into DIR, a tree that "
-                                    "--root accepts. For bug reports and tests.")
+    parser = parser_for(
+        "snapshot",
+        "Copy this host's PCI, IOMMU and module facts (names, links and small "
+        "attribute files; never config space, ROMs or BARs) into DIR, a tree that "
+        "--root accepts. For bug reports and tests.",
+    )
     add_root(parser)
     parser.add_argument("directory", metavar="DIR", help="where to write the tree (new or empty)")
     return parser
@@ -52,9 +79,12 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     copier = Snapshot(Path(args.root), Path(args.directory))
     copier.run()
     counts = copier.counts
-    print(f"Wrote a snapshot of {args.root} to {args.directory}: {counts['device']} PCI devices, "
-          f"{counts['group']} IOMMU groups, {counts['driver']} drivers, {counts['module']} modules "
-          f"({counts['file']} files, {counts['link']} links).", file=out)
+    print(
+        f"Wrote a snapshot of {args.root} to {args.directory}: {counts['device']} PCI devices, "
+        f"{counts['group']} IOMMU groups, {counts['driver']} drivers, {counts['module']} modules "
+        f"({counts['file']} files, {counts['link']} links).",
+        file=out,
+    )
     for note in copier.notes:
         print(f"Note: {note}", file=out)
     print(f"Look at it with `{PROG} iommu --root {args.directory}`.", file=out)
@@ -72,7 +102,9 @@ class Snapshot:
 
     def run(self) -> None:
         if self.target.exists() and (not self.target.is_dir() or any(self.target.iterdir())):
-            raise UsageError(f"{self.target} exists and is not an empty directory; give a new directory")
+            raise UsageError(
+                f"{self.target} exists and is not an empty directory; give a new directory"
+            )
         try:
             self.target.mkdir(parents=True, exist_ok=True)
             self.pci_devices()
@@ -82,8 +114,9 @@ class Snapshot:
             self.proc()
             self.kernel_modules()
         except OSError as exc:  # reading the source is forgiving; this is writing the copy
-            raise UsageError(f"cannot write the snapshot in {self.target}: {exc.strerror} "
-                             f"({exc.filename})") from None
+            raise UsageError(
+                f"cannot write the snapshot in {self.target}: {exc.strerror} ({exc.filename})"
+            ) from None
 
     # --- writing the tree -------------------------------------------------------------------
 
@@ -143,8 +176,10 @@ class Snapshot:
         for address in self.sysfs.listdir("bus/pci/devices"):
             if not ADDRESS.match(address) or not self.copy_link(f"sys/bus/pci/devices/{address}"):
                 continue
-            device_dir = os.path.relpath(os.path.realpath(self.source / "sys/bus/pci/devices" / address),
-                                         os.path.realpath(self.source))
+            device_dir = os.path.relpath(
+                os.path.realpath(self.source / "sys/bus/pci/devices" / address),
+                os.path.realpath(self.source),
+            )
             self.mkdir(device_dir)
             names = self.sysfs.listdir(os.path.relpath(device_dir, "sys"))
             for name in [*DEVICE_ATTRIBUTES, *(n for n in names if RESIZE_FILE.match(n))]:
@@ -199,7 +234,11 @@ class Snapshot:
         base = os.path.relpath(directory, self.source)
         builtin = directory / "modules.builtin"
         if builtin.is_file() and builtin.stat().st_size > MAX_FILE:
-            lines = [line for line in builtin.read_text(errors="replace").splitlines() if "/vfio/" in line]
+            lines = [
+                line
+                for line in builtin.read_text(errors="replace").splitlines()
+                if "/vfio/" in line
+            ]
             self.put(f"{base}/modules.builtin", "".join(f"{line}\n" for line in lines).encode())
             self.notes.append(f"{builtin} is over {MAX_FILE // 1024} KiB: kept its vfio lines only")
         else:

@@ -21,10 +21,17 @@ from .facts import HostFacts
 
 
 def build_parser():
-    parser = parser_for("status", "Show which domains hold which devices now (from the journals) and anything "
-                                  "a crash or a failed undo left behind. Exits 1 when something needs recovery.")
+    parser = parser_for(
+        "status",
+        "Show which domains hold which devices now (from the journals) and anything "
+        "a crash or a failed undo left behind. Exits 1 when something needs recovery.",
+    )
     add_root(parser)
-    parser.add_argument("--state-dir", metavar="DIR", help="where journals live (default <root>/run/passthrough-hook)")
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where journals live (default <root>/run/passthrough-hook)",
+    )
     add_json(parser)
     return parser
 
@@ -35,10 +42,19 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     state_dir = Path(args.state_dir) if args.state_dir else facts.root / "run" / "passthrough-hook"
     domains = [domain_status(path, facts) for path in journal_files(state_dir)]
     held = {d["address"] for status in domains for d in status["devices"]}
-    loose = [fn.short() for fn in facts.functions().values() if fn.driver == "vfio-pci" and fn.address not in held]
+    loose = [
+        fn.short()
+        for fn in facts.functions().values()
+        if fn.driver == "vfio-pci" and fn.address not in held
+    ]
     if args.json:
-        print(json.dumps({"state_dir": str(state_dir), "domains": domains, "vfio_without_journal": loose},
-                         indent=2), file=out)
+        print(
+            json.dumps(
+                {"state_dir": str(state_dir), "domains": domains, "vfio_without_journal": loose},
+                indent=2,
+            ),
+            file=out,
+        )
     else:
         print(status_text(state_dir, domains, loose), end="", file=out)
     return EXIT_FAILED if any(status["problems"] for status in domains) else EXIT_OK
@@ -46,11 +62,15 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
 
 def journal_files(state_dir: Path) -> list[Path]:
     try:
-        return sorted(p for p in state_dir.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
+        return sorted(
+            p for p in state_dir.iterdir() if p.suffix == ".json" and not p.name.startswith(".")
+        )
     except FileNotFoundError:
         return []
     except PermissionError:
-        raise UsageError(f"cannot read {state_dir}: permission denied; journals are root's, run as root") from None
+        raise UsageError(
+            f"cannot read {state_dir}: permission denied; journals are root's, run as root"
+        ) from None
     except OSError as exc:
         raise UsageError(f"cannot read {state_dir}: {exc.strerror}") from None
 
@@ -60,15 +80,29 @@ def domain_status(path: Path, facts: HostFacts) -> dict:
     from ..journal import Journal, JournalError
 
     domain = path.stem
-    status: dict = {"domain": domain, "journal": str(path), "readable": True, "since": None, "devices": [],
-                    "bars": [], "modules": [], "other": [], "problems": []}
+    status: dict = {
+        "domain": domain,
+        "journal": str(path),
+        "readable": True,
+        "since": None,
+        "devices": [],
+        "bars": [],
+        "modules": [],
+        "other": [],
+        "problems": [],
+    }
     try:
         journal = Journal.load(path.parent, domain)
     except JournalError as exc:
         status["readable"] = False
-        status["problems"].append({"kind": "unreadable", "message": str(exc),
-                                   "fix": f"restore its devices by hand (`{PROG} iommu` shows their drivers), "
-                                          f"then move {path} aside"})
+        status["problems"].append(
+            {
+                "kind": "unreadable",
+                "message": str(exc),
+                "fix": f"restore its devices by hand (`{PROG} iommu` shows their drivers), "
+                f"then move {path} aside",
+            }
+        )
         return status
     status["since"] = min((e.get("time", "") for e in journal.entries), default=None)
     for entry in journal.entries:
@@ -85,38 +119,68 @@ def _add_changes(status: dict, entry: dict, facts: HostFacts) -> None:
     from ..actions import REGISTRY
 
     record = entry.get("record") or {}
-    if entry.get("action") not in ("detach", "reattach", "unbind", "bind", "resize_bar", "modprobe"):
+    if entry.get("action") not in (
+        "detach",
+        "reattach",
+        "unbind",
+        "bind",
+        "resize_bar",
+        "modprobe",
+    ):
         action = REGISTRY.get(entry.get("action"))
         if action is not None and action.changed(record):
-            status["other"].append(f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe')}); "
-                                   f"undo: {action.describe_undo(record)}")
+            status["other"].append(
+                f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe')}); "
+                f"undo: {action.describe_undo(record)}"
+            )
         return
     for device in record.get("devices", []):
         if device.get("changed"):
             fn = facts.function(device["address"])
-            status["devices"].append({"address": device["address"], "name": device.get("name"),
-                                      "was": (device.get("before") or {}).get("driver"),
-                                      "now": fn.driver if fn else None})
+            status["devices"].append(
+                {
+                    "address": device["address"],
+                    "name": device.get("name"),
+                    "was": (device.get("before") or {}).get("driver"),
+                    "now": fn.driver if fn else None,
+                }
+            )
     if record.get("changed") and "bar" in record:
-        status["bars"].append({"address": record["address"], "name": record.get("name"), "bar": record["bar"],
-                               "was": record.get("before_size"), "set": record.get("size")})
+        status["bars"].append(
+            {
+                "address": record["address"],
+                "name": record.get("name"),
+                "bar": record["bar"],
+                "was": record.get("before_size"),
+                "set": record.get("size"),
+            }
+        )
     status["modules"] += record.get("loaded", [])
 
 
 def _problem(domain: str, entry: dict, facts: HostFacts) -> dict | None:
-    step = (f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe', entry.get('action'))}, "
-            f"at {entry.get('where', '?')}, {entry.get('time', '?')}, pid {entry.get('pid', '?')})")
+    step = (
+        f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe', entry.get('action'))}, "
+        f"at {entry.get('where', '?')}, {entry.get('time', '?')}, pid {entry.get('pid', '?')})"
+    )
     recover = f"run `{PROG} recover {domain}`: it undoes everything journaled for {domain}"
     state = entry.get("status")
     if state == "running":
         if _alive(facts, entry.get("pid")):
             return None  # a hook is running this step right now
-        return {"kind": "crashed", "message": f"{step} was running when the hook stopped (killed, or the host "
-                                              f"went down): the host may be half changed", "fix": recover}
+        return {
+            "kind": "crashed",
+            "message": f"{step} was running when the hook stopped (killed, or the host "
+            f"went down): the host may be half changed",
+            "fix": recover,
+        }
     if state in ("failed", "undo-failed"):
-        return {"kind": state, "message": f"{step} could not be undone", "fix":
-                f"find why in the log ({facts.root / 'var/log/libvirt/passthrough-hook.log'}), fix that, then run "
-                f"`{PROG} recover {domain}`"}
+        return {
+            "kind": state,
+            "message": f"{step} could not be undone",
+            "fix": f"find why in the log ({facts.root / 'var/log/libvirt/passthrough-hook.log'}), fix that, then run "
+            f"`{PROG} recover {domain}`",
+        }
     return None
 
 
@@ -132,8 +196,10 @@ def status_text(state_dir: Path, domains: list[dict], loose: list[str]) -> str:
         for status in domains:
             lines += _domain_lines(status)
     if loose:
-        lines.append(f"On vfio-pci but in no journal (bound at boot by vfio-pci.ids, by another tool, or left by a "
-                     f"lost journal): {', '.join(loose)}")
+        lines.append(
+            f"On vfio-pci but in no journal (bound at boot by vfio-pci.ids, by another tool, or left by a "
+            f"lost journal): {', '.join(loose)}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -142,16 +208,23 @@ def _domain_lines(status: dict) -> list[str]:
     if not status["readable"]:
         lines = [f"{status['domain']}: its journal cannot be read"]
     else:
-        lines = [f"{status['domain']}: holds {held} device{'s' if held != 1 else ''}"
-                 + (f" since {status['since']}" if status["since"] else "") + f" (journal {status['journal']})"]
+        lines = [
+            f"{status['domain']}: holds {held} device{'s' if held != 1 else ''}"
+            + (f" since {status['since']}" if status["since"] else "")
+            + f" (journal {status['journal']})"
+        ]
     for device in status["devices"]:
         label = f"{device['name']} ({device['address']})" if device["name"] else device["address"]
         now, was = device["now"] or "no driver", device["was"] or "no driver"
-        lines.append(f"  {label}: now {now}, was {was}" if now != was else f"  {label}: on {now}, as before")
+        lines.append(
+            f"  {label}: now {now}, was {was}" if now != was else f"  {label}: on {now}, as before"
+        )
     for bar in status["bars"]:
         label = f"{bar['name']} ({bar['address']})" if bar["name"] else bar["address"]
-        lines.append(f"  BAR {bar['bar']} of {label}: set to {format_bytes(bar['set'] or 0)}, "
-                     f"was {format_bytes(bar['was'] or 0)}")
+        lines.append(
+            f"  BAR {bar['bar']} of {label}: set to {format_bytes(bar['set'] or 0)}, "
+            f"was {format_bytes(bar['was'] or 0)}"
+        )
     if status["modules"]:
         lines.append(f"  modules it loaded: {' '.join(status['modules'])}")
     for other in status["other"]:

@@ -20,8 +20,9 @@ _DAEMON = pytest.StashKey[Libvirtd]()
 
 
 @pytest.fixture(scope="session")
-def libvirtd(request: pytest.FixtureRequest,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
+def libvirtd(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Libvirtd]:
     with ExitStack() as stack:
         try:
             daemon = stack.enter_context(running_libvirtd(tmp_path_factory.mktemp("libvirtd")))
@@ -39,8 +40,9 @@ def hooks_dir(libvirtd: Libvirtd) -> Iterator[Path]:
     clear_hooks()
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
-                            config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     """Print what the libvirt tests measured (kept out of assertions: machines differ)."""
     daemon = config.stash.get(_DAEMON, None)
     if daemon is None or not daemon.timings:

@@ -95,21 +95,28 @@ def why_unavailable() -> str | None:
     missing = [name for name in REQUIRED_BINARIES if not _which(name)]
     if missing:
         packages = " ".join(sorted({REQUIRED_BINARIES[name] for name in missing}))
-        return (f"libvirt tests need {', '.join(missing)}, not found in {DAEMON_ENV['PATH']} "
-                f"(Debian: apt-get install {packages})")
+        return (
+            f"libvirt tests need {', '.join(missing)}, not found in {DAEMON_ENV['PATH']} "
+            f"(Debian: apt-get install {packages})"
+        )
     if os.geteuid() != 0:
         return "libvirt tests need root: they run the system libvirtd and edit /etc/libvirt"
     foreign = _pids_named("libvirtd") + _pids_named("virtqemud")
     if foreign or LIBVIRTD_SOCKET in _unix_listeners():
-        who = (f"pid {', '.join(map(str, foreign))}" if foreign
-               else f"a listener on {LIBVIRTD_SOCKET}")
-        return (f"a libvirt daemon this test run did not start is already serving ({who}); "
-                "stop it first (e.g. systemctl stop libvirtd.socket libvirtd), "
-                "tests never take over or kill someone else's daemon")
+        who = (
+            f"pid {', '.join(map(str, foreign))}" if foreign else f"a listener on {LIBVIRTD_SOCKET}"
+        )
+        return (
+            f"a libvirt daemon this test run did not start is already serving ({who}); "
+            "stop it first (e.g. systemctl stop libvirtd.socket libvirtd), "
+            "tests never take over or kill someone else's daemon"
+        )
     for number, line in enumerate(QEMU_CONF.read_text().splitlines(), start=1):
         if line.lstrip().startswith("cgroup_controllers"):
-            return (f"{QEMU_CONF}:{number} already sets cgroup_controllers (left over from an "
-                    "interrupted test run?); the test daemon sets its own and restores the file")
+            return (
+                f"{QEMU_CONF}:{number} already sets cgroup_controllers (left over from an "
+                "interrupted test run?); the test daemon sets its own and restores the file"
+            )
     return None
 
 
@@ -187,12 +194,14 @@ class Libvirtd:
 
     # -- helpers for tests -------------------------------------------------------------------
 
-    def virsh(self, *args: str, check: bool = True,
-              timeout: float = VIRSH_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def virsh(
+        self, *args: str, check: bool = True, timeout: float = VIRSH_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """Run `virsh -c qemu:///system ARGS` (LC_ALL=C: English messages to assert on)."""
         argv = [_which("virsh"), "-c", URI, *args]
-        result = subprocess.run(argv, capture_output=True, text=True, env=DAEMON_ENV,
-                                timeout=timeout, check=False)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env=DAEMON_ENV, timeout=timeout, check=False
+        )
         if check and result.returncode != 0:
             raise VirshError(result.returncode, argv, result.stdout, result.stderr)
         return result
@@ -260,7 +269,8 @@ class Libvirtd:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError(
-                    f"libvirtd (pid {pid}) did not answer within {READY_TIMEOUT:.0f} s")
+                    f"libvirtd (pid {pid}) did not answer within {READY_TIMEOUT:.0f} s"
+                )
             # One call can last the whole capability probe: give it all the time left.
             if self.virsh("version", check=False, timeout=left).returncode == 0:
                 return
@@ -268,9 +278,11 @@ class Libvirtd:
 
     def _wait_for_threads(self, name_prefix: str, what: str) -> None:
         """Wait until libvirtd has no thread whose name (as libvirt sets it) starts so."""
+
         def gone() -> bool:
             names = _thread_names(self._running_libvirtd_pid())
             return not any(name.startswith(name_prefix) for name in names)
+
         _wait_for(gone, STOP_TIMEOUT, what)
 
     def _remove_domains(self) -> None:
@@ -349,9 +361,11 @@ class TreeSnapshot:
 
 def _prepare_etc() -> None:
     with QEMU_CONF.open("a") as conf:
-        conf.write("\n# Added by passthrough-hook tests/e2e_libvirt (restored after the run):\n"
-                   "# without systemd, libvirtd would create cgroups under /sys/fs/cgroup.\n"
-                   "cgroup_controllers = [ ]\n")
+        conf.write(
+            "\n# Added by passthrough-hook tests/e2e_libvirt (restored after the run):\n"
+            "# without systemd, libvirtd would create cgroups under /sys/fs/cgroup.\n"
+            "cgroup_controllers = [ ]\n"
+        )
     clear_hooks()
     for autostart in ETC_LIBVIRT.rglob("autostart"):
         if autostart.is_dir() and not autostart.is_symlink():
@@ -361,9 +375,16 @@ def _prepare_etc() -> None:
 def _start_daemon(name: str, pidfile: Path) -> int:
     """Run `NAME -d` as systemd would and return the daemon's pid from its pid file."""
     # The daemon sends its own stdio to /dev/null; `NAME -d` returns once it has started.
-    result = subprocess.run([_which(name), "-d"], env=DAEMON_ENV, cwd="/", check=False,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=STOP_TIMEOUT)
+    result = subprocess.run(
+        [_which(name), "-d"],
+        env=DAEMON_ENV,
+        cwd="/",
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=STOP_TIMEOUT,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"`{name} -d` exited {result.returncode}: {result.stderr.strip()}")
     pid = int(pidfile.read_text().strip())
@@ -413,8 +434,11 @@ def _is_process(pid: int, name: str) -> bool:
 
 
 def _pids_named(name: str) -> list[int]:
-    return sorted(int(p.name) for p in Path("/proc").iterdir()
-                  if p.name.isdigit() and _is_process(int(p.name), name))
+    return sorted(
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _is_process(int(p.name), name)
+    )
 
 
 def _thread_names(pid: int) -> set[str]:

@@ -27,8 +27,11 @@ class HookTrace:
     def calls(self, script: str | None = None, domain: str | None = None) -> list[HookCall]:
         """Hook calls so far, oldest first, optionally only those of one script or domain."""
         calls = parse_trace(self.log.read_text(errors="replace") if self.log.exists() else "")
-        return [call for call in calls
-                if script in (None, call.script) and domain in (None, call.domain)]
+        return [
+            call
+            for call in calls
+            if script in (None, call.script) and domain in (None, call.domain)
+        ]
 
     def summary(self, script: str, domain: str) -> list[tuple[str, int | None]]:
         """(event, exit status) of each call of `script` for `domain`."""
@@ -47,9 +50,13 @@ def trace_hooks(libvirtd: Libvirtd, log: Path) -> Iterator[HookTrace]:
     conf_before = LIBVIRTD_CONF.read_bytes()
     try:
         # Read by a libvirtd started while the block runs (a test's restart).
-        LIBVIRTD_CONF.write_bytes(conf_before + (
-            f'\n# passthrough-hook tests: trace hook calls (restored right after)\n'
-            f'log_filters = "{FILTERS}"\nlog_outputs = "{outputs}"\n').encode())
+        LIBVIRTD_CONF.write_bytes(
+            conf_before
+            + (
+                f"\n# passthrough-hook tests: trace hook calls (restored right after)\n"
+                f'log_filters = "{FILTERS}"\nlog_outputs = "{outputs}"\n'
+            ).encode()
+        )
         _admin("daemon-log-filters", FILTERS)
         _admin("daemon-log-outputs", outputs)
         yield HookTrace(log)
@@ -64,8 +71,14 @@ def _admin(*args: str) -> str:
     virt_admin = shutil.which("virt-admin", path=DAEMON_ENV["PATH"])
     if virt_admin is None:
         raise RuntimeError("virt-admin not found (Debian: apt-get install libvirt-clients)")
-    result = subprocess.run([virt_admin, "-c", ADMIN_URI, *args], capture_output=True, text=True,
-                            env=DAEMON_ENV, timeout=30, check=False)
+    result = subprocess.run(
+        [virt_admin, "-c", ADMIN_URI, *args],
+        capture_output=True,
+        text=True,
+        env=DAEMON_ENV,
+        timeout=30,
+        check=False,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"virt-admin {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout

@@ -40,8 +40,9 @@ def hook_calls(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
-def test_start_and_destroy_call_the_hook_in_order(libvirtd: Libvirtd, hooks_dir: Path,
-                                                   tmp_path: Path) -> None:
+def test_start_and_destroy_call_the_hook_in_order(
+    libvirtd: Libvirtd, hooks_dir: Path, tmp_path: Path
+) -> None:
     log = tmp_path / "hook.log"
     install(libvirtd, LOGGING_HOOK, log)
     domain = libvirtd.define_domain("pt-smoke-order")
@@ -58,8 +59,9 @@ def test_start_and_destroy_call_the_hook_in_order(libvirtd: Libvirtd, hooks_dir:
     ]
 
 
-def test_failing_prepare_aborts_start_and_still_releases(libvirtd: Libvirtd, hooks_dir: Path,
-                                                         tmp_path: Path) -> None:
+def test_failing_prepare_aborts_start_and_still_releases(
+    libvirtd: Libvirtd, hooks_dir: Path, tmp_path: Path
+) -> None:
     log = tmp_path / "hook.log"
     install(libvirtd, REFUSING_HOOK, log)
     domain = libvirtd.define_domain("pt-smoke-refused")
@@ -78,8 +80,9 @@ def test_failing_prepare_aborts_start_and_still_releases(libvirtd: Libvirtd, hoo
     ]
 
 
-def test_daemon_restart_reconnects_a_running_guest(libvirtd: Libvirtd, hooks_dir: Path,
-                                                   tmp_path: Path) -> None:
+def test_daemon_restart_reconnects_a_running_guest(
+    libvirtd: Libvirtd, hooks_dir: Path, tmp_path: Path
+) -> None:
     log = tmp_path / "hook.log"
     install(libvirtd, LOGGING_HOOK, log)
     domain = libvirtd.define_domain("pt-smoke-reconnect")
@@ -92,8 +95,9 @@ def test_daemon_restart_reconnects_a_running_guest(libvirtd: Libvirtd, hooks_dir
     libvirtd.virsh("destroy", domain)
 
 
-def test_virsh_start_cost_with_and_without_hook(libvirtd: Libvirtd, hooks_dir: Path,
-                                                tmp_path: Path) -> None:
+def test_virsh_start_cost_with_and_without_hook(
+    libvirtd: Libvirtd, hooks_dir: Path, tmp_path: Path
+) -> None:
     cycles = 3
     domain = libvirtd.define_domain("pt-smoke-timing")
     libvirtd.reload()  # forget hooks earlier tests installed: measure with none at all

@@ -31,8 +31,11 @@ pytestmark = pytest.mark.libvirt
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SH = REPO / "install.sh"
 # What install.sh puts outside /etc/libvirt.
-INSTALLED_OUTSIDE_ETC = (Path("/usr/local/lib/passthrough-hook"), Path("/usr/local/bin/passthrough-hook"),
-                         Path("/var/lib/passthrough-hook"))
+INSTALLED_OUTSIDE_ETC = (
+    Path("/usr/local/lib/passthrough-hook"),
+    Path("/usr/local/bin/passthrough-hook"),
+    Path("/var/lib/passthrough-hook"),
+)
 PROFILES = HOOKS_DIR / "passthrough"
 HOOK_LOG = Path("/var/log/libvirt/passthrough-hook.log")
 STATE_DIR = Path("/run/passthrough-hook")
@@ -68,7 +71,9 @@ prepare/begin:
   - detach: [gpu]
    - resize_bar: {device: gpu, bar: 2, size: 8MiB}
 """
-INVALID_YAML_MESSAGE = f"{PROFILES}/win10.yaml:5:4: invalid YAML: did not find expected '-' indicator"
+INVALID_YAML_MESSAGE = (
+    f"{PROFILES}/win10.yaml:5:4: invalid YAML: did not find expected '-' indicator"
+)
 
 # A hook that is not ours, as a user may already have one: logs its calls, reads the XML.
 FOREIGN_HOOK = """#!/bin/bash
@@ -122,9 +127,17 @@ class Installation:
 
 def _install_sh(*args: str) -> subprocess.CompletedProcess[str]:
     # sudo's environment: a plain PATH, whatever python the test runner uses.
-    result = subprocess.run([str(INSTALL_SH), *args], capture_output=True, text=True, env=DAEMON_ENV,
-                            timeout=300, check=False)
-    assert result.returncode == 0, f"install.sh {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+    result = subprocess.run(
+        [str(INSTALL_SH), *args],
+        capture_output=True,
+        text=True,
+        env=DAEMON_ENV,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"install.sh {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+    )
     return result
 
 
@@ -134,8 +147,11 @@ def passthrough(libvirtd: Libvirtd, hooks_dir: Path) -> Iterator[Installation]:
     leftover = [str(path) for path in INSTALLED_OUTSIDE_ETC if path.exists()]
     if leftover:
         outcome = pytest.fail if os.environ.get("PASSTHROUGH_ALL_TIERS") == "1" else pytest.skip
-        outcome(f"passthrough-hook is already installed on this machine ({', '.join(leftover)}); these "
-                "tests install and uninstall it themselves: run `install.sh --uninstall` first", pytrace=False)
+        outcome(
+            f"passthrough-hook is already installed on this machine ({', '.join(leftover)}); these "
+            "tests install and uninstall it themselves: run `install.sh --uninstall` first",
+            pytrace=False,
+        )
     state_existed, log_existed = STATE_DIR.exists(), HOOK_LOG.exists()
     installation = Installation(libvirtd)
     try:
@@ -174,13 +190,19 @@ def win10(libvirtd: Libvirtd) -> str:
 def pci_drivers() -> dict[str, str | None]:
     """This machine's PCI devices and their drivers (read only): what no test may change."""
     devices = Path("/sys/bus/pci/devices")
-    return {device.name: (os.readlink(device / "driver").rsplit("/", 1)[1]
-                          if (device / "driver").exists() else None)
-            for device in sorted(devices.iterdir())}
+    return {
+        device.name: (
+            os.readlink(device / "driver").rsplit("/", 1)[1]
+            if (device / "driver").exists()
+            else None
+        )
+        for device in sorted(devices.iterdir())
+    }
 
 
 def test_a_domain_without_profile_runs_normally_and_the_hook_costs_it_little(
-        libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace) -> None:
+    libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace
+) -> None:
     cycles = 5
     domain = libvirtd.define_domain("plain-vm")
     libvirtd.reload()  # forget hooks earlier tests installed: measure with none at all
@@ -190,23 +212,34 @@ def test_a_domain_without_profile_runs_normally_and_the_hook_costs_it_little(
     with_hook = time_cycles(libvirtd, domain, cycles)
 
     # Every event of every cycle ran the installed hook, and each call returned 0...
-    assert trace.summary(MAIN_HOOK, domain) == [(event, 0) for event in START_EVENTS + STOP_EVENTS] * cycles, trace
+    assert (
+        trace.summary(MAIN_HOOK, domain)
+        == [(event, 0) for event in START_EVENTS + STOP_EVENTS] * cycles
+    ), trace
     # ...without doing anything: nothing logged, nothing journaled.
     assert domain not in passthrough.log()
     assert not (STATE_DIR / f"{domain}.json").exists()
 
-    ratio = (statistics.median(c.start for c in with_hook) / statistics.median(c.start for c in without_hook))
+    ratio = statistics.median(c.start for c in with_hook) / statistics.median(
+        c.start for c in without_hook
+    )
     libvirtd.timings["virsh start, before install.sh"] = [c.start for c in without_hook]
-    libvirtd.timings["virsh start, after install.sh (domain without profile)"] = [c.start for c in with_hook]
+    libvirtd.timings["virsh start, after install.sh (domain without profile)"] = [
+        c.start for c in with_hook
+    ]
     libvirtd.timings["virsh start after/before install.sh (ratio of medians)"] = [ratio]
     libvirtd.timings["hook call as libvirtd times it, domain without profile (median)"] = [
-        statistics.median(call.seconds for call in trace.calls(MAIN_HOOK, domain))]
+        statistics.median(call.seconds for call in trace.calls(MAIN_HOOK, domain))
+    ]
     print(f"virsh start with the installed hook / without, medians of {cycles}: {ratio:.2f}")
 
 
 def test_a_profile_that_cannot_be_applied_fails_the_start_with_the_hooks_message(
-        libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace) -> None:
-    assert not Path(f"/sys/bus/pci/devices/{ABSENT_DEVICE}").exists(), "the test needs an absent address"
+    libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace
+) -> None:
+    assert not Path(f"/sys/bus/pci/devices/{ABSENT_DEVICE}").exists(), (
+        "the test needs an absent address"
+    )
     drivers_before = pci_drivers()
     passthrough.install()
     passthrough.write_profile("win10", UNAPPLIABLE_PROFILE)
@@ -216,11 +249,18 @@ def test_a_profile_that_cannot_be_applied_fails_the_start_with_the_hooks_message
 
     assert result.returncode == 1
     assert "error: Hook script execution failed" in result.stderr
-    assert "passthrough-hook: win10 prepare/begin failed at step 1. detach gpu to vfio-pci via sysfs" in result.stderr
+    assert (
+        "passthrough-hook: win10 prepare/begin failed at step 1. detach gpu to vfio-pci via sysfs"
+        in result.stderr
+    )
     assert f"{ABSENT_DEVICE}: no such PCI device on this host" in result.stderr
     assert libvirtd.virsh("domstate", "--reason", domain).stdout.strip() == "shut off (failed)"
     # libvirt still sends stopped/end and release/end; both succeed, with nothing to undo.
-    assert trace.summary(MAIN_HOOK, domain) == [("prepare/begin", 1), ("stopped/end", 0), ("release/end", 0)], trace
+    assert trace.summary(MAIN_HOOK, domain) == [
+        ("prepare/begin", 1),
+        ("stopped/end", 0),
+        ("release/end", 0),
+    ], trace
     errors = [line for line in passthrough.log().splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "win10 prepare/begin: 1. detach gpu" in errors[0], passthrough.log()
     assert not (STATE_DIR / "win10.json").exists()
@@ -228,7 +268,8 @@ def test_a_profile_that_cannot_be_applied_fails_the_start_with_the_hooks_message
 
 
 def test_an_invalid_yaml_profile_is_reported_through_virsh_with_its_position(
-        libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace) -> None:
+    libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace
+) -> None:
     passthrough.install()
     passthrough.write_profile("win10", INVALID_YAML_PROFILE)
     domain = win10(libvirtd)
@@ -243,7 +284,8 @@ def test_an_invalid_yaml_profile_is_reported_through_virsh_with_its_position(
 
 
 def test_an_existing_hook_is_kept_both_run_and_uninstall_restores_the_hooks_dir(
-        libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace, tmp_path: Path) -> None:
+    libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace, tmp_path: Path
+) -> None:
     foreign_log = tmp_path / "my-hook.log"
     foreign = HOOKS_DIR / "qemu"
     foreign.write_text(FOREIGN_HOOK.format(log=foreign_log))
@@ -261,14 +303,25 @@ def test_an_existing_hook_is_kept_both_run_and_uninstall_restores_the_hooks_dir(
     # Both ran, each call of each returned 0, the foreign one first (libvirt's order).
     release = f"release end {release_extra(libvirtd.daemon_version(), 'destroyed')}"
     assert foreign_log.read_text().splitlines() == [
-        f"{domain} {event}" for event in
-        ("prepare begin -", "start begin -", "started begin -", "stopped end -", release)]
+        f"{domain} {event}"
+        for event in (
+            "prepare begin -",
+            "start begin -",
+            "started begin -",
+            "stopped end -",
+            release,
+        )
+    ]
     expected = [(event, 0) for event in START_EVENTS + STOP_EVENTS]
     assert trace.summary(MAIN_HOOK, domain) == expected, trace
     assert trace.summary(QEMU_D_HOOK, domain) == expected, trace
     assert [call.script for call in trace.calls(domain=domain)][:2] == [MAIN_HOOK, QEMU_D_HOOK]
-    libvirtd.timings["hook call as libvirtd times it, profile with no-op steps: ours, a bash hook (medians)"] = [
-        statistics.median(call.seconds for call in trace.calls(script, domain)) for script in (QEMU_D_HOOK, MAIN_HOOK)]
+    libvirtd.timings[
+        "hook call as libvirtd times it, profile with no-op steps: ours, a bash hook (medians)"
+    ] = [
+        statistics.median(call.seconds for call in trace.calls(script, domain))
+        for script in (QEMU_D_HOOK, MAIN_HOOK)
+    ]
     log = passthrough.log()
     assert "win10 prepare/begin: 1. undo what release/end changed, in reverse order: done" in log
     assert "win10 release/end: 1. undo what prepare/begin changed, in reverse order: done" in log
@@ -279,7 +332,8 @@ def test_an_existing_hook_is_kept_both_run_and_uninstall_restores_the_hooks_dir(
 
 
 def test_a_daemon_restart_leaves_a_running_domain_alone(
-        libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace) -> None:
+    libvirtd: Libvirtd, passthrough: Installation, trace: HookTrace
+) -> None:
     passthrough.install()
     passthrough.write_profile("win10", NO_OP_PROFILE)
     domain = win10(libvirtd)
@@ -288,7 +342,9 @@ def test_a_daemon_restart_leaves_a_running_domain_alone(
     libvirtd.restart()
 
     assert libvirtd.virsh("domstate", domain).stdout.strip() == "running"
-    assert trace.summary(MAIN_HOOK, domain) == [(event, 0) for event in START_EVENTS + ["reconnect/begin"]], trace
+    assert trace.summary(MAIN_HOOK, domain) == [
+        (event, 0) for event in START_EVENTS + ["reconnect/begin"]
+    ], trace
     assert " ERROR " not in passthrough.log()
     libvirtd.virsh("destroy", domain)
     assert trace.summary(MAIN_HOOK, domain)[-2:] == [(event, 0) for event in STOP_EVENTS], trace
@@ -296,5 +352,7 @@ def test_a_daemon_restart_leaves_a_running_domain_alone(
 
 def _contents(snapshot: TreeSnapshot) -> dict[Path, tuple]:
     """What a user sees of a tree: entries, kinds, modes, owners, contents (not mtimes)."""
-    return {path: (entry.kind, entry.mode, entry.uid, entry.gid, entry.data)
-            for path, entry in snapshot.entries.items()}
+    return {
+        path: (entry.kind, entry.mode, entry.uid, entry.gid, entry.data)
+        for path, entry in snapshot.entries.items()
+    }

@@ -17,9 +17,10 @@ class Cycle:
 def time_cycles(libvirtd: Libvirtd, domain: str, count: int) -> list[Cycle]:
     """Start and destroy the shut-off `domain` `count` times; each virsh command is timed whole
     (process spawn included, the same with and without a hook, so ratios stay fair)."""
-    return [Cycle(start=_timed(libvirtd, "start", domain),
-                  destroy=_timed(libvirtd, "destroy", domain))
-            for _ in range(count)]
+    return [
+        Cycle(start=_timed(libvirtd, "start", domain), destroy=_timed(libvirtd, "destroy", domain))
+        for _ in range(count)
+    ]
 
 
 def _timed(libvirtd: Libvirtd, *virsh_args: str) -> float:

@@ -17,6 +17,7 @@ from harness import GuestToolMissing, run_in_guest
 @pytest.fixture(scope="session")
 def guest():
     """run_in_guest, with GuestToolMissing turned into skip (or fail in CI)."""
+
     def run(script: str, **kwargs):
         try:
             return run_in_guest(script, **kwargs)
@@ -24,6 +25,7 @@ def guest():
             if os.environ.get("PASSTHROUGH_ALL_TIERS") == "1":
                 pytest.fail(f"guest tier required but unavailable: {exc}", pytrace=False)
             pytest.skip(f"guest tier unavailable: {exc}")
+
     return run
 
 
@@ -38,10 +40,13 @@ def guest_report(request: pytest.FixtureRequest):
 
     def report(section: str, line: str) -> None:
         sections.setdefault(section, []).append(line)
+
     return report
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     for section, lines in config.stash.get(_REPORT, {}).items():
         terminalreporter.section(section)
         for line in lines:

@@ -168,8 +168,21 @@ $B poweroff -f
 """
 
 # Mount points and directories of the RAM root; everything else comes from /usr.
-_ROOT_DIRS = ("proc", "sys", "dev", "usr", "tmp", "run", "etc", "root", "var",
-              "project", "out", "harness", "modules")
+_ROOT_DIRS = (
+    "proc",
+    "sys",
+    "dev",
+    "usr",
+    "tmp",
+    "run",
+    "etc",
+    "root",
+    "var",
+    "project",
+    "out",
+    "harness",
+    "modules",
+)
 
 # The virtio-9p chain; order comes from `modprobe --show-depends`.
 _INITRAMFS_MODULES = ("virtio_pci", "9pnet_virtio", "9p")
@@ -205,7 +218,8 @@ def _find_kernel() -> _Kernel:
             raise GuestToolMissing(f"{image} is not readable by this user")
         return _Kernel(version, image)
     raise GuestToolMissing(
-        "no /boot/vmlinuz-* with modules in /usr/lib/modules: install linux-image-amd64")
+        "no /boot/vmlinuz-* with modules in /usr/lib/modules: install linux-image-amd64"
+    )
 
 
 def _is_static_elf(path: Path) -> bool:
@@ -214,13 +228,12 @@ def _is_static_elf(path: Path) -> bool:
         header = f.read(64)
         if header[:5] != b"\x7fELF\x02":
             return False
-        phoff, = struct.unpack_from("<Q", header, 0x20)
+        (phoff,) = struct.unpack_from("<Q", header, 0x20)
         phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
         f.seek(phoff)
         table = f.read(phentsize * phnum)
     pt_interp = 3
-    return all(struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp
-               for i in range(phnum))
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum))
 
 
 def _find_busybox() -> Path:
@@ -298,12 +311,13 @@ def _module_chain(kernel: _Kernel) -> list[Path]:
     chain: list[Path] = []
     for name in _INITRAMFS_MODULES:
         shown = subprocess.run(
-            [modprobe, "-S", kernel.version, "--show-depends", name],
-            capture_output=True, text=True)
+            [modprobe, "-S", kernel.version, "--show-depends", name], capture_output=True, text=True
+        )
         if shown.returncode != 0:
             raise GuestToolMissing(
                 f"modprobe cannot resolve {name} for {kernel.version}: {shown.stderr.strip()} "
-                f"(install linux-image-{kernel.version})")
+                f"(install linux-image-{kernel.version})"
+            )
         for line in shown.stdout.splitlines():
             words = line.split()
             # "insmod /lib/modules/.../x.ko" or "builtin x" (nothing to load).
@@ -338,9 +352,13 @@ def _initramfs(kernel: _Kernel, cache: Path) -> Path:
         files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*"))
         tmp = Path(stage_dir) / "initramfs.cpio"
         with tmp.open("wb") as out:
-            subprocess.run([cpio, "--quiet", "-o", "-H", "newc", "-R", "0:0"],
-                           input="\n".join(files).encode(), cwd=stage, stdout=out,
-                           check=True)
+            subprocess.run(
+                [cpio, "--quiet", "-o", "-H", "newc", "-R", "0:0"],
+                input="\n".join(files).encode(),
+                cwd=stage,
+                stdout=out,
+                check=True,
+            )
         return _publish(tmp, target)
 
 
@@ -352,8 +370,11 @@ def _rebar_module(kernel: _Kernel, cache: Path) -> Path:
     make = _require_tool("make", "make")
     _require_tool("gcc", "gcc")
     sources = sorted(p for p in _REBAR_SRC.iterdir() if p.is_file())
-    key = _digest(kernel.version, _stat_key(kernel.headers / "Module.symvers"),
-                  *(p.name.encode() + p.read_bytes() for p in sources))
+    key = _digest(
+        kernel.version,
+        _stat_key(kernel.headers / "Module.symvers"),
+        *(p.name.encode() + p.read_bytes() for p in sources),
+    )
     target = cache / f"rebar_emu-{kernel.version}-{key}.ko"
     if target.exists():
         return target
@@ -361,49 +382,85 @@ def _rebar_module(kernel: _Kernel, cache: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as build:
         for p in sources:
             shutil.copy2(p, build)
-        made = subprocess.run([make, "-C", build, f"KDIR={kernel.headers}"],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            [make, "-C", build, f"KDIR={kernel.headers}"], capture_output=True, text=True
+        )
         if made.returncode != 0:
             raise GuestError(f"building rebar_emu.ko failed:\n{made.stdout}\n{made.stderr}")
         return _publish(Path(build) / "rebar_emu.ko", target)
 
 
 # --- QEMU -----------------------------------------------------------------------
-def _qemu_command(qemu: str, kernel_image: Path, initrd: Path, console: Path,
-                  project_dir: Path, share: Path, *, iommu: bool, rebar: bool) -> list[str]:
+def _qemu_command(
+    qemu: str,
+    kernel_image: Path,
+    initrd: Path,
+    console: Path,
+    project_dir: Path,
+    share: Path,
+    *,
+    iommu: bool,
+    rebar: bool,
+) -> list[str]:
     append = KERNEL_ARGS + (" " + IOMMU_KERNEL_ARGS if iommu else "")
     cmd = [
         qemu,
-        "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "1024",
-        "-nodefaults", "-display", "none", "-no-reboot",
-        "-kernel", str(kernel_image), "-initrd", str(initrd), "-append", append,
-        "-serial", f"file:{console}",
+        "-machine",
+        "q35,accel=tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "1024",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(kernel_image),
+        "-initrd",
+        str(initrd),
+        "-append",
+        append,
+        "-serial",
+        f"file:{console}",
     ]
     if iommu:
         # Must precede every PCI device.  caching-mode=on lets a nested QEMU
         # inside the guest assign devices through vfio.
         cmd += ["-device", "intel-iommu,caching-mode=on"]
     cmd += [
-        "-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
-        "-device", "bochs-display,id=gpu,bus=rp1,addr=0x0.0,multifunction=on",
-        "-device", "ich9-intel-hda,id=hda,bus=rp1,addr=0x0.1",
-        "-audiodev", "none,id=snd0",
-        "-device", "hda-output,bus=hda.0,audiodev=snd0",
+        "-device",
+        "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
+        "-device",
+        "bochs-display,id=gpu,bus=rp1,addr=0x0.0,multifunction=on",
+        "-device",
+        "ich9-intel-hda,id=hda,bus=rp1,addr=0x0.1",
+        "-audiodev",
+        "none,id=snd0",
+        "-device",
+        "hda-output,bus=hda.0,audiodev=snd0",
     ]
     if rebar:
         cmd += [
-            "-device", "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2,addr=0x3",
-            "-device", "virtio-gpu-pci,id=rebar,bus=rp2,addr=0x0,page-per-vq=on",
+            "-device",
+            "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2,addr=0x3",
+            "-device",
+            "virtio-gpu-pci,id=rebar,bus=rp2,addr=0x0,page-per-vq=on",
         ]
-    shares = (("usr", Path("/usr"), True), ("project", project_dir, True),
-              ("harness", share, False))
+    shares = (
+        ("usr", Path("/usr"), True),
+        ("project", project_dir, True),
+        ("harness", share, False),
+    )
     for (tag, path, readonly), address in zip(shares, HARNESS_DEVICES):
         slot = address.split(":")[2]  # "10.0"
         qemu_path = str(path).replace(",", ",,")  # QEMU option syntax
         cmd += [
-            "-fsdev", f"local,id=fs_{tag},path={qemu_path},security_model=none"
-                      + (",readonly=on" if readonly else ""),
-            "-device", f"virtio-9p-pci,fsdev=fs_{tag},mount_tag={tag},bus=pcie.0,addr={slot}",
+            "-fsdev",
+            f"local,id=fs_{tag},path={qemu_path},security_model=none"
+            + (",readonly=on" if readonly else ""),
+            "-device",
+            f"virtio-9p-pci,fsdev=fs_{tag},mount_tag={tag},bus=pcie.0,addr={slot}",
         ]
     return cmd
 
@@ -449,9 +506,15 @@ _SCENARIO_ENV = {
 }
 
 
-def run_in_guest(script: str, *, iommu: bool = True, rebar: bool = False,
-                 timeout: float = 180, project_dir: Path = REPO_ROOT,
-                 run_dir: Path | None = None) -> GuestRun:
+def run_in_guest(
+    script: str,
+    *,
+    iommu: bool = True,
+    rebar: bool = False,
+    timeout: float = 180,
+    project_dir: Path = REPO_ROOT,
+    run_dir: Path | None = None,
+) -> GuestRun:
     """Boot the guest, run `script` with /usr/bin/bash inside it, power off.
 
     iommu     emulate an Intel IOMMU (intel_iommu=on iommu=pt); without it
@@ -486,18 +549,28 @@ def run_in_guest(script: str, *, iommu: bool = True, rebar: bool = False,
         if module is not None:
             shutil.copy2(module, share / "rebar_emu.ko")
             (share / "rebar_emu.args").write_text(
-                f"addr={REBAR_DEVICE} bar={REBAR_BAR} sizes={REBAR_SIZES_BITMAP:#x}\n")
+                f"addr={REBAR_DEVICE} bar={REBAR_BAR} sizes={REBAR_SIZES_BITMAP:#x}\n"
+            )
         console_path = rd / "console.log"
         qemu_log = rd / "qemu.log"
         console_path.write_text("")  # read below even if QEMU never starts
-        cmd = _qemu_command(qemu, kernel_image, initrd, console_path, project_dir.resolve(),
-                            share, iommu=iommu, rebar=rebar)
+        cmd = _qemu_command(
+            qemu,
+            kernel_image,
+            initrd,
+            console_path,
+            project_dir.resolve(),
+            share,
+            iommu=iommu,
+            rebar=rebar,
+        )
 
         started = time.monotonic()
         timed_out = False
         with qemu_log.open("wb") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -511,17 +584,21 @@ def run_in_guest(script: str, *, iommu: bool = True, rebar: bool = False,
 
         console = console_path.read_text(errors="replace")
         if PANIC_MARKER in console:
-            raise GuestPanic(f"guest kernel panicked after {duration:.1f} s; console tail:\n"
-                             f"{_tail(console)}")
+            raise GuestPanic(
+                f"guest kernel panicked after {duration:.1f} s; console tail:\n{_tail(console)}"
+            )
         status = share / "returncode"
         if not status.exists():
             if timed_out:
                 why = f"timed out after {timeout:.0f} s (QEMU killed)"
             else:
-                why = (f"QEMU exited with status {proc.returncode} after {duration:.1f} s;"
-                       f" QEMU said:\n{_tail(qemu_log.read_text(errors='replace'), 10)}")
-            raise GuestNoResult(f"guest never reported a result: {why}\nconsole tail:\n"
-                                f"{_tail(console)}")
+                why = (
+                    f"QEMU exited with status {proc.returncode} after {duration:.1f} s;"
+                    f" QEMU said:\n{_tail(qemu_log.read_text(errors='replace'), 10)}"
+                )
+            raise GuestNoResult(
+                f"guest never reported a result: {why}\nconsole tail:\n{_tail(console)}"
+            )
         files = _read_tree(out_dir)
         return GuestRun(
             returncode=int(status.read_text()),

@@ -49,14 +49,24 @@ def rebind_seconds(steps: list[tuple[str, float]], phase: str) -> float:
 
 def bare_run(out: Path, facts: dict[str, str], name: str) -> dict:
     phases = dict(line.split() for line in (out / f"{name}.out").read_text().splitlines())
-    return {"wall": float(facts[f"{name}.seconds"]), "modules": float(phases["modules"]),
-            "sysfs": float(phases["sysfs"])}
+    return {
+        "wall": float(facts[f"{name}.seconds"]),
+        "modules": float(phases["modules"]),
+        "sysfs": float(phases["sysfs"]),
+    }
 
 
 def summarise(out: Path, cycles: int, bare_runs: int) -> dict:
     facts = read_facts(out)
-    summary: dict = {"kernel": os.uname().release, "cycles": cycles, "bare_runs": bare_runs,
-                     "hook": {}, "bare": {}, "medians": {}, "ratios": {}}
+    summary: dict = {
+        "kernel": os.uname().release,
+        "cycles": cycles,
+        "bare_runs": bare_runs,
+        "hook": {},
+        "bare": {},
+        "medians": {},
+        "ratios": {},
+    }
     for phase in PHASES:
         hook = [hook_run(out, facts, f"cycle/{n:02d}-{phase}") for n in range(1, cycles + 1)]
         bare = [bare_run(out, facts, f"bare/{n:02d}-{phase}") for n in range(1, bare_runs + 1)]
@@ -85,8 +95,10 @@ def print_steps(summary: dict) -> None:
             for title, seconds in run["steps"]:
                 print(f"    {seconds:.3f} s  {title}")
         for number, run in enumerate(summary["bare"][phase], 1):
-            print(f"bare script {number} {phase}: {run['wall']:.3f} s wall "
-                  f"(modules {run['modules']:.3f} s, sysfs writes {run['sysfs']:.3f} s)")
+            print(
+                f"bare script {number} {phase}: {run['wall']:.3f} s wall "
+                f"(modules {run['modules']:.3f} s, sysfs writes {run['sysfs']:.3f} s)"
+            )
 
 
 def main(out: str, cycles: str, bare_runs: str) -> int:

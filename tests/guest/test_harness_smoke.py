@@ -52,7 +52,10 @@ rebind() {
 }
 """
 
-IOMMU_REBAR_SCENARIO = HELPERS + f"RESIZE_TO={RESIZE_TO} UNSUPPORTED={UNSUPPORTED}\n" + r"""
+IOMMU_REBAR_SCENARIO = (
+    HELPERS
+    + f"RESIZE_TO={RESIZE_TO} UNSUPPORTED={UNSUPPORTED}\n"
+    + r"""
 modprobe vfio-pci
 fact video.driver "$(driver_of $GPU_VIDEO)"
 fact audio.driver "$(driver_of $GPU_AUDIO)"
@@ -96,8 +99,11 @@ fact rebar.virtio_status "$(cat $r/virtio*/status)"
 rmmod rebar_emu
 fact rebar.unloaded "$([ -e $resize ] && echo resizable || echo plain)" "$(bar_mib)"
 """
+)
 
-NO_IOMMU_SCENARIO = HELPERS + r"""
+NO_IOMMU_SCENARIO = (
+    HELPERS
+    + r"""
 modprobe vfio-pci
 fact iommu_groups "$(ls /sys/kernel/iommu_groups | wc -l)"
 printf 'vfio-pci\n' >$dev/$GPU_VIDEO/driver_override
@@ -105,6 +111,7 @@ printf '%s' $GPU_VIDEO >$dev/$GPU_VIDEO/driver/unbind
 fact drivers_probe "$(try_write $GPU_VIDEO /sys/bus/pci/drivers_probe)"
 fact video.driver "$(driver_of $GPU_VIDEO)"
 """
+)
 
 
 def facts(run: GuestRun) -> dict[str, str]:
@@ -115,8 +122,9 @@ def facts(run: GuestRun) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def main_facts(guest, tmp_path_factory) -> dict[str, str]:
     """One boot with IOMMU and the ReBAR device serves the first four tests."""
-    run = guest(IOMMU_REBAR_SCENARIO, iommu=True, rebar=True,
-                run_dir=tmp_path_factory.mktemp("iommu"))
+    run = guest(
+        IOMMU_REBAR_SCENARIO, iommu=True, rebar=True, run_dir=tmp_path_factory.mktemp("iommu")
+    )
     return facts(run)
 
 
@@ -173,8 +181,9 @@ def test_panic_is_reported(guest):
 def test_timeout_kills_qemu(guest, tmp_path):
     with pytest.raises(GuestNoResult, match="timed out"):
         guest("sleep 600", timeout=1, run_dir=tmp_path)
-    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
-                if str(tmp_path).encode() in _read(p)], "QEMU left running"
+    assert not [
+        p for p in Path("/proc").glob("[0-9]*/cmdline") if str(tmp_path).encode() in _read(p)
+    ], "QEMU left running"
 
 
 def _read(path: Path) -> bytes:

@@ -75,7 +75,9 @@ def _script(body: str, **profiles: str) -> str:
     return head + body
 
 
-SEED_SCENARIO = f"CYCLES={CYCLES} BARE_RUNS={BARE_RUNS}\n" + r"""
+SEED_SCENARIO = (
+    f"CYCLES={CYCLES} BARE_RUNS={BARE_RUNS}\n"
+    + r"""
 # bare_run N: prepare and release the card by bare_rebind.sh, timed.  What it loaded is
 # listed outside the timed runs, so its release unloads as much as the hook's does.
 bare_run() {
@@ -126,6 +128,7 @@ done
 
 python3 "$PROJECT/tests/guest/step_timings.py" "$OUT" "$CYCLES" "$BARE_RUNS"
 """
+)
 
 KILLED_PROFILE = f"""\
 devices: {{gpu: "{GPU_VIDEO}", gpu-audio: "{GPU_AUDIO}"}}
@@ -135,7 +138,8 @@ prepare/begin:
     timeout: 120
 """
 
-NO_IOMMU_SCENARIO = _script(r"""
+NO_IOMMU_SCENARIO = _script(
+    r"""
 profile "$SEED"
 snapshot initial
 hook rollback-prepare prepare begin
@@ -164,9 +168,14 @@ env -i LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH="$PROJECT" /usr/bi
     recover --state-dir "$STATE" --log-file "$HOOK_LOG" "$DOMAIN" >"$OUT/recover.out" 2>"$OUT/recover.err"
 fact recover.rc "$?"
 snapshot after-recover
-""", SEED=SEED_PROFILE, KILLED=KILLED_PROFILE)
+""",
+    SEED=SEED_PROFILE,
+    KILLED=KILLED_PROFILE,
+)
 
-REBAR_SCENARIO = f"BAR={REBAR_BAR}\n" + r"""
+REBAR_SCENARIO = (
+    f"BAR={REBAR_BAR}\n"
+    + r"""
 status() { cat "$dev/$REBAR_DEVICE"/virtio*/status; }
 snapshot rebar-initial
 fact bar.initial "$(bar_mib "$REBAR_DEVICE" "$BAR")"
@@ -188,14 +197,20 @@ snapshot rebar-released
 fact bar.released "$(bar_mib "$REBAR_DEVICE" "$BAR")"
 fact virtio.released "$(status)"
 """
+)
 
-MAIN_SCENARIO = _script(SEED_SCENARIO + REBAR_SCENARIO, SEED=SEED_PROFILE,
-                        SUPPORTED=REBAR_PROFILE.format(address=REBAR_DEVICE, bar=REBAR_BAR, mib=REBAR_TO_MIB),
-                        UNSUPPORTED=REBAR_PROFILE.format(address=REBAR_DEVICE, bar=REBAR_BAR,
-                                                         mib=REBAR_UNSUPPORTED_MIB))
+MAIN_SCENARIO = _script(
+    SEED_SCENARIO + REBAR_SCENARIO,
+    SEED=SEED_PROFILE,
+    SUPPORTED=REBAR_PROFILE.format(address=REBAR_DEVICE, bar=REBAR_BAR, mib=REBAR_TO_MIB),
+    UNSUPPORTED=REBAR_PROFILE.format(
+        address=REBAR_DEVICE, bar=REBAR_BAR, mib=REBAR_UNSUPPORTED_MIB
+    ),
+)
 
 
 # --- reading what a boot left -----------------------------------------------------------------
+
 
 class Boot:
     """The facts, snapshots and hook outputs one boot wrote under $OUT."""
@@ -220,7 +235,11 @@ class Boot:
 
     def hook(self, name: str) -> tuple[int, str, str]:
         """Exit status, stdout and stderr of a hook run."""
-        return int(self.facts[f"{name}.rc"]), self.run.text(f"{name}.out"), self.run.text(f"{name}.err")
+        return (
+            int(self.facts[f"{name}.rc"]),
+            self.run.text(f"{name}.out"),
+            self.run.text(f"{name}.err"),
+        )
 
     def hook_json(self, name: str) -> dict:
         code, out, err = self.hook(name)
@@ -229,13 +248,24 @@ class Boot:
 
 
 def operations(result: dict) -> list[str]:
-    return [op["operation"] for step in result["steps"] + result["rollback"] for op in step["operations"]]
+    return [
+        op["operation"]
+        for step in result["steps"] + result["rollback"]
+        for op in step["operations"]
+    ]
 
 
 @pytest.fixture(scope="module")
 def main_boot(guest, tmp_path_factory) -> Boot:
-    return Boot(guest(MAIN_SCENARIO, iommu=True, rebar=True, timeout=600,
-                      run_dir=tmp_path_factory.mktemp("main")))
+    return Boot(
+        guest(
+            MAIN_SCENARIO,
+            iommu=True,
+            rebar=True,
+            timeout=600,
+            run_dir=tmp_path_factory.mktemp("main"),
+        )
+    )
 
 
 # The seed and ReBAR scenarios share the main boot; the names say which part a test reads.
@@ -251,10 +281,15 @@ def rebar(main_boot) -> Boot:
 
 @pytest.fixture(scope="module")
 def no_iommu(guest, tmp_path_factory) -> Boot:
-    return Boot(guest(NO_IOMMU_SCENARIO, iommu=False, timeout=300, run_dir=tmp_path_factory.mktemp("no-iommu")))
+    return Boot(
+        guest(
+            NO_IOMMU_SCENARIO, iommu=False, timeout=300, run_dir=tmp_path_factory.mktemp("no-iommu")
+        )
+    )
 
 
 # --- the seed profile ---------------------------------------------------------------------------
+
 
 def test_the_guest_starts_with_the_card_on_its_own_drivers(seed):
     drivers = seed.drivers("initial")
@@ -298,9 +333,15 @@ def test_twenty_cycles_leave_nothing_behind(seed):
         prepared = seed.drivers(f"cycle{n:02d}-prepared")
         assert prepared[GPU_VIDEO][0] == prepared[GPU_AUDIO][0] == "vfio-pci", f"cycle {n}"
         released = seed.drivers(f"cycle{n:02d}-released")
-        assert {a for a, (d, _) in released.items() if d == "none"} == driverless, f"cycle {n}: driverless"
-        assert {a for a, (_, o) in released.items() if o != "(null)"} == set(), f"cycle {n}: stale override"
-        assert seed.snapshot(f"cycle{n:02d}-released") == initial, f"cycle {n} did not restore everything"
+        assert {a for a, (d, _) in released.items() if d == "none"} == driverless, (
+            f"cycle {n}: driverless"
+        )
+        assert {a for a, (_, o) in released.items() if o != "(null)"} == set(), (
+            f"cycle {n}: stale override"
+        )
+        assert seed.snapshot(f"cycle{n:02d}-released") == initial, (
+            f"cycle {n} did not restore everything"
+        )
 
 
 def test_dry_run_changes_nothing(seed):
@@ -327,11 +368,13 @@ def test_dry_run_shows_what_the_real_run_then_does(seed):
 
     def sysfs(result: dict) -> list[str]:
         return [op for op in operations(result) if not op.startswith("modprobe")]
+
     assert sysfs(predicted) == sysfs(real)
     assert "modprobe -r vfio_pci" in operations(predicted)
 
 
 # --- timings --------------------------------------------------------------------------------------
+
 
 def test_timings_hook_against_a_bare_script(seed, guest_report):
     for n in range(1, BARE_RUNS + 1):  # the baseline did the same work: it restored the machine too
@@ -346,12 +389,18 @@ def test_timings_hook_against_a_bare_script(seed, guest_report):
         medians, ratios = timings["medians"][phase], timings["ratios"][phase]
         assert medians["hook_wall"] == statistics.median(run["wall"] for run in hook_runs)
         assert ratios["hook_wall"] == pytest.approx(medians["hook_wall"] / medians["bare_wall"])
-        guest_report(section, f"{phase}: hook {medians['hook_wall']:.3f} s (steps {medians['hook_steps']:.3f} s), "
-                              f"bare script {medians['bare_wall']:.3f} s")
-        guest_report(section, f"    ratio hook / script: {ratios['hook_wall']:.2f} whole process, "
-                              f"{ratios['hook_steps']:.2f} steps only; rebind step / script's sysfs writes: "
-                              f"{ratios['rebind_step']:.2f} ({medians['rebind_step'] * 1000:.0f} ms / "
-                              f"{medians['bare_sysfs'] * 1000:.0f} ms)")
+        guest_report(
+            section,
+            f"{phase}: hook {medians['hook_wall']:.3f} s (steps {medians['hook_steps']:.3f} s), "
+            f"bare script {medians['bare_wall']:.3f} s",
+        )
+        guest_report(
+            section,
+            f"    ratio hook / script: {ratios['hook_wall']:.2f} whole process, "
+            f"{ratios['hook_steps']:.2f} steps only; rebind step / script's sysfs writes: "
+            f"{ratios['rebind_step']:.2f} ({medians['rebind_step'] * 1000:.0f} ms / "
+            f"{medians['bare_sysfs'] * 1000:.0f} ms)",
+        )
         titles = [title for title, _ in hook_runs[0]["steps"]]
         for index, title in enumerate(titles):
             seconds = statistics.median(run["steps"][index][1] for run in hook_runs)
@@ -360,11 +409,14 @@ def test_timings_hook_against_a_bare_script(seed, guest_report):
 
 # --- a real failure, rolled back ------------------------------------------------------------------
 
+
 def test_failed_vfio_probe_is_detected_and_rolled_back(no_iommu):
     code, _, err = no_iommu.hook("rollback-prepare")
     assert code == 1, err
-    assert (f"{GPU_VIDEO}: vfio-pci did not bind: the kernel accepted the probe but the device has "
-            f"no driver") in err
+    assert (
+        f"{GPU_VIDEO}: vfio-pci did not bind: the kernel accepted the probe but the device has "
+        f"no driver"
+    ) in err
     assert "failed at step 2. detach gpu, gpu-audio to vfio-pci via sysfs" in err
     assert f"Rolled back, newest first: restore gpu → {GPU_VIDEO_DRIVER}; unload vfio_pci" in err
     assert "Traceback" not in err
@@ -392,19 +444,28 @@ def test_killed_mid_prepare_is_recovered_on_the_real_kernel(no_iommu):
 
 # --- Resizable BAR --------------------------------------------------------------------------------
 
+
 def test_rebar_unsupported_size_is_refused_with_the_supported_list(rebar):
     code, _, err = rebar.hook("rebar-unsupported")
     assert code == 1, err
     supported = ", ".join(f"{mib} MiB" for mib in REBAR_SUPPORTED_MIB)
-    assert (f"{REBAR_DEVICE}: BAR {REBAR_BAR} does not support {REBAR_UNSUPPORTED_MIB} MiB; "
-            f"supported sizes: {supported}") in err
+    assert (
+        f"{REBAR_DEVICE}: BAR {REBAR_BAR} does not support {REBAR_UNSUPPORTED_MIB} MiB; "
+        f"supported sizes: {supported}"
+    ) in err
     assert "Nothing had been changed" in err
-    assert int(rebar.facts["bar.after_unsupported"]) == int(rebar.facts["bar.initial"]) == REBAR_DEFAULT_MIB
+    assert (
+        int(rebar.facts["bar.after_unsupported"])
+        == int(rebar.facts["bar.initial"])
+        == REBAR_DEFAULT_MIB
+    )
     assert rebar.snapshot("rebar-after-unsupported") == rebar.snapshot("rebar-initial")
 
 
 def test_rebar_resize_unbinds_resizes_and_rebinds(rebar):
-    assert rebar.drivers("rebar-initial")[REBAR_DEVICE][0] == REBAR_DRIVER  # bound: the kernel says EBUSY
+    assert (
+        rebar.drivers("rebar-initial")[REBAR_DEVICE][0] == REBAR_DRIVER
+    )  # bound: the kernel says EBUSY
     result = rebar.hook_json("rebar-prepare")
     ops = operations(result)
     exponent = REBAR_TO_MIB.bit_length() - 1

@@ -142,10 +142,16 @@ cp /var/log/libvirt/passthrough-hook.log /var/log/libvirt/libvirtd.log "$OUT/"
 
 def _host_has_libvirt() -> str | None:
     """Why the guest cannot run libvirt from the host's /usr, or None."""
-    missing = [tool for tool in ("libvirtd", "virtlogd", "virsh") if not shutil.which(tool, path="/usr/sbin:/usr/bin")]
+    missing = [
+        tool
+        for tool in ("libvirtd", "virtlogd", "virsh")
+        if not shutil.which(tool, path="/usr/sbin:/usr/bin")
+    ]
     if missing:
         return f"{', '.join(missing)} not in /usr (Debian: apt-get install libvirt-daemon-system libvirt-clients)"
-    if subprocess.run(["/usr/bin/python3", "-c", "import libvirt, yaml"], capture_output=True).returncode:
+    if subprocess.run(
+        ["/usr/bin/python3", "-c", "import libvirt, yaml"], capture_output=True
+    ).returncode:
         return "/usr/bin/python3 cannot import libvirt and yaml (Debian: apt-get install python3-libvirt python3-yaml)"
     return None
 
@@ -158,23 +164,40 @@ def libvirt_run(guest, tmp_path_factory, guest_report) -> GuestRun:
         outcome = pytest.fail if os.environ.get("PASSTHROUGH_ALL_TIERS") == "1" else pytest.skip
         outcome(f"libvirt in the guest needs the host's libvirt: {problem}", pytrace=False)
     run = guest(SCENARIO, iommu=True, timeout=420, run_dir=tmp_path_factory.mktemp("libvirt"))
-    assert run.returncode == 0, f"scenario failed ({run.returncode}):\n{run.output}\n" + run.files.get(
-        "libvirtd.log", b"").decode(errors="replace")
+    assert run.returncode == 0, (
+        f"scenario failed ({run.returncode}):\n{run.output}\n"
+        + run.files.get("libvirtd.log", b"").decode(errors="replace")
+    )
     facts = _facts(run)
     section = "libvirt in the guest (seconds)"
-    guest_report(section, f"whole boot: {run.duration:.1f} (install.sh {facts['install.seconds']}, "
-                          f"libvirtd ready {facts['libvirtd.ready.seconds']})")
+    guest_report(
+        section,
+        f"whole boot: {run.duration:.1f} (install.sh {facts['install.seconds']}, "
+        f"libvirtd ready {facts['libvirtd.ready.seconds']})",
+    )
     for cycle in range(1, CYCLES + 1):
-        start, destroy = (float(facts[f"cycle{cycle}.{what}.seconds"]) for what in ("start", "destroy"))
-        guest_report(section, f"cycle {cycle}: virsh start {start:.2f} + virsh destroy {destroy:.2f} "
-                              f"= {start + destroy:.2f}")
-    guest_report(section, f"failing virsh start (detach, failed step, rollback): {facts['failed.seconds']}")
+        start, destroy = (
+            float(facts[f"cycle{cycle}.{what}.seconds"]) for what in ("start", "destroy")
+        )
+        guest_report(
+            section,
+            f"cycle {cycle}: virsh start {start:.2f} + virsh destroy {destroy:.2f} "
+            f"= {start + destroy:.2f}",
+        )
+    guest_report(
+        section, f"failing virsh start (detach, failed step, rollback): {facts['failed.seconds']}"
+    )
     calls = parse_trace(run.text("hook-calls.log"))
     for event in START_EVENTS + STOP_EVENTS:
-        seconds = [call.seconds for call in calls if call.script == MAIN_HOOK and call.event == event]
+        seconds = [
+            call.seconds for call in calls if call.script == MAIN_HOOK and call.event == event
+        ]
         if seconds:
-            guest_report(section, f"hook call {event} as libvirtd times it: median {statistics.median(seconds):.2f} "
-                                  f"of {len(seconds)}")
+            guest_report(
+                section,
+                f"hook call {event} as libvirtd times it: median {statistics.median(seconds):.2f} "
+                f"of {len(seconds)}",
+            )
     return run
 
 
@@ -188,8 +211,11 @@ def facts(libvirt_run) -> dict[str, str]:
 
 
 def test_libvirt_ran_the_installed_hook_on_every_event_and_got_what_it_should(libvirt_run):
-    calls = [(call.event, call.status) for call in parse_trace(libvirt_run.text("hook-calls.log"))
-             if call.script == MAIN_HOOK and call.domain == "win10"]
+    calls = [
+        (call.event, call.status)
+        for call in parse_trace(libvirt_run.text("hook-calls.log"))
+        if call.script == MAIN_HOOK and call.domain == "win10"
+    ]
     successful_cycle = [(event, 0) for event in START_EVENTS + STOP_EVENTS]
     failed_start = [("prepare/begin", 1), ("stopped/end", 0), ("release/end", 0)]
     assert calls == successful_cycle * CYCLES + failed_start
@@ -210,18 +236,31 @@ def test_virsh_destroy_runs_release_which_gives_both_back_to_their_drivers(facts
         assert facts[f"cycle{cycle}.destroyed.drivers"] == HOST_DRIVERS
         assert facts[f"cycle{cycle}.destroyed.journal"] == "none"
     log = libvirt_run.text("passthrough-hook.log")
-    assert log.count("win10 prepare/begin: 1. detach gpu, gpu-audio to vfio-pci via libvirt: done") == CYCLES + 1
-    assert log.count("win10 release/end: undo prepare/begin step 1: restore gpu-audio → snd_hda_intel, "
-                     "gpu → bochs-drm: undone") == CYCLES
+    assert (
+        log.count("win10 prepare/begin: 1. detach gpu, gpu-audio to vfio-pci via libvirt: done")
+        == CYCLES + 1
+    )
+    assert (
+        log.count(
+            "win10 release/end: undo prepare/begin step 1: restore gpu-audio → snd_hda_intel, "
+            "gpu → bochs-drm: undone"
+        )
+        == CYCLES
+    )
 
 
 def test_a_failing_step_fails_the_start_and_leaves_both_on_their_drivers(facts, libvirt_run):
     message = libvirt_run.text("failed-start.out")
     assert facts["failed.rc"] == "1"
     assert "error: Hook script execution failed" in message
-    assert "passthrough-hook: win10 prepare/begin failed at step 2. resize BAR 2 of gpu (0000:01:00.0)" in message
+    assert (
+        "passthrough-hook: win10 prepare/begin failed at step 2. resize BAR 2 of gpu (0000:01:00.0)"
+        in message
+    )
     assert f"{GPU_VIDEO}: BAR 2 has no Resizable BAR capability (no resource2_resize)" in message
-    assert "Rolled back, newest first: restore gpu-audio → snd_hda_intel, gpu → bochs-drm." in message
+    assert (
+        "Rolled back, newest first: restore gpu-audio → snd_hda_intel, gpu → bochs-drm." in message
+    )
     assert facts["failed.state"] == "shut off (failed)"
     assert facts["failed.drivers"] == HOST_DRIVERS
     assert facts["failed.journal"] == "none"

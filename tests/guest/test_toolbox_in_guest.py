@@ -134,7 +134,10 @@ cp /var/log/libvirt/passthrough-hook.log "$OUT/hook.log"
 
 @pytest.fixture(scope="module")
 def boot(guest, tmp_path_factory) -> GuestRun:
-    script = f"PROFILE='{PROFILE}'\nBIG_PROFILE='{BIG_PROFILE}'\nHOLDERS_PROFILE='{HOLDERS_PROFILE}'\n" + SCENARIO
+    script = (
+        f"PROFILE='{PROFILE}'\nBIG_PROFILE='{BIG_PROFILE}'\nHOLDERS_PROFILE='{HOLDERS_PROFILE}'\n"
+        + SCENARIO
+    )
     run = guest(script, iommu=False, timeout=240, run_dir=tmp_path_factory.mktemp("toolbox"))
     assert run.returncode == 0, run.output
     return run
@@ -147,7 +150,9 @@ def facts(run: GuestRun) -> dict[str, str]:
 def test_prepare_changes_the_real_kernel_state(boot):
     f = facts(boot)
     assert f["prepare.rc"] == "0", boot.text("prepare.err") + boot.text("hook.log")
-    assert f["prepared.vtcon"] == "10"  # fbcon unbound; the kernel gave the VTs to the dummy console
+    assert (
+        f["prepared.vtcon"] == "10"
+    )  # fbcon unbound; the kernel gave the VTs to the dummy console
     assert f["prepared.hugepages"] == "64"
     assert f["prepared.thp"] == "always madvise [never]"
     assert f["prepared.swappiness"] == "7"
@@ -173,8 +178,14 @@ def test_dry_run_plans_the_writes_and_changes_nothing(boot):
     f = facts(boot)
     plan = boot.text("dryrun.out")
     assert f["dryrun.rc"] == "0", plan
-    assert "write 0 > /sys/class/vtconsole/vtcon1/bind   [vtcon1 (M) frame buffer device: bound → unbound]" in plan
-    assert "write 64 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages   [2M pages: 0 → 64]" in plan
+    assert (
+        "write 0 > /sys/class/vtconsole/vtcon1/bind   [vtcon1 (M) frame buffer device: bound → unbound]"
+        in plan
+    )
+    assert (
+        "write 64 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages   [2M pages: 0 → 64]"
+        in plan
+    )
     assert "write +cpuset > /sys/fs/cgroup/cgroup.subtree_control" in plan
     assert "/tmp/qemu.d/toolbox/prepare/begin/50-record.sh toolbox prepare begin -" in plan
     assert boot.text("snap-after-dryrun") == boot.text("snap-before")
@@ -184,8 +195,10 @@ def test_hugepages_the_kernel_cannot_give_fail_clearly_and_roll_back(boot):
     f = facts(boot)
     err = boot.text("big-prepare.err")
     assert f["big-prepare.rc"] == "1"
-    assert ("the kernel gave 0 of the 1 1G hugepages asked for (0 in the pool after 4 tries with memory "
-            "compaction); the pool is back to 0") in err
+    assert (
+        "the kernel gave 0 of the 1 1G hugepages asked for (0 in the pool after 4 tries with memory "
+        "compaction); the pool is back to 0"
+    ) in err
     assert f["big.pool"] == "0"
     assert f["big-release.rc"] == "0"
     assert boot.text("snap-end") == boot.text("snap-before")
@@ -200,4 +213,7 @@ def test_kill_holders_ends_only_allowed_processes(boot):
     assert f["holders.refused.alive"] == "yes"  # nothing was ended
     assert f["holders.rc"] == "0", boot.text("holders.err")
     assert f["holders.sleeper"] == "ended"
-    assert f"kill -s TERM -- {f['holders.pid']}   [SIGTERM to sleep (pid {f['holders.pid']})]" in boot.text("hook.log")
+    assert (
+        f"kill -s TERM -- {f['holders.pid']}   [SIGTERM to sleep (pid {f['holders.pid']})]"
+        in boot.text("hook.log")
+    )
