@@ -59,12 +59,14 @@ def measure(quick: bool = False) -> tuple[list[Figure], dict]:
         ),
         Figure("python3 -I -c pass in the guest", "ms", tuple(data["floor"])),
         Figure(
-            "hook / minimal script", "x", tuple(total(h) / total(m) for h, m in zip(hook, minimal))
+            "hook / minimal script",
+            "x",
+            tuple(total(h) / total(m) for h, m in zip(hook, minimal, strict=True)),
         ),
         Figure(
             "hook's steps / minimal script",
             "x",
-            tuple(steps(h) / total(m) for h, m in zip(hook, minimal)),
+            tuple(steps(h) / total(m) for h, m in zip(hook, minimal, strict=True)),
         ),
         Figure(
             "hook: devices not ready when it exits",

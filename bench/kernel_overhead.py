@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # tests/hosts.py: host shapes written as sysfs trees
 
 from fakekernel import TreeStore  # noqa: E402  the fake kernel's store, on a real tmpfs tree
-from hosts import GiB, MiB, Bar, Function, HostSpec, write_tree  # noqa: E402
+from hosts import Bar, Function, GiB, HostSpec, MiB, write_tree  # noqa: E402
 
 from passthrough.cli import main  # noqa: E402
 from passthrough.host import Host, make_host  # noqa: E402
@@ -258,7 +258,7 @@ class Breakdown:
         self.seconds = {label: 0.0 for label, *_ in self.PARTS}
         self._originals: list[tuple[object, str, object]] = []
 
-    def __enter__(self) -> "Breakdown":
+    def __enter__(self) -> Breakdown:
         import importlib
 
         for label, module_name, class_name, function in self.PARTS:

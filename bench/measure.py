@@ -54,7 +54,7 @@ def run_child(command: Command) -> ChildRun:
     read_end, write_end = os.pipe()
     os.write(write_end, command.stdin)
     os.close(write_end)
-    output = tempfile.TemporaryFile() if command.keep_output else None
+    output = tempfile.TemporaryFile() if command.keep_output else None  # noqa: SIM115 - read after the child exits
     sink = output.fileno() if output else os.open(os.devnull, os.O_WRONLY)
     actions = [
         (os.POSIX_SPAWN_DUP2, read_end, 0),
@@ -163,4 +163,4 @@ def mb(runs: list[ChildRun]) -> tuple[float, ...]:
 def paired_ratios(runs: list[ChildRun], floor: list[ChildRun]) -> tuple[float, ...]:
     """Ratio of each run to the floor run of the same round (interleaved, so both saw the
     same moment of the machine)."""
-    return tuple(a.seconds / b.seconds for a, b in zip(runs, floor))
+    return tuple(a.seconds / b.seconds for a, b in zip(runs, floor, strict=True))

@@ -130,7 +130,7 @@ def validate(python: str, config_1: Path, config_1000: Path, rounds: int) -> lis
     runs = interleaved(commands, rounds, warmup=1)
     per_profile = tuple(
         (big.seconds - small.seconds) * 1000 / 999
-        for big, small in zip(runs["thousand"], runs["one"])
+        for big, small in zip(runs["thousand"], runs["one"], strict=True)
     )
     return [
         Figure("validate, 1 profile", "ms", ms(runs["one"])),

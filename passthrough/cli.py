@@ -13,8 +13,9 @@ import io
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from . import __version__, tools
 from .errors import (
@@ -311,7 +312,7 @@ def main(
         print(f"{PROG}: interrupted", file=err)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `passthrough-hook iommu | head`: the reader has all it wanted
-        sys.stderr = open(os.devnull, "w")  # no "Exception ignored" message at exit
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - kept open until exit; no "Exception ignored" message at exit
         return EXIT_OK
     except Exception:
         return _internal_error(err)

@@ -29,7 +29,7 @@ class Journal:
         self.entries: list[dict] = entries or []
 
     @classmethod
-    def load(cls, state_dir: Path | None, domain: str) -> "Journal":
+    def load(cls, state_dir: Path | None, domain: str) -> Journal:
         if state_dir is None:
             return cls(None, domain)
         path = Path(state_dir) / f"{domain}.json"
@@ -54,7 +54,7 @@ class Journal:
         return cls(path, domain, data["entries"])
 
     @classmethod
-    def in_memory(cls, copy_of: "Journal") -> "Journal":
+    def in_memory(cls, copy_of: Journal) -> Journal:
         return cls(None, copy_of.domain, json.loads(json.dumps(copy_of.entries)))
 
     def begin(self, event: str, step, describe: str) -> dict:

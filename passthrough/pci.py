@@ -25,7 +25,7 @@ class Binding:
         return {"driver": self.driver, "override": self.override}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Binding":
+    def from_json(cls, data: dict) -> Binding:
         return cls(driver=data.get("driver"), override=data.get("override"))
 
 

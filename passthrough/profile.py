@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProfileError, UsageError
-from .schema import Context, Invalid, PciAddress, Seconds, Bool, closest, kind_of, mapping_items
+from .schema import Bool, Context, Invalid, PciAddress, Seconds, closest, kind_of, mapping_items
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 16

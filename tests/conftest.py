@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml  # noqa: F401  loaded once here: pyfakefs unloads modules first imported inside a test,
-# and PyYAML's C parser keeps building nodes of the first import's classes.
 
+# and PyYAML's C parser keeps building nodes of the first import's classes.
 from passthrough.errors import UnsafeOperation
 from passthrough.host import sysfs as sysfs_module
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+
+from system_facts import Process, System, write_system
 
 from passthrough.errors import HostError
 from passthrough.host.commands import CommandError
-
-from system_facts import Process, System, write_system
 
 DISPLAY_MANAGERS = {"gdm.service", "gdm3.service", "sddm.service", "lightdm.service"}
 DISPLAY_SERVERS = {"Xorg", "X", "Xwayland"}

@@ -18,16 +18,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from hosts import HostSpec, write_tree
+
 from passthrough.errors import HostError
 from passthrough.host import Host
 from passthrough.host.commands import CommandError, Commands
 from passthrough.host.kernel_files import SystemFiles
 from passthrough.host.kernel_model import KernelModel
-from passthrough.host.procfs import Procfs
 from passthrough.host.modules import Modules, canonical, driver_names
+from passthrough.host.procfs import Procfs
 from passthrough.host.sysfs import Sysfs
-
-from hosts import HostSpec, write_tree
 
 CONTROL = re.compile(
     r"(^bus/pci/drivers_probe$|^bus/pci/drivers/[^/]+/(bind|unbind)$|"

@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 PLATFORM_FB_DRIVERS = ("efi-framebuffer", "simple-framebuffer", "simpledrm", "vesa-framebuffer")
 ALL_CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
 

@@ -1,10 +1,10 @@
 """command: an argv run through the Host's commands; undo_argv on undo, or not undone."""
 
 import pytest
-
 from fakecommands import install_fake_commands
-from passthrough.host.commands import CommandError
 from toolbox import run
+
+from passthrough.host.commands import CommandError
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from fakecommands import install_fake_commands
 from toolbox import LOG, read, run, system_state
 

@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from fakecommands import install_fake_commands
 from toolbox import LOG, run, system_state
 

@@ -5,7 +5,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from toolbox import LOG, read, run, system_state
 
 POOL_2M = "sys/kernel/mm/hugepages/hugepages-2048kB"

@@ -3,9 +3,8 @@
 import os
 from pathlib import Path
 
-import pytest
-
 import hostdeps
+import pytest
 from fakecommands import install_fake_commands
 from toolbox import LOG, run, system_state
 

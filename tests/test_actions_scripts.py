@@ -5,10 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
-
 from fakecommands import install_fake_commands
-from passthrough.host.commands import CommandError
 from toolbox import LOG, run
+
+from passthrough.host.commands import CommandError
 
 DIR = "/etc/libvirt/hooks/qemu.d/win10"
 PROFILE = f"prepare/begin:\n  - scripts: {DIR}\nrelease/end:\n  - scripts: {DIR}\n"

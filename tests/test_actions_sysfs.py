@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from toolbox import LOG, run, system_state
 
 THP = Path("/host/sys/kernel/mm/transparent_hugepage/enabled")

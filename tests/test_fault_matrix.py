@@ -11,9 +11,9 @@ import io
 from pathlib import Path
 
 import pytest
-
 from fakekernel import FakeKernel, Killed
 from hosts import SEED_PROFILE, Bar, Function, HostSpec, demo_host
+
 from passthrough.cli import main
 
 MiB = 1 << 20

@@ -23,8 +23,7 @@ from passthrough.actions.base import StepContext
 from passthrough.actions.modprobe import Modprobe
 from passthrough.cli import main
 from passthrough.errors import HostError
-from passthrough.host import Host
-from passthrough.host import commands
+from passthrough.host import Host, commands
 from passthrough.host.modules import Modules
 
 REPO = Path(__file__).resolve().parent.parent

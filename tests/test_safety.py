@@ -7,11 +7,11 @@ import os
 import threading
 from pathlib import Path
 
-import pytest
-
 import hostdeps
-from hosts import SEED_PROFILE
+import pytest
 from fakekernel import Killed
+from hosts import SEED_PROFILE
+
 from passthrough.cli import main
 from passthrough.state import StateDir, StateError
 
@@ -74,13 +74,15 @@ def test_a_run_that_cannot_get_the_lock_fails_clearly(tmp_path):
     thread.start()
     try:
         assert entered.wait(5)
-        with pytest.raises(
-            StateError,
-            match=r"another passthrough-hook run \(pid \d+, win11 prepare/begin\) "
-            r"has held .*/lock for over 0 s",
+        with (
+            pytest.raises(
+                StateError,
+                match=r"another passthrough-hook run \(pid \d+, win11 prepare/begin\) "
+                r"has held .*/lock for over 0 s",
+            ),
+            state.lock("win10", "prepare/begin", timeout=0.2),
         ):
-            with state.lock("win10", "prepare/begin", timeout=0.2):
-                pass
+            pass
     finally:
         leave.set()
         thread.join()

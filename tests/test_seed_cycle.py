@@ -4,8 +4,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
-
 from passthrough.cli import main
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,7 +5,6 @@ import os
 import time
 
 import pytest
-
 from tool_trees import REPO, host_tree, hostdev_xml, run, write_profile
 
 DEMO = REPO / "config" / "demo-host"

@@ -5,9 +5,9 @@ import shutil
 import subprocess
 
 import pytest
+from tool_trees import run
 
 from passthrough.cli import SUBCOMMANDS
-from tool_trees import run
 
 SUBCOMMAND_LIST = sorted(SUBCOMMANDS)
 

@@ -6,9 +6,9 @@ import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
 from tool_trees import REPO
 
 PROFILE = (REPO / "config" / "win10.yaml").read_text()
@@ -111,7 +111,7 @@ def test_a_file_changed_meanwhile_is_not_overwritten(profiles, tmp_path, monkeyp
     assert code == 2
     assert "was changed by someone else while you edited it, so it was not replaced" in err
     kept = err.split("your version is in ")[1].split(":")[0]
-    assert "size: 16MiB" in open(kept).read()
+    assert "size: 16MiB" in Path(kept).read_text()
     shutil.rmtree(os.path.dirname(kept))
     assert real.read_text() == PROFILE + "# someone else\n"
 

@@ -5,12 +5,12 @@ import threading
 import types
 
 import pytest
+from tool_trees import REPO, host_tree, hostdev_xml, run
 
 from passthrough.profile import load_profile
 from passthrough.tools.facts import PciFunction
 from passthrough.tools.libvirt_domain import LOOKUP_TIMEOUT, DomainXmlError, from_libvirt
 from passthrough.tools.naming import suggest_names
-from tool_trees import REPO, host_tree, hostdev_xml, run
 
 DEMO = REPO / "config" / "demo-host"
 SCHEMA = REPO / "passthrough" / "profile.schema.json"

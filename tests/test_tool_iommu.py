@@ -2,8 +2,9 @@
 
 import json
 
-from passthrough.tools.pcidb import PciIds
 from tool_trees import REPO, add_pci_ids, host_tree, run
+
+from passthrough.tools.pcidb import PciIds
 
 DEMO = REPO / "config" / "demo-host"
 

@@ -96,7 +96,7 @@ def test_iommu_output_up_to_the_names():
     code, out, _ = run("iommu", "--root", "config/demo-host")
     expected = shown("passthrough-hook iommu --root config/demo-host")
     assert code == 0 and len(out.splitlines()) == len(expected.splitlines())
-    for line, readme_line in zip(out.splitlines(), expected.splitlines()):
+    for line, readme_line in zip(out.splitlines(), expected.splitlines(), strict=True):
         if Path("/usr/share/misc/pci.ids").exists() or Path("/usr/share/hwdata/pci.ids").exists():
             assert line == readme_line
         else:

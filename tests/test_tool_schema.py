@@ -5,11 +5,11 @@ import json
 import jsonschema
 import pytest
 import yaml
+from tool_trees import REPO, run
 
 from passthrough.errors import ProfileError
 from passthrough.profile import parse_profile
 from passthrough.tools.profile_schema import render
-from tool_trees import REPO, run
 
 SHIPPED = REPO / "passthrough" / "profile.schema.json"
 

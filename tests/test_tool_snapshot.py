@@ -3,9 +3,9 @@
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
-
 from hosts import HOSTS
 from tool_trees import REPO, host_tree, run
 
@@ -42,12 +42,10 @@ def facts(root) -> dict[str, str]:
             if os.path.islink(path) and is_a_fact(rel):
                 found[rel] = "-> " + os.readlink(path)
             elif os.path.isfile(path) and is_a_fact(rel):
-                found[rel] = open(path, "rb").read().decode(errors="replace")
+                found[rel] = Path(path).read_bytes().decode(errors="replace")
             elif os.path.isdir(path) and rel.startswith("sys/module/") and is_a_fact(rel):
                 found[rel] = "dir"
-    vendors = re.findall(
-        r"^vendor_id\s*:\s*(\S+)", open(os.path.join(root, "proc/cpuinfo")).read(), re.M
-    )
+    vendors = re.findall(r"^vendor_id\s*:\s*(\S+)", Path(root, "proc/cpuinfo").read_text(), re.M)
     found["proc/cpuinfo vendor"] = vendors[0]
     return found
 

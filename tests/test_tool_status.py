@@ -5,10 +5,10 @@ import json
 import os
 
 import pytest
-
 from fakekernel import Killed
-from passthrough.cli import main
 from tool_trees import REPO, host_tree, run
+
+from passthrough.cli import main
 
 STATE = "/host/run/passthrough-hook"
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from fakecommands import install_fake_commands
 from test_cli import tree_digest
 from toolbox import run, system_state

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from hosts import HOSTS, write_tree
+
 from passthrough.cli import main
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,8 +9,9 @@ record alone: the profile may have been edited since the change was made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from ..schema import Args
 

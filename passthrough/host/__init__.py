@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import StepTimeout
 
@@ -39,11 +40,11 @@ class Operation:
 @dataclass
 class Host:
     root: Path
-    sysfs: "object"
-    modules: "object"
-    nodedev: "object"
-    commands: "object" = None
-    procfs: "object" = None
+    sysfs: object
+    modules: object
+    nodedev: object
+    commands: object = None
+    procfs: object = None
     dry_run: bool = False
     operations: list[Operation] = field(default_factory=list)
     deadline: float | None = None  # monotonic time the current step must end by
@@ -60,7 +61,7 @@ class Host:
     _parsed_domain: tuple = field(default=(), init=False, repr=False, compare=False)
 
     @property
-    def domain(self) -> "DomainXml":
+    def domain(self) -> DomainXml:
         """domain_xml parsed on first use: the domain's name and the PCI functions it takes
         (`host.domain.hostdev_addresses`). Never raises; unreadable XML gives an empty one."""
         from ..domain_xml import parse

@@ -13,9 +13,9 @@ from pathlib import Path
 from ..units import nodedev_name
 from . import Host
 from .commands import RecordedCommands
-from .procfs import Procfs
 from .kernel_model import KernelModel
 from .modules import Modules, canonical, driver_names
+from .procfs import Procfs
 from .sysfs import Sysfs
 
 _DRIVER_LINK = re.compile(r"^bus/pci/devices/([^/]+)/driver$")

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import errno
 import re
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ..cpulist import format_cpu_list, parse_cpu_list
 

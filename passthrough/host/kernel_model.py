@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import errno
 import re
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from .kernel_files import SystemFiles
 
@@ -38,7 +39,7 @@ class KernelModel:
         store: Store,
         native_driver: Callable[[str], str | None],
         can_bind: Callable[[str, str], bool] = lambda address, driver: True,
-        files: "SystemFiles | None" = None,
+        files: SystemFiles | None = None,
     ):
         self.store = store
         # Control files outside the PCI bus (consoles, hugepages, cpufreq, cgroups).

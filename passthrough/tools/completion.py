@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
 
 from ..errors import EXIT_OK
 from .common import CONFIG_DIR, PROG, parser_for

@@ -13,7 +13,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-
 from daemon import HOOKS_DIR, Libvirtd, LibvirtUnavailable, clear_hooks, running_libvirtd
 
 _DAEMON = pytest.StashKey[Libvirtd]()

@@ -10,7 +10,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from daemon import Libvirtd, release_extra
 from timing import time_cycles
 

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from daemon import DAEMON_ENV, HOOKS_DIR, Libvirtd, TreeSnapshot, release_extra
 from hook_trace import HookTrace, trace_hooks
 from timing import time_cycles

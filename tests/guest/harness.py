@@ -452,7 +452,7 @@ def _qemu_command(
         ("project", project_dir, True),
         ("harness", share, False),
     )
-    for (tag, path, readonly), address in zip(shares, HARNESS_DEVICES):
+    for (tag, path, readonly), address in zip(shares, HARNESS_DEVICES, strict=False):
         slot = address.split(":")[2]  # "10.0"
         qemu_path = str(path).replace(",", ",,")  # QEMU option syntax
         cmd += [

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from harness import (
     GPU_AUDIO,
     GPU_AUDIO_DRIVER,

@@ -20,7 +20,6 @@ import json
 import statistics
 
 import pytest
-
 from harness import (
     GPU_AUDIO,
     GPU_AUDIO_DRIVER,

@@ -21,9 +21,9 @@ import statistics
 import subprocess
 
 import pytest
-
 from harness import GPU_AUDIO, GPU_AUDIO_DRIVER, GPU_VIDEO, GPU_VIDEO_DRIVER, GuestRun
 from libvirt_hook_log import FILTERS, parse_trace
+
 from passthrough.domain_xml import Hostdev, parse
 
 pytestmark = pytest.mark.guest

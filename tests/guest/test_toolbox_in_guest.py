@@ -19,7 +19,6 @@ guest; it acts through systemctl).
 from __future__ import annotations
 
 import pytest
-
 from harness import GPU_VIDEO, GuestRun
 
 pytestmark = pytest.mark.guest
