@@ -1,4 +1,4 @@
-"""The README's benchmark table from a results file:
+"""The benchmark table of docs/benchmarks.md from a results file:
 
 python3 -m bench.report [bench/results/latest.json]
 """

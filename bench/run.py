@@ -4,7 +4,7 @@
     tools/bench --no-guest      without the real-kernel figures (no QEMU)
     tools/bench --quick         fewer repetitions, to check the bench itself works
 
-Figures (see README.md, "Benchmarks"):
+Figures (see docs/benchmarks.md):
   1. the no-profile hook call against `python3 -I -c pass` and bash dispatchers
   2. the seed profile's dry run on the demo host: wall time and peak memory
   3. prepare + release overhead on a simulated kernel, 2 to 32 devices
