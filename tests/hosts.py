@@ -19,6 +19,10 @@ from pathlib import Path
 
 from system_facts import Process, System, write_system
 
+# Device names for the trees: an excerpt of pci.ids (a tree carries the lines of its devices,
+# as a snapshot does, so no test depends on this machine's database).
+PCI_IDS = Path(__file__).resolve().parent / "pci.ids"
+
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -540,6 +544,14 @@ def write_tree(spec: HostSpec, root: Path) -> None:
     put(modules_dir / "modules.builtin", "\n".join(spec.modules_builtin))
     for name in spec.module_files:
         put(modules_dir / name, "")
+    from passthrough.tools.pcidb import PciIds
+
+    names = PciIds(PCI_IDS).excerpt({(fn.vendor[2:], fn.device[2:]) for fn in spec.functions})
+    if names:
+        put(
+            root / "usr/share/misc/pci.ids",
+            names.replace(str(PCI_IDS), "tests/pci.ids").rstrip("\n"),
+        )
     write_system(spec.system, root)
 
 
@@ -549,6 +561,7 @@ HOSTS = {"demo": demo_host, "mixed": mixed_group_host, "nvidia4": nvidia_4_funct
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in HOSTS:
         sys.exit(f"usage: {sys.argv[0]} {{{','.join(HOSTS)}}} DIR")
+    sys.path.insert(0, str(PCI_IDS.parent.parent))  # the passthrough package of this clone
     target = Path(sys.argv[2])
     if target.exists():
         shutil.rmtree(target)

@@ -159,3 +159,21 @@ def test_pci_ids_reads_only_the_vendors_asked_for(tmp_path):
     assert ids.describe("1002", "0e36") == "AMD device 0e36"  # a subsystem line is not a device
     assert ids.describe("dead", "beef") is None
     assert PciIds(None).describe("1002", "73df") is None
+
+
+def test_names_come_only_from_the_tree(tmp_path):
+    """A tree without pci.ids gets no names, whatever this machine has installed: the output
+    of `--root` must not depend on where it runs."""
+    root = host_tree(tmp_path, "demo")
+    (root / "usr/share/misc/pci.ids").unlink()
+    code, out, _ = run("iommu", "--root", root)
+    assert code == 0
+    assert "Navi 22" not in out and "Advanced Micro Devices" not in out
+    assert f"(No device names: {root} has no usr/share/misc/pci.ids; a `snapshot` of a host " in out
+
+
+def test_snapshot_carries_the_names(tmp_path):
+    root = host_tree(tmp_path, "nvidia4")
+    assert run("snapshot", "--root", root, tmp_path / "copy")[0] == 0
+    code, out, _ = run("iommu", "--root", tmp_path / "copy")
+    assert code == 0 and "NVIDIA Corporation TU106 [GeForce RTX 2070]" in out

@@ -21,6 +21,7 @@ def is_a_fact(rel: str) -> bool:
     if (
         rel.startswith(("sys/bus/pci/", "sys/kernel/iommu_groups/", "lib/modules/"))
         or rel in PROC_FILES
+        or rel == "usr/share/misc/pci.ids"
     ):
         return True
     if parts[:2] == ["sys", "module"]:
@@ -43,6 +44,10 @@ def facts(root) -> dict[str, str]:
                 found[rel] = "-> " + os.readlink(path)
             elif os.path.isfile(path) and is_a_fact(rel):
                 found[rel] = Path(path).read_bytes().decode(errors="replace")
+                if rel.endswith("pci.ids"):  # the entries; the header names the source
+                    found[rel] = "".join(
+                        line for line in found[rel].splitlines(True) if not line.startswith("#")
+                    )
             elif os.path.isdir(path) and rel.startswith("sys/module/") and is_a_fact(rel):
                 found[rel] = "dir"
     vendors = re.findall(r"^vendor_id\s*:\s*(\S+)", Path(root, "proc/cpuinfo").read_text(), re.M)
@@ -58,6 +63,7 @@ def test_snapshot_of_a_host_tree_is_that_tree(tmp_path, name):
     assert out.startswith(f"Wrote a snapshot of {root} to {tmp_path}/copy: ")
     copied, original = facts(tmp_path / "copy"), facts(root)
     assert copied == original
+    assert "usr/share/misc/pci.ids" in copied  # the names of its devices travel with it
     assert len(copied) > 100 and {"vendor", "driver", "iommu_group"} <= {
         rel.rsplit("/", 1)[-1] for rel in copied
     }

@@ -6,6 +6,7 @@ that every tutorial copies.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TextIO
 
 from ..errors import EXIT_FAILED, EXIT_OK
@@ -133,6 +134,15 @@ def group_note(
     return f"GPU {gpu}: its functions go to the VM together (bridges stay with the host)", None
 
 
+def no_names_note(root: Path) -> str:
+    if Path(root).resolve() == Path("/"):
+        return "(No device names: install pciutils or hwdata for /usr/share/misc/pci.ids.)"
+    return (
+        f"(No device names: {root} has no usr/share/misc/pci.ids; a `snapshot` of a host "
+        "carries the names of its devices.)"
+    )
+
+
 def groups_text(facts: HostFacts, report: list[dict], names: PciIds) -> str:
     devices = sum(len(g["devices"]) for g in report)
     lines = [f"IOMMU groups of {facts.root}: {len(report)} groups, {devices} devices", "", HEADER]
@@ -147,7 +157,7 @@ def groups_text(facts: HostFacts, report: list[dict], names: PciIds) -> str:
     if mixed:
         lines.append(f"Groups that mix a GPU with host devices: {', '.join(mixed)}.")
     if names.path is None:
-        lines.append("(No device names: install pciutils or hwdata for /usr/share/misc/pci.ids.)")
+        lines.append(no_names_note(facts.root))
     lines.append(
         "RESET is the kernel's reset_method: flr and pm reset one function, bus resets the slot; "
         "none means the device cannot be reset between VM runs."

@@ -84,13 +84,12 @@ def class_name(pci_class: int) -> str:
 
 
 def find_pci_ids(root: Path) -> Path | None:
-    """pci.ids inside the tree first (a snapshot may carry one), then this machine's: names
-    do not depend on which host the devices came from."""
-    bases = [Path(root)] + ([Path("/")] if Path(root).resolve() != Path("/") else [])
-    for base in bases:
-        for rel in PCI_IDS_PATHS:
-            if (base / rel).is_file():
-                return base / rel
+    """The pci.ids of the tree being read: this machine's under `/`, a snapshot's own copy
+    (`snapshot` carries the lines of its devices) under `--root`. Never this machine's for
+    another tree: the names a command prints must not depend on where it runs."""
+    for rel in PCI_IDS_PATHS:
+        if (Path(root) / rel).is_file():
+            return Path(root) / rel
     return None
 
 
@@ -139,6 +138,25 @@ class PciIds:
     def device(self, vendor: str, device: str) -> str | None:
         self.load({vendor})
         return self._devices.get((vendor.lower(), device.lower()))
+
+    def excerpt(self, ids: set[tuple[str, str]]) -> str:
+        """The database's lines for these (vendor, device) pairs, in its own layout, for a
+        tree that carries the names of its devices ("" when none is known)."""
+        self.load({vendor for vendor, _ in ids})
+        lines = []
+        for vendor in sorted({v.lower() for v, _ in ids}):
+            if vendor not in self._vendors:
+                continue
+            lines.append(f"{vendor}  {self._vendors[vendor]}")
+            for device in sorted({d.lower() for v, d in ids if v.lower() == vendor}):
+                if (vendor, device) in self._devices:
+                    lines.append(f"\t{device}  {self._devices[(vendor, device)]}")
+        if not lines:
+            return ""
+        return (
+            f"# The entries of pci.ids for the devices of this tree (from {self.path})\n"
+            + "".join(line + "\n" for line in lines)
+        )
 
     def describe(self, vendor: str, device: str) -> str | None:
         """'Advanced Micro Devices, Inc. [AMD/ATI] Navi 22 [...]', or None without a database entry."""

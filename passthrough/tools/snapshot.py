@@ -23,6 +23,7 @@ from ..errors import EXIT_OK, UsageError
 from ..host.sysfs import Sysfs
 from .common import PROG, add_root, parser_for
 from .facts import ADDRESS, HostFacts
+from .pcidb import PCI_IDS_PATHS, PciIds, find_pci_ids
 
 MAX_FILE = 64 * 1024
 DEVICE_ATTRIBUTES = (
@@ -113,6 +114,7 @@ class Snapshot:
             self.modules()
             self.proc()
             self.kernel_modules()
+            self.pci_ids()
         except OSError as exc:  # reading the source is forgiving; this is writing the copy
             raise UsageError(
                 f"cannot write the snapshot in {self.target}: {exc.strerror} ({exc.filename})"
@@ -224,6 +226,14 @@ class Snapshot:
         vendor = self.facts.cpu_vendor()
         if vendor:
             self.put("proc/cpuinfo", f"processor\t: 0\nvendor_id\t: {vendor}\n\n".encode())
+
+    def pci_ids(self) -> None:
+        """The pci.ids lines of the devices copied, so `iommu --root` on the snapshot names
+        them as on the host, on any machine (which reads only the tree's own copy)."""
+        ids = {(function.vendor, function.device) for function in self.facts.functions().values()}
+        text = PciIds(find_pci_ids(self.source)).excerpt(ids)
+        if text:
+            self.put(PCI_IDS_PATHS[0], text.encode())
 
     def kernel_modules(self) -> None:
         """modules.builtin and the names of the vfio module files: enough for `check` to tell
