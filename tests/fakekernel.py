@@ -10,17 +10,20 @@ Module loading and libvirt's node-device calls are faked at the same level.
 
 from __future__ import annotations
 
+import copy
 import errno
 import fnmatch
 import os
 import re
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 from hosts import HostSpec, write_tree
+from pyfakefs.fake_file import FakeDirectory, FakeFile
 
-from passthrough.errors import HostError
+from passthrough.errors import HostError, StepTimeout
 from passthrough.host import Host
 from passthrough.host.commands import CommandError, Commands
 from passthrough.host.kernel_files import SystemFiles
@@ -45,7 +48,7 @@ class Killed(BaseException):
 @dataclass
 class Fault:
     pattern: str  # fnmatch pattern on the path relative to /sys, or a libvirt call name
-    kind: str  # errno name (EBUSY...), "hang", "kill", "libvirt"
+    kind: str  # errno name (EBUSY...), "hang" (until released), "deadline", "kill", "libvirt"
     times: int = 1
 
 
@@ -107,12 +110,62 @@ class FsStore(TreeStore):
         self.fs.get_object(os.path.realpath(self.sys / rel)).set_initial_contents(text + "\n")
 
 
+# repr(spec) -> (the tree as pyfakefs objects, detached from any filesystem, its control files)
+_TREES: dict[str, tuple[FakeDirectory, list[str]]] = {}
+
+
+def add_tree(fs, spec: HostSpec, root: Path) -> list[str]:
+    """The tree of spec at root in the fake filesystem; returns its control files (relative
+    to sys/). Each shape is written once per test run; later tests get a copy of its pyfakefs
+    objects: writing and walking a tree through pyfakefs costs seconds, a copy milliseconds."""
+    key = repr(spec)
+    if key not in _TREES:
+        write_tree(spec, root)
+        _TREES[key] = (_clone(fs.get_object(str(root)), None), control_files(root))
+    else:
+        if not fs.exists(str(root.parent)):
+            fs.create_dir(str(root.parent))
+        copy = _clone(_TREES[key][0], fs)
+        copy.name = root.name
+        fs.get_object(str(root.parent)).add_entry(copy)
+    return _TREES[key][1]
+
+
+def _clone(node: FakeFile, fs) -> FakeFile:
+    """A copy of a pyfakefs file or directory and everything under it, owned by fs (None: by
+    no filesystem). Contents are immutable bytes and are shared; the rest is copied."""
+    twin = object.__new__(type(node))
+    twin.__dict__.update(vars(node))
+    twin.stat_result = copy.copy(node.stat_result)
+    twin.xattr = dict(node.xattr)
+    twin._side_effect = None
+    twin._filesystem = weakref.ref(fs) if fs is not None else None
+    twin.parent_dir = None
+    if isinstance(node, FakeDirectory):
+        twin._entries = {}
+        for name, child in node._entries.items():
+            child_twin = _clone(child, fs)
+            child_twin.parent_dir = weakref.ref(twin)
+            twin._entries[name] = child_twin
+    return twin
+
+
+def control_files(root: Path) -> list[str]:
+    found = []
+    for dirpath, _dirs, files in os.walk(root / "sys"):
+        for name in files:
+            rel = os.path.relpath(os.path.join(dirpath, name), root / "sys")
+            if CONTROL.search(rel):
+                found.append(rel)
+    return sorted(found)
+
+
 class FakeKernel:
     def __init__(self, fs, spec: HostSpec, root: str = "/host"):
         self.fs = fs
         self.spec = spec
         self.root = Path(root)
-        write_tree(spec, self.root)
+        controls = add_tree(fs, spec, self.root)
         self.store = FsStore(fs, self.root)
         self.native = {f.address: f.driver for f in spec.functions}
         self.failing_probes: set[tuple[str, str]] = set()  # (address or *, driver)
@@ -134,7 +187,7 @@ class FakeKernel:
         self.writes: list[tuple[str, str]] = []
         self.modules = set(spec.modules)
         self._content_before: dict[str, str] = {}  # what a control file reads back between writes
-        for path in self._control_files():
+        for path in controls:
             self._arm(path)
         self._arm_compaction()
 
@@ -157,7 +210,8 @@ class FakeKernel:
         """Called at every injection point; returns the fault to apply there, if any."""
         self.points.append(name)
         if self.fail_nth and self.fail_nth[0] == len(self.points) - 1:
-            return Fault(name, self.fail_nth[1])
+            kind, self.fail_nth = self.fail_nth[1], None  # fires once
+            return Fault(name, kind)
         for fault in self.faults:
             if fault.times > 0 and fnmatch.fnmatch(name, fault.pattern):
                 fault.times -= 1
@@ -167,6 +221,10 @@ class FakeKernel:
     def trigger(self, fault: Fault) -> None:
         if fault.kind == "kill":
             raise Killed(fault.pattern)
+        if fault.kind == "deadline":
+            # A write that blocks past the step's deadline, without the wall clock: the host's
+            # bound gives up at once, as it would when the time ran out (nothing changed).
+            raise StepTimeout(f"{fault.pattern} did not finish within the step's time")
         if fault.kind == "hang":
             # Like a blocked unbind: the write does not return until the test lets it go,
             # and then fails, so nothing changes behind the rollback's back.
@@ -182,15 +240,6 @@ class FakeKernel:
         raise OSError(code, os.strerror(code))
 
     # --- control files -------------------------------------------------------------------------
-
-    def _control_files(self) -> list[str]:
-        found = []
-        for dirpath, _dirs, files in os.walk(self.root / "sys"):
-            for name in files:
-                rel = os.path.relpath(os.path.join(dirpath, name), self.root / "sys")
-                if CONTROL.search(rel):
-                    found.append(rel)
-        return found
 
     def _arm(self, rel: str) -> None:
         path = str(self.root / "sys" / rel)
