@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from . import __version__, tools
 from .errors import (
@@ -27,6 +27,13 @@ from .errors import (
     ProfileError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .runner import Outcome
+
+    # Builds the Host for a root (tests pass a fake kernel's).
+    HostFactory = Callable[[Path], Host]
 
 CONFIG_DIR = "/etc/libvirt/hooks/passthrough"
 PROG = "passthrough-hook"
@@ -75,7 +82,7 @@ def hook_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _paths(args) -> tuple[Path, Path, Path, Path]:
+def _paths(args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
     root = Path(args.root)
     config = Path(args.config_dir or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR") or CONFIG_DIR)
     state = Path(args.state_dir) if args.state_dir else root / "run" / "passthrough-hook"
@@ -87,7 +94,7 @@ def _paths(args) -> tuple[Path, Path, Path, Path]:
     return root, config, state, log
 
 
-def _read_xml(args, stdin: TextIO | None) -> str:
+def _read_xml(args: argparse.Namespace, stdin: TextIO | None) -> str:
     """The domain XML libvirt writes on stdin; always read so libvirt never blocks on the pipe."""
     if args.xml:
         try:
@@ -100,7 +107,13 @@ def _read_xml(args, stdin: TextIO | None) -> str:
     return stream.read()
 
 
-def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
+def run_event(
+    args: argparse.Namespace,
+    stdin: TextIO | None,
+    host_factory: HostFactory | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
     from .journal import Journal
     from .log import log_path, setup
     from .profile import check_trusted, find_profile, load_profile
@@ -148,7 +161,7 @@ def run_event(args, stdin, host_factory, out: TextIO, err: TextIO) -> int:
     host.domain_xml = xml
     state = StateDir(state_dir)
 
-    def report(outcome) -> None:
+    def report(outcome: Outcome) -> None:
         level = "info" if outcome.status in ("done", "undone") else "error"
         getattr(logger, level)(
             "%s %s: %s: %s in %.0f ms%s",
@@ -253,7 +266,9 @@ def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
     return status
 
 
-def cmd_recover(argv: list[str], out: TextIO, err: TextIO, host_factory=None) -> int:
+def cmd_recover(
+    argv: list[str], out: TextIO, err: TextIO, host_factory: HostFactory | None = None
+) -> int:
     """Undo everything a domain's journal holds, whatever its profile says now: after a hook
     was killed, or when an undo failed and the cause has been fixed."""
     parser = argparse.ArgumentParser(prog=f"{PROG} recover", description=cmd_recover.__doc__)
@@ -276,7 +291,13 @@ SUBCOMMANDS: dict[str, Callable[..., int]] = {
 HOST_COMMANDS = {"recover"}
 
 
-def _dispatch(argv: list[str], stdin, host_factory, out: TextIO, err: TextIO) -> int:
+def _dispatch(
+    argv: list[str],
+    stdin: TextIO | None,
+    host_factory: HostFactory | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
     positionals = [a for a in argv if not a.startswith("-")]
     if positionals and positionals[0] in SUBCOMMANDS and argv and argv[0] == positionals[0]:
         if argv[0] in HOST_COMMANDS:
@@ -290,7 +311,7 @@ def main(
     argv: list[str] | None = None,
     *,
     stdin: TextIO | None = None,
-    host_factory=None,
+    host_factory: HostFactory | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:

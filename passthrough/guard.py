@@ -7,10 +7,15 @@ overrides.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import HostError
 
+if TYPE_CHECKING:
+    from .host import Host
 
-def block_devices(host, address: str) -> list[str]:
+
+def block_devices(host: Host, address: str) -> list[str]:
     """Block devices (disks and partitions) below a PCI function: nvme0n1, nvme0n1p2, sda1..."""
     names = []
     for rel_dir, _dirs, files in host.sysfs.walk(f"bus/pci/devices/{address}", depth=8):
@@ -20,7 +25,7 @@ def block_devices(host, address: str) -> list[str]:
     return names
 
 
-def holders_of(host, names: list[str]) -> list[str]:
+def holders_of(host: Host, names: list[str]) -> list[str]:
     """Device-mapper devices stacked on the given block devices: dm-0 -> /dev/mapper/root."""
     stacked = []
     for dm in host.sysfs.listdir("block"):
@@ -32,7 +37,7 @@ def holders_of(host, names: list[str]) -> list[str]:
     return stacked
 
 
-def dependencies(host, address: str) -> list[str]:
+def dependencies(host: Host, address: str) -> list[str]:
     """Why the host needs this device now, in words; empty when it does not."""
     reasons = []
     disks = block_devices(host, address)
@@ -53,7 +58,7 @@ def dependencies(host, address: str) -> list[str]:
     return reasons
 
 
-def check_not_needed(host, address: str, force: bool, verb: str) -> None:
+def check_not_needed(host: Host, address: str, force: bool, verb: str) -> None:
     reasons = dependencies(host, address)
     if not reasons:
         return

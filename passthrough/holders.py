@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .host import Host
 
 SOUND_NODE = re.compile(r"^(controlC|pcmC|hwC|midiC)\d+")
 
@@ -26,7 +30,7 @@ class Holder:
         return f"{self.command} (pid {self.pid}) holds {self.path} of {address}"
 
 
-def device_nodes(host, address: str) -> dict[str, str]:
+def device_nodes(host: Host, address: str) -> dict[str, str]:
     """/dev paths that belong to the device -> their kind."""
     sysfs = host.sysfs
     rel = f"bus/pci/devices/{address}"
@@ -44,7 +48,7 @@ def device_nodes(host, address: str) -> dict[str, str]:
     return nodes
 
 
-def open_files(host) -> list[tuple[int, list[str], list[str]]]:
+def open_files(host: Host) -> list[tuple[int, list[str], list[str]]]:
     """(pid, open file targets, mapped sysfs files) of every process. Read once per step
     (the runner empties host.step_cache before each): a step checks every device it
     unbinds, and a /proc scan costs about 1.4 ms per hundred processes."""
@@ -68,7 +72,7 @@ def open_files(host) -> list[tuple[int, list[str], list[str]]]:
     return table
 
 
-def find_holders(host, address: str) -> list[Holder]:
+def find_holders(host: Host, address: str) -> list[Holder]:
     nodes = device_nodes(host, address)
     nvidia = host.sysfs.link_name(f"bus/pci/devices/{address}/driver") == "nvidia"
     resource_prefix = host.sysfs.kernel_path(f"bus/pci/devices/{address}") + "/resource"

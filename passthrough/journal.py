@@ -12,8 +12,12 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import PassthroughError
+
+if TYPE_CHECKING:
+    from .profile import Step
 
 FORMAT = 1
 
@@ -57,7 +61,7 @@ class Journal:
     def in_memory(cls, copy_of: Journal) -> Journal:
         return cls(None, copy_of.domain, json.loads(json.dumps(copy_of.entries)))
 
-    def begin(self, event: str, step, describe: str) -> dict:
+    def begin(self, event: str, step: Step, describe: str) -> dict:
         entry = {
             "id": max((e["id"] for e in self.entries), default=0) + 1,
             "event": event,

@@ -7,9 +7,13 @@ reports success for drivers_probe writes that bound nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import HostError
 from .units import format_bytes
+
+if TYPE_CHECKING:
+    from .host import Host
 
 NO_DRIVER = "no driver"
 
@@ -34,7 +38,7 @@ def show(driver: str | None) -> str:
 
 
 class PciDevice:
-    def __init__(self, host, address: str, label: str | None = None):
+    def __init__(self, host: Host, address: str, label: str | None = None):
         self.host = host
         self.sysfs = host.sysfs
         self.address = address

@@ -7,8 +7,12 @@ Everything goes through the Host: /proc is read with host.procfs, signals are se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import HostError
+
+if TYPE_CHECKING:
+    from .host import Host
 
 SIGNALS = ("TERM", "INT", "HUP", "QUIT", "KILL")
 
@@ -27,7 +31,7 @@ class Process:
         return {"pid": self.pid, "command": self.command}
 
 
-def read_process(host, pid: int) -> Process | None:
+def read_process(host: Host, pid: int) -> Process | None:
     """The process with this pid, or None when it is gone or a zombie (a zombie holds nothing)."""
     comm = host.procfs.read(f"{pid}/comm")
     if comm is None:
@@ -44,12 +48,12 @@ def read_process(host, pid: int) -> Process | None:
     return Process(pid, comm.strip(), int(uid_field[0]) if uid_field else None, cgroup)
 
 
-def all_processes(host) -> list[Process]:
+def all_processes(host: Host) -> list[Process]:
     found = (read_process(host, int(name)) for name in host.procfs.listdir() if name.isdigit())
     return sorted((p for p in found if p is not None), key=lambda p: p.pid)
 
 
-def still_running(host, processes: list[Process]) -> list[Process]:
+def still_running(host: Host, processes: list[Process]) -> list[Process]:
     """Those of the processes that still run. A pid now used by another command counts as gone."""
     alive = []
     for process in processes:
@@ -59,7 +63,7 @@ def still_running(host, processes: list[Process]) -> list[Process]:
     return alive
 
 
-def send_signal(host, processes: list[Process], signal: str) -> None:
+def send_signal(host: Host, processes: list[Process], signal: str) -> None:
     """`kill -s SIGNAL -- PID...`: one command for all of them, recorded with their names."""
     if not processes:
         return
@@ -72,7 +76,7 @@ def send_signal(host, processes: list[Process], signal: str) -> None:
     )
 
 
-def wait_for_exit(host, processes: list[Process], timeout: float) -> list[Process]:
+def wait_for_exit(host: Host, processes: list[Process], timeout: float) -> list[Process]:
     """Poll /proc until the processes have exited; return those still running after timeout.
 
     The wait is recorded in the plan. A dry run ends nothing, so it has nothing to wait for:

@@ -9,6 +9,7 @@ and so are files over MAX_BYTES or nested deeper than MAX_DEPTH.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,20 +186,18 @@ def _compose(text: str, shown: str) -> Any:
     try:
         for event in yaml.parse(text, Loader=loader_class):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                mark = event.start_mark
                 raise ProfileError(
                     [
-                        f"{shown}:{mark.line + 1}:{mark.column + 1}: anchors and aliases (&x, *x) "
+                        f"{shown}:{_position(event)}: anchors and aliases (&x, *x) "
                         f"are not allowed in profiles; write the value out"
                     ]
                 )
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    mark = event.start_mark
                     raise ProfileError(
                         [
-                            f"{shown}:{mark.line + 1}:{mark.column + 1}: nested deeper than "
+                            f"{shown}:{_position(event)}: nested deeper than "
                             f"{MAX_DEPTH} levels; profiles are flat lists of steps"
                         ]
                     )
@@ -214,7 +213,13 @@ def _compose(text: str, shown: str) -> Any:
         raise ProfileError([f"{shown}:1:1: invalid YAML: {exc}"]) from None
 
 
-def _devices(node: Any, report) -> dict[str, str]:
+def _position(event: Any) -> str:
+    """line:column (from 1) where a YAML event starts; 1:1 when the parser gave no mark."""
+    mark = event.start_mark
+    return f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "1:1"
+
+
+def _devices(node: Any, report: Callable[[Any, str], None]) -> dict[str, str]:
     import re
 
     devices: dict[str, str] = {}
@@ -244,7 +249,9 @@ def _devices(node: Any, report) -> dict[str, str]:
     return devices
 
 
-def _steps(event: str, node: Any, ctx: Context, shown: str, report) -> list[Step]:
+def _steps(
+    event: str, node: Any, ctx: Context, shown: str, report: Callable[[Any, str], None]
+) -> list[Step]:
     import yaml
 
     from .actions import REGISTRY

@@ -10,6 +10,7 @@ what it could not restore.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .actions import REGISTRY
@@ -17,7 +18,7 @@ from .actions.base import StepContext
 from .errors import PassthroughError, StepTimeout
 from .host import Host, Operation
 from .journal import Journal
-from .profile import Profile
+from .profile import Profile, Step
 
 
 @dataclass
@@ -55,7 +56,12 @@ class EventResult:
 
 class Runner:
     def __init__(
-        self, host: Host, journal: Journal, profile: Profile | None, domain: str, on_outcome=None
+        self,
+        host: Host,
+        journal: Journal,
+        profile: Profile | None,
+        domain: str,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ):
         self.host = host
         self.journal = journal
@@ -109,20 +115,17 @@ class Runner:
             ctx.undo_event = lambda ev: self._undo_event(ev, result)
         return ctx
 
-    def _run_step(self, event: str, step, result: EventResult) -> tuple[dict, Outcome]:
+    def _run_step(self, event: str, step: Step, result: EventResult) -> tuple[dict, Outcome]:
         action = step.action
         title = f"{step.number}. {action.describe()}"
         timeout = step.timeout or action.default_timeout
         entry = self.journal.begin(event, step, action.describe())
         ctx = self._context(step.force, result)
         ctx.note = lambda record: self.journal.update(entry, record)
-        self.host.take_operations()
-        self.host.step_cache.clear()
-        self.host.deadline = time.monotonic() + timeout
-        self.host.force = step.force
         started = time.monotonic()
         try:
-            record = action.apply(ctx)
+            with self.host.step(timeout, step.force):
+                record = action.apply(ctx)
         except PassthroughError as exc:
             self.journal.update(entry, entry["record"], status="failed")
             message = str(exc)
@@ -136,9 +139,6 @@ class Runner:
                 "failed",
                 message,
             )
-        finally:
-            self.host.deadline = None
-            self.host.force = False
         result.warnings.extend(ctx.warnings)
         if action.undoable:
             self.journal.update(entry, record, status="done")
@@ -176,16 +176,12 @@ class Runner:
                 else f"unknown action {entry['action']}"
             )
             ctx = self._context()
-            self.host.take_operations()
-            self.host.step_cache.clear()
-            self.host.deadline = time.monotonic() + (
-                action_class.default_timeout if action_class else 1
-            )
             started = time.monotonic()
             try:
-                if action_class is None:
-                    raise PassthroughError(f"this version has no action {entry['action']!r}")
-                action_class.undo(ctx, record)
+                with self.host.step(action_class.default_timeout if action_class else 1):
+                    if action_class is None:
+                        raise PassthroughError(f"this version has no action {entry['action']!r}")
+                    action_class.undo(ctx, record)
             except PassthroughError as exc:
                 outcome = Outcome(
                     title,
@@ -205,8 +201,6 @@ class Runner:
                     "undone",
                 )
                 self.journal.remove(entry)
-            finally:
-                self.host.deadline = None
             result.warnings.extend(ctx.warnings)
             outcomes.append(outcome)
             self.on_outcome(outcome)

@@ -11,9 +11,12 @@ import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .units import parse_bar_size, parse_pci_address
+
+if TYPE_CHECKING:
+    import yaml
 
 
 class Invalid(Exception):
@@ -80,10 +83,10 @@ def scalar(node: Any) -> Any:
     return _constructor().construct_object(node)
 
 
-_CONSTRUCTOR = None
+_CONSTRUCTOR: yaml.SafeLoader | None = None
 
 
-def _constructor():
+def _constructor() -> yaml.SafeLoader:
     global _CONSTRUCTOR
     if _CONSTRUCTOR is None:
         import yaml

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..schema import Args
+
+if TYPE_CHECKING:
+    from ..host import Host
 
 
 @dataclass
 class StepContext:
-    host: Any  # passthrough.host.Host
+    host: Host
     names: dict[str, str]  # PCI address -> device name from the profile
     note: Callable[[dict], None] = lambda record: None
     force: bool = False

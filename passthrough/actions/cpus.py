@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..cpulist import format_cpu_list
 from ..errors import HostError
@@ -8,17 +9,20 @@ from ..schema import Args, CpuList, Field, ListOf, Str
 from .base import Action, StepContext
 from .governor import online_cpus
 
+if TYPE_CHECKING:
+    from ..host import Host
+
 CGROUP = "fs/cgroup"
 SYSTEMD_UNITS = ("system.slice", "user.slice", "init.scope")
 GROUP = Str("a cgroup or systemd unit name", pattern=r"[A-Za-z0-9_.@:-]+")
 
 
-def has_systemd(host) -> bool:
+def has_systemd(host: Host) -> bool:
     """What sd_booted() checks: systemd is the init system when /run/systemd/system exists."""
     return os.path.isdir(os.path.join(host.root, "run/systemd/system"))
 
 
-def top_level_groups(host) -> list[str]:
+def top_level_groups(host: Host) -> list[str]:
     """Without systemd: the cgroups right under the root, but not libvirt's (machine, machine.slice),
     where the VM runs."""
     return [
@@ -131,7 +135,7 @@ def enable_cpuset(ctx: StepContext, record: dict) -> None:
     )
 
 
-def set_cpus(host, systemd: bool, group: str, cpus: str, before: str) -> None:
+def set_cpus(host: Host, systemd: bool, group: str, cpus: str, before: str) -> None:
     effect = f"{group} CPUs: {shown(before)} → {shown(cpus)}"
     if systemd:
         # Empty AllowedCPUs= resets the property, which is what an empty cpuset.cpus means.

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from ..processes import Process, all_processes, wait_for_exit
 from ..schema import Args, Bool, Field, Str
 from .base import Action, StepContext
+
+if TYPE_CHECKING:
+    from ..host import Host
 
 ALIAS = "etc/systemd/system/display-manager.service"
 # Display managers and the process names they run as, for hosts where the alias is missing.
@@ -27,7 +31,7 @@ KNOWN = {
 DISPLAY_SERVERS = ("Xorg", "X", "Xwayland")
 
 
-def display_manager_unit(host, processes: list[Process]) -> str | None:
+def display_manager_unit(host: Host, processes: list[Process]) -> str | None:
     """The display manager's unit: what display-manager.service is an alias of (as
     `systemctl show -p Id display-manager.service` resolves it), else a known one running."""
     try:
@@ -64,7 +68,7 @@ def user_managers(processes: list[Process]) -> list[int]:
     )
 
 
-def user_name(host, uid: int) -> str:
+def user_name(host: Host, uid: int) -> str:
     """The login name of a uid from <root>/etc/passwd (systemctl --machine wants a name)."""
     try:
         with open(os.path.join(host.root, "etc/passwd"), encoding="utf-8") as handle:
@@ -129,11 +133,12 @@ class DisplayManager(Action):
         if not any(p.command not in DISPLAY_SERVERS for p in ours):
             host.record(f"{unit} is not running", "nothing to do")
             return {"unit": None}
-        record = {"unit": unit, "processes": [p.to_json() for p in ours], "sessions": []}
+        sessions: list[str] = []
+        record = {"unit": unit, "processes": [p.to_json() for p in ours], "sessions": sessions}
         if self.values["sessions"]:
             for uid in user_managers(processes):
                 user = user_name(host, uid)
-                record["sessions"].append(user)
+                sessions.append(user)
                 ctx.note(record)
                 # Synchronous: systemctl returns when the target's units have stopped.
                 host.commands.run(

@@ -7,6 +7,11 @@ that binding, in reverse order, verifying the driver link.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import yaml
+
 from ..errors import HostError
 from ..guard import check_not_needed
 from ..pci import Binding, PciDevice, show
@@ -117,7 +122,7 @@ class DeviceStep(Action):
         return "restore " + ", ".join(moves) if moves else "nothing (no device was changed)"
 
 
-def _libvirt_only_vfio(values: dict, node) -> None:
+def _libvirt_only_vfio(values: dict, node: yaml.Node) -> None:
     if values["via"] == "libvirt" and values["driver"] != "vfio-pci":
         raise Invalid(
             node, f"libvirt detaches to vfio-pci only; for {values['driver']} use via: sysfs"
@@ -246,7 +251,7 @@ class Bind(DeviceStep):
         device.move_to(self.target())
 
 
-def _one_device_field(values: dict, node) -> None:
+def _one_device_field(values: dict, node: yaml.Node) -> None:
     if bool(values["devices"]) == bool(values["device"]):
         raise Invalid(node, "bind needs `device: name` or `devices: [names]` (one of them)")
     if values["device"]:

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from ..schema import UNBIND_ONLY
 from .base import Action, StepContext
+
+if TYPE_CHECKING:
+    from ..host import Host
 
 DRIVERS_DIR = "bus/platform/drivers"
 # The firmware framebuffers the kernel sets up at boot (sysfb): efifb, simplefb/simpledrm,
@@ -12,7 +16,7 @@ DRIVERS_DIR = "bus/platform/drivers"
 FIRMWARE_FRAMEBUFFER = re.compile(r"(efi|simple|vesa|platform)-framebuffer\.\d+")
 
 
-def bound_framebuffers(host) -> list[tuple[str, str]]:
+def bound_framebuffers(host: Host) -> list[tuple[str, str]]:
     """(driver, device) of each firmware framebuffer bound to a driver now."""
     found = []
     for driver in host.sysfs.listdir(DRIVERS_DIR):
@@ -22,7 +26,7 @@ def bound_framebuffers(host) -> list[tuple[str, str]]:
     return found
 
 
-def is_bound(host, driver: str, device: str) -> bool:
+def is_bound(host: Host, driver: str, device: str) -> bool:
     return host.sysfs.exists(f"{DRIVERS_DIR}/{driver}/{device}")
 
 

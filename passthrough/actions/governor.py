@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..cpulist import format_cpu_list, parse_cpu_list
 from ..errors import HostError
 from ..schema import Args, CpuList, Field, Str
 from .base import Action, StepContext
 
+if TYPE_CHECKING:
+    from ..host import Host
+
 CPU_DIR = "devices/system/cpu"
 
 
-def online_cpus(host) -> list[int]:
+def online_cpus(host: Host) -> list[int]:
     text = host.sysfs.read(f"{CPU_DIR}/online")
     if text is None:
         raise HostError(f"cannot read /sys/{CPU_DIR}/online to know which CPUs this host has")

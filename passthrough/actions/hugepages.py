@@ -1,10 +1,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from ..schema import Args, Bool, Field, Int, Invalid, Str
 from .base import Action, StepContext
+
+if TYPE_CHECKING:
+    import yaml
+
+    from ..host import Host
 
 PAGE_KIB = {"2M": 2048, "2MiB": 2048, "1G": 1048576, "1GiB": 1048576}
 SIZE_NAME = {2048: "2M", 1048576: "1G"}
@@ -29,7 +35,7 @@ UNIT_KIB = {
 }
 
 
-def _count_or_domain(values: dict, node) -> None:
+def _count_or_domain(values: dict, node: yaml.Node) -> None:
     if (values["count"] is None) == (not values["for_domain"]):
         raise Invalid(
             node, "hugepages takes either count: N or for_domain: true, not both and not neither"
@@ -65,7 +71,7 @@ def domain_memory_kib(text: str) -> tuple[int, bool]:
     unit = memory.get("unit", "KiB")
     if unit not in UNIT_KIB:
         raise HostError(f"the domain XML's <memory unit='{unit}'> is not a unit libvirt knows")
-    kib = math.ceil(int(memory.text.strip()) * UNIT_KIB[unit])
+    kib = math.ceil(int((memory.text or "").strip()) * UNIT_KIB[unit])
     return kib, root.find("memoryBacking/hugepages") is not None
 
 
@@ -121,11 +127,12 @@ class Hugepages(Action):
             read_int(host, f"{pool}/nr_hugepages"),
             read_int(host, f"{pool}/free_hugepages"),
         )
+        target = total + max(0, needed - free)
         record = {
             "pool": pool,
             "size": size,
             "previous": total,
-            "target": total + max(0, needed - free),
+            "target": target,
             "changed": needed > free,
         }
         if not record["changed"]:
@@ -134,13 +141,13 @@ class Hugepages(Action):
             )
             return record
         ctx.note(record)
-        got, tries = reserve(host, pool, record["target"], size)
-        if got < record["target"]:
+        got, tries = reserve(host, pool, target, size)
+        if got < target:
             set_pool(host, pool, total, size)
             record["changed"] = False
             ctx.note(record)
             raise HostError(
-                f"the kernel gave {got - total} of the {record['target'] - total} {size} hugepages asked "
+                f"the kernel gave {got - total} of the {target - total} {size} hugepages asked "
                 f"for ({got} in the pool after {tries} tries with memory compaction); the pool is back "
                 f"to {total}",
                 hint=f"free memory, or reserve them at boot (hugepagesz={size} hugepages=N "
@@ -172,20 +179,20 @@ class Hugepages(Action):
         return f"return the {record['size']} hugepage pool to {record['previous']} pages"
 
 
-def read_int(host, rel: str) -> int:
+def read_int(host: Host, rel: str) -> int:
     text = host.sysfs.read(rel)
     if text is None or not text.isdigit():
         raise HostError(f"cannot read a number from /sys/{rel}")
     return int(text)
 
 
-def set_pool(host, pool: str, count: int, size: str) -> int:
+def set_pool(host: Host, pool: str, count: int, size: str) -> int:
     before = read_int(host, f"{pool}/nr_hugepages")
     host.sysfs.write(f"{pool}/nr_hugepages", str(count), effect=f"{size} pages: {before} → {count}")
     return read_int(host, f"{pool}/nr_hugepages")
 
 
-def reserve(host, pool: str, target: int, size: str) -> tuple[int, int]:
+def reserve(host: Host, pool: str, target: int, size: str) -> tuple[int, int]:
     """Write the target, compact memory and retry while the kernel gives fewer, within the
     step's time. Returns (pages in the pool, tries)."""
     got, tries = set_pool(host, pool, target, size), 1

@@ -1,23 +1,30 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from ..host.modules import canonical, driver_names
 from ..schema import Args, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
 
+if TYPE_CHECKING:
+    import yaml
+
+    from ..host import Host
+    from ..host.parts import ModuleControl
+
 MODULE = Str("a module name", pattern=r"[A-Za-z0-9_-]+")
 
 
-def _one_of_load_or_remove(values: dict, node) -> None:
+def _one_of_load_or_remove(values: dict, node: yaml.Node) -> None:
     if bool(values["load"]) == bool(values["remove"]):
         raise Invalid(
             node, "modprobe takes either a list of modules to load or {remove: [...]}, not both"
         )
 
 
-def bound_devices(host, module: str) -> list[str]:
+def bound_devices(host: Host, module: str) -> list[str]:
     """PCI devices bound to the driver a module registers (`modprobe -r vfio_pci` would
     silently unbind them and leave them without a driver)."""
     for driver in driver_names(module):
@@ -131,7 +138,7 @@ class Modprobe(Action):
         return "; ".join(parts) or "nothing (no module was changed)"
 
 
-def unload_unused(modules, candidates: list[str]) -> None:
+def unload_unused(modules: ModuleControl, candidates: list[str]) -> None:
     """Unload the candidates, first first, each once nothing holds it (unloading one can free
     another). One that something else holds stays loaded."""
     pending = list(candidates)

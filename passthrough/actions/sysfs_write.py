@@ -1,10 +1,16 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from ..schema import AbsolutePath, Args, Bool, Field, Invalid, Text
 from .base import Action, StepContext
+
+if TYPE_CHECKING:
+    import yaml
+
+    from ..host import Host
 
 KERNEL_PATH = AbsolutePath("a path under /sys or /proc/sys", under=("/sys/", "/proc/sys/"))
 VALUE = Text("a value to write")
@@ -12,19 +18,19 @@ VALUE = Text("a value to write")
 _CHOICE = re.compile(r"\[([^\]\s]+)\]")
 
 
-def _undo_needs_restore(values: dict, node) -> None:
+def _undo_needs_restore(values: dict, node: yaml.Node) -> None:
     if values["undo_value"] is not None and not values["restore"]:
         raise Invalid(node, "sysfs takes undo_value or restore: false, not both")
 
 
-def read_value(host, path: str) -> str | None:
+def read_value(host: Host, path: str) -> str | None:
     if path.startswith("/sys/"):
         return host.sysfs.read(path[len("/sys/") :])
     text = host.procfs.read(path[len("/proc/") :])
     return None if text is None else text.strip()
 
 
-def write_value(host, path: str, value: str, effect: str) -> None:
+def write_value(host: Host, path: str, value: str, effect: str) -> None:
     if path.startswith("/sys/"):
         host.sysfs.write(path[len("/sys/") :], value, effect=effect)
     else:

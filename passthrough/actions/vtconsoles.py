@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from ..schema import UNBIND_ONLY
 from .base import Action, StepContext
+
+if TYPE_CHECKING:
+    from ..host import Host
 
 CLASS_DIR = "class/vtconsole"
 
@@ -14,7 +18,7 @@ def console_number(name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def bound_consoles(host) -> list[tuple[str, str]]:
+def bound_consoles(host: Host) -> list[tuple[str, str]]:
     """(vtconN, driver name) of the console drivers bound now, the dummy one left out: it
     holds no device, and the kernel keeps it bound when nothing else is."""
     found = []
@@ -25,7 +29,7 @@ def bound_consoles(host) -> list[tuple[str, str]]:
     return found
 
 
-def set_bound(host, console: str, name: str, bound: bool) -> None:
+def set_bound(host: Host, console: str, name: str, bound: bool) -> None:
     value = "1" if bound else "0"
     effect = "unbound → bound" if bound else "bound → unbound"
     host.sysfs.write(f"{CLASS_DIR}/{console}/bind", value, effect=f"{console} {name}: {effect}")

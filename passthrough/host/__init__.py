@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StepTimeout
+from .parts import (
+    CommandRunner,
+    ModuleControl,
+    NodeDeviceControl,
+    ProcfsAccess,
+    SysfsAccess,
+    Unattached,
+)
 
 if TYPE_CHECKING:
     from ..domain_xml import DomainXml
@@ -37,14 +46,18 @@ class Operation:
         return f"{self.text}   [{self.effect}]" if self.effect else self.text
 
 
+def _unattached(part: str) -> Callable[[], Any]:
+    return lambda: Unattached(part)
+
+
 @dataclass
 class Host:
     root: Path
-    sysfs: object
-    modules: object
-    nodedev: object
-    commands: object = None
-    procfs: object = None
+    sysfs: SysfsAccess = field(default_factory=_unattached("sysfs"))
+    modules: ModuleControl = field(default_factory=_unattached("modules"))
+    nodedev: NodeDeviceControl = field(default_factory=_unattached("nodedev"))
+    commands: CommandRunner = field(default_factory=_unattached("commands"))
+    procfs: ProcfsAccess = field(default_factory=_unattached("procfs"))
     dry_run: bool = False
     operations: list[Operation] = field(default_factory=list)
     deadline: float | None = None  # monotonic time the current step must end by
@@ -79,6 +92,22 @@ class Host:
     def take_operations(self) -> list[Operation]:
         ops, self.operations = self.operations, []
         return ops
+
+    @contextmanager
+    def step(self, timeout: float, force: bool = False) -> Iterator[None]:
+        """The scope of one step or one undo: its deadline, its `force: true`, a fresh cache
+        of the facts read once per step, and no operations left from before (the caller
+        takes the step's with take_operations()). The deadline and force in effect before
+        (an `undo` step undoing others) are back when the scope ends."""
+        saved = self.deadline, self.force
+        self.operations = []
+        self.step_cache.clear()
+        self.deadline = time.monotonic() + timeout
+        self.force = force
+        try:
+            yield
+        finally:
+            self.deadline, self.force = saved
 
     def time_left(self, default: float | None = None) -> float:
         default = self.operation_timeout if default is None else default
@@ -137,7 +166,7 @@ def make_host(root: str | Path = "/") -> Host:
     from .sysfs import Sysfs
 
     root_path = Path(root)
-    host = Host(root=root_path, sysfs=None, modules=None, nodedev=None)
+    host = Host(root=root_path)
     host.sysfs = Sysfs(root_path, host)
     host.modules = Modules(root_path, host)
     host.nodedev = NodeDevices(root_path, host)

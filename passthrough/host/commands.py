@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import HostError, StepTimeout
 
+if TYPE_CHECKING:
+    from . import Host
+
 if TYPE_CHECKING:  # imported when a command runs: it costs ~2 ms of every dry run
     import subprocess
 
@@ -70,7 +73,7 @@ class Commands:
     running system, so with a --root other than / they refuse.
     """
 
-    def __init__(self, root, host):
+    def __init__(self, root: str | os.PathLike[str], host: Host):
         self.root = root
         self.host = host
 

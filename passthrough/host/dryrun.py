@@ -164,10 +164,11 @@ class PredictedNodeDevices:
 
 def make_dry_run_host(root: str | Path = "/") -> Host:
     root_path = Path(root)
-    host = Host(root=root_path, sysfs=None, modules=None, nodedev=None, dry_run=True)
-    host.sysfs = DryRunSysfs(root_path, host)
-    host.modules = PredictedModules(root_path, host, host.sysfs)
-    host.nodedev = PredictedNodeDevices(host.sysfs, host)
+    host = Host(root=root_path, dry_run=True)
+    sysfs = DryRunSysfs(root_path, host)
+    host.sysfs = sysfs
+    host.modules = PredictedModules(root_path, host, sysfs)
+    host.nodedev = PredictedNodeDevices(sysfs, host)
     host.commands = RecordedCommands(root_path, host)
     host.procfs = Procfs(root_path, host)
     return host

@@ -7,22 +7,27 @@ Only node-device calls are made from the hook; domain calls from inside a hook b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import HostError, UnsafeOperation
 from ..units import nodedev_name
+
+if TYPE_CHECKING:
+    from . import Host
 
 URI = "qemu:///system"
 
 
 class NodeDevices:
-    def __init__(self, root: Path, host, uri: str = URI):
+    def __init__(self, root: Path, host: Host, uri: str = URI):
         self.root = Path(root)
         self.host = host
         self.uri = uri
-        self._connection = None
+        self._connection: Any = None  # libvirt.virConnect, opened on first use
 
-    def _lookup(self, address: str):
+    def _lookup(self, address: str) -> Any:  # libvirt.virNodeDevice
         if self.root.resolve() != Path("/"):
             raise UnsafeOperation(
                 f"libvirt acts on the real host, not on --root {self.root}; use `via: sysfs` or --dry-run"
@@ -47,7 +52,7 @@ class NodeDevices:
         except libvirt.libvirtError as exc:
             raise HostError(f"libvirt: {exc.get_error_message()}", device=address) from None
 
-    def _call(self, address: str, what: str, call) -> None:
+    def _call(self, address: str, what: str, call: Callable[[], object]) -> None:
         import libvirt
 
         try:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UnsafeOperation
 from . import commands
+
+if TYPE_CHECKING:
+    from . import Host
 
 
 def canonical(module: str) -> str:
@@ -19,7 +23,7 @@ def driver_names(module: str) -> tuple[str, ...]:
 
 
 class Modules:
-    def __init__(self, root: Path, host):
+    def __init__(self, root: Path, host: Host):
         self.root = Path(root)
         self.host = host
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HostError, UnsafeOperation
 
+if TYPE_CHECKING:
+    from . import Host
+
 
 class Procfs:
-    def __init__(self, root: Path, host):
+    def __init__(self, root: Path, host: Host):
         self.base = Path(root) / "proc"
         self.host = host
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HostError, UnsafeOperation
+
+if TYPE_CHECKING:
+    from . import Host
 
 # What the kernel's errno means for the PCI control files, in words a user can act on.
 ERRNO_HINTS = {
@@ -24,7 +29,8 @@ ERRNO_HINTS = {
 class Sysfs:
     """Access to `<root>/sys`. Paths are given relative to /sys: `bus/pci/drivers_probe`."""
 
-    def __init__(self, root: Path, host):
+    def __init__(self, root: Path, host: Host | None):
+        """host None: a read-only view (the tools' HostFacts, snapshot); writing needs one."""
         self.root = Path(root)
         self.base = self.root / "sys"
         self.host = host
@@ -53,7 +59,7 @@ class Sysfs:
         """The path the running kernel shows for rel, with links resolved: /sys/devices/..."""
         return "/" + os.path.relpath(os.path.realpath(self.path(rel)), self.root)
 
-    def walk(self, rel: str, depth: int):
+    def walk(self, rel: str, depth: int) -> Iterator[tuple[str, list[str], list[str]]]:
         """(rel_dir, dirnames, filenames) below rel, not following links, at most depth levels."""
         top = os.path.realpath(self.path(rel))
         for dirpath, dirnames, filenames in os.walk(top):
@@ -76,16 +82,19 @@ class Sysfs:
 
         Raises HostError naming the file, the value and the kernel's error.
         """
+        if self.host is None:
+            raise UnsafeOperation(f"a read-only view of {self.base} cannot write {rel}")
         path = self.path(rel)
         shown = "/sys/" + rel
         self.host.record(f"write {value.strip() or repr(value)} > {shown}", effect)
 
+        host = self.host
         try:
-            self.host.bounded(
+            host.bounded(
                 f"writing {value.strip()!r} to {shown}", lambda: self._apply(rel, path, value)
             )
         except OSError as exc:
-            hint = ERRNO_HINTS.get(exc.errno, "")
+            hint = ERRNO_HINTS.get(exc.errno or 0, "")
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise HostError(
                 f"writing {value.strip()!r} to {shown} failed: {reason}",

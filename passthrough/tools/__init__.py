@@ -11,6 +11,12 @@ tree that `snapshot` wrote instead of /.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import argparse
+    from types import ModuleType
+
 # subcommand -> module under passthrough/tools/
 MODULES = {
     "iommu": "iommu",
@@ -31,15 +37,15 @@ class Tool:
     def __init__(self, module: str):
         self.module = module
 
-    def _load(self):
+    def _load(self) -> ModuleType:
         import importlib  # not at the top: the hook imports this package on every run with a profile
 
         return importlib.import_module(f"{__name__}.{self.module}")
 
-    def __call__(self, argv: list[str], out, err) -> int:
-        return self._load().main(argv, out, err)
+    def __call__(self, argv: list[str], out: TextIO, err: TextIO) -> int:
+        return int(self._load().main(argv, out, err))
 
-    def build_parser(self):
+    def build_parser(self) -> argparse.ArgumentParser:
         return self._load().build_parser()
 
 

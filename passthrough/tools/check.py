@@ -9,12 +9,13 @@ Severities: `error` (the VM start will fail or the host will lose a device), `wa
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..units import format_bytes, format_mib
@@ -32,6 +33,9 @@ from .common import (
 from .facts import VFIO_MODULES, HostFacts, PciFunction, card_conflicts
 from .libvirt_domain import DomainXml, DomainXmlError, hostdev_snippet
 from .naming import suggest_names
+
+if TYPE_CHECKING:
+    from ..profile import Profile, Step
 
 SEVERITIES = ("error", "warning", "info", "ok")
 # Text that marks a hook file as ours: install.sh's marker, or the source file itself.
@@ -57,7 +61,7 @@ class Finding:
     example: str = ""  # XML or YAML to paste, printed on a line of its own
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = parser_for(
         "check",
         "Preflight: check a domain's profile against this host and the domain's XML "
@@ -149,7 +153,7 @@ class Preflight:
     def __init__(
         self,
         domain: str,
-        profile,
+        profile: Profile,
         facts: HostFacts,
         xml: DomainXml | None,
         xml_problem: DomainXmlError | None = None,
@@ -168,11 +172,18 @@ class Preflight:
 
     # --- helpers -----------------------------------------------------------------------------
 
+    @property
+    def given_xml(self) -> DomainXml:
+        """The domain XML, for the checks that run only when there is one."""
+        if self.xml is None:
+            raise RuntimeError("a domain XML check ran without a domain XML")
+        return self.xml
+
     def label(self, address: str) -> str:
         name = self.profile.name_of(address)
         return f"{name} ({address})" if name else address
 
-    def steps(self, action: str):
+    def steps(self, action: str) -> list[Step]:
         return [
             s for steps in self.profile.events.values() for s in steps if s.action.name == action
         ]
@@ -232,7 +243,7 @@ class Preflight:
 
     def managed_hostdevs(self) -> set[str]:
         """Devices libvirt detaches itself before QEMU starts (managed='yes' hostdevs)."""
-        return {h.address for h in self.xml.hostdevs if h.managed} if self.xml else set()
+        return {h.address for h in self.given_xml.hostdevs if h.managed} if self.xml else set()
 
     def groups(self) -> list[Finding]:
         profile_addresses = set(self.profile.devices.values())
@@ -336,7 +347,7 @@ class Preflight:
         sources = {m: self.facts.module_source(m) for m in wanted}
         absent = [m for m, source in sources.items() if source is None]
         directory = self.facts.module_dir()
-        if absent and not directory.is_dir():
+        if absent and (directory is None or not directory.is_dir()):
             return [
                 Finding(
                     "error",
@@ -361,7 +372,7 @@ class Preflight:
                     f"kernel built with CONFIG_VFIO_PCI",
                 )
             ]
-        shown = ", ".join(f"{m} ({_source_text(self.facts, s)})" for m, s in sources.items())
+        shown = ", ".join(f"{m} ({_source_text(self.facts, s or '')})" for m, s in sources.items())
         return [Finding("ok", "modules", f"vfio modules available for kernel {release}: {shown}")]
 
     def bars(self) -> list[Finding]:
@@ -435,7 +446,7 @@ class Preflight:
                 )
             ]
         hook = ours[0]
-        shown = hook
+        shown = str(hook)
         if not os.stat(hook).st_mode & 0o111:
             return [
                 Finding(
@@ -515,13 +526,13 @@ class Preflight:
             Finding(
                 "warning",
                 "xml",
-                f"{self.xml.source}: {problem}",
+                f"{self.given_xml.source}: {problem}",
                 f"correct it with `virsh edit {self.domain}`",
             )
-            for problem in self.xml.problems
+            for problem in self.given_xml.problems
         ]
         profile_addresses = set(self.profile.devices.values())
-        for hostdev in self.xml.hostdevs:
+        for hostdev in self.given_xml.hostdevs:
             if hostdev.address in profile_addresses:
                 continue
             fn = self.facts.function(hostdev.address)
@@ -559,7 +570,7 @@ class Preflight:
                     )
                 )
         for name, address in self.profile.devices.items():
-            if self.xml.hostdev(address) is None:
+            if self.given_xml.hostdev(address) is None:
                 findings.append(
                     Finding(
                         "warning",
@@ -571,7 +582,7 @@ class Preflight:
                     )
                 )
         if not findings:
-            count = len(self.xml.hostdevs)
+            count = len(self.given_xml.hostdevs)
             findings.append(
                 Finding(
                     "ok",
@@ -585,7 +596,7 @@ class Preflight:
 
     def code43(self) -> list[Finding]:
         addresses = dict.fromkeys(
-            [*self.profile.devices.values(), *(h.address for h in self.xml.hostdevs)]
+            [*self.profile.devices.values(), *(h.address for h in self.given_xml.hostdevs)]
         )
         gpus = [
             fn
@@ -595,7 +606,7 @@ class Preflight:
         findings = []
         for gpu in gpus:
             vendor = "NVIDIA" if gpu.vendor == "10de" else "AMD"
-            if self.xml.vendor_id is None:
+            if self.given_xml.vendor_id is None:
                 findings.append(
                     Finding(
                         "warning",
@@ -608,7 +619,7 @@ class Preflight:
                         "<hyperv mode='custom'><vendor_id state='on' value='0123456789ab'/></hyperv>",
                     )
                 )
-            if vendor == "NVIDIA" and not self.xml.kvm_hidden:
+            if vendor == "NVIDIA" and not self.given_xml.kvm_hidden:
                 findings.append(
                     Finding(
                         "warning",
@@ -626,7 +637,7 @@ class Preflight:
                     "ok",
                     "xml",
                     "Code 43 traps avoided: the hypervisor vendor id is set"
-                    + (" and KVM is hidden" if self.xml.kvm_hidden else ""),
+                    + (" and KVM is hidden" if self.given_xml.kvm_hidden else ""),
                 )
             )
         return findings

@@ -14,7 +14,7 @@ import argparse
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from ..errors import EXIT_OK
 from .common import CONFIG_DIR, PROG, parser_for
@@ -38,7 +38,7 @@ class CommandSpec:
     positionals: tuple[str, ...]  # kinds, in order; a kind ending in "*" repeats
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = parser_for(
         "completion",
         "Print a completion script: "
@@ -83,10 +83,10 @@ def parser_of(command: Callable) -> argparse.ArgumentParser | None:
         return build()
     original = argparse.ArgumentParser.parse_args
 
-    def capture(self, *args, **kwargs):
+    def capture(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> NoReturn:
         raise _Captured(self)
 
-    argparse.ArgumentParser.parse_args = capture
+    setattr(argparse.ArgumentParser, "parse_args", capture)  # noqa: B010 - a method, patched
     try:
         command([], io.StringIO(), io.StringIO())
     except _Captured as caught:
@@ -94,18 +94,20 @@ def parser_of(command: Callable) -> argparse.ArgumentParser | None:
     except Exception:
         return None
     finally:
-        argparse.ArgumentParser.parse_args = original
+        setattr(argparse.ArgumentParser, "parse_args", original)  # noqa: B010
     return None
 
 
 def spec_of(name: str, parser: argparse.ArgumentParser) -> CommandSpec:
-    flags, valued, positionals = [], [], []
+    flags: list[str] = []
+    valued: list[tuple[str, str]] = []
+    positionals: list[str] = []
     for action in parser._actions:  # argparse has no public list of its arguments
         if action.option_strings:
             if action.nargs == 0:
                 flags += action.option_strings
             else:
-                kind = {"DIR": "dir", "FILE": "file"}.get(action.metavar or "", "none")
+                kind = {"DIR": "dir", "FILE": "file"}.get(str(action.metavar or ""), "none")
                 valued += [(option, kind) for option in action.option_strings]
         else:
             kind = POSITIONAL_KINDS.get(action.dest, "none")

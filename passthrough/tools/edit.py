@@ -10,6 +10,7 @@ an invalid one.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import shutil
@@ -26,7 +27,7 @@ from .common import add_config_dir, config_dir, existing_profile, parser_for
 FALLBACK_EDITORS = ("editor", "vi", "nano")  # `editor` is Debian's alternatives choice
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = parser_for(
         "edit",
         "Edit a domain's profile in $VISUAL or $EDITOR on a copy; the profile is "

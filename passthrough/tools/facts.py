@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..host import Host
 from ..host.modules import canonical
 from ..host.sysfs import Sysfs
 from .pcidb import class_name
@@ -138,7 +140,7 @@ class HostFacts:
         """(current size in bytes, supported sizes in MiB or None without ReBAR) of one BAR."""
         from ..pci import PciDevice
 
-        device = PciDevice(_ReadOnlyHost(self.sysfs), address)
+        device = PciDevice(Host(root=self.root, sysfs=self.sysfs), address)
         try:
             current = device.bar_size(bar)
         except ValueError:
@@ -218,7 +220,7 @@ class HostFacts:
         """Whether the kernel shows reset_method (5.15 and newer), so that its absence means
         the device cannot be reset; older kernels do not say."""
         match = re.match(r"(\d+)\.(\d+)", self.kernel_release() or "")
-        return bool(match) and (int(match.group(1)), int(match.group(2))) >= (5, 15)
+        return match is not None and (int(match.group(1)), int(match.group(2))) >= (5, 15)
 
     def kernel_release(self) -> str | None:
         """uname -r of the kernel the tree describes (this machine's for /)."""
@@ -281,15 +283,8 @@ def _read_text(path: Path, limit: int = 4 << 20) -> str:
         return ""
 
 
-class _ReadOnlyHost:
-    """Enough of a Host for PciDevice's read methods."""
-
-    def __init__(self, sysfs: Sysfs):
-        self.sysfs = sysfs
-
-
 def card_conflicts(
-    members: list[PciFunction], allowed: set[str] = frozenset()
+    members: list[PciFunction], allowed: Collection[str] = frozenset()
 ) -> list[PciFunction]:
     """Devices of a GPU's IOMMU group that belong to neither the card (its slot) nor the
     bridges above it, and are not in `allowed`: devices the host most likely needs."""

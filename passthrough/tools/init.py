@@ -8,6 +8,7 @@ An existing profile is never replaced without --force. Then `check` runs on the 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 from pathlib import Path
@@ -24,7 +25,7 @@ from .naming import suggest_names
 SCHEMA = Path(__file__).resolve().parent.parent / "profile.schema.json"
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = parser_for(
         "init", "Write a first profile for a domain from its PCI <hostdev> entries, then check it."
     )
@@ -158,7 +159,7 @@ def rebar_hint(fn: PciFunction, facts: HostFacts) -> bool:
     if not (fn.is_gpu and fn.vendor == "1002"):
         return False
     current, supported = facts.bar_resize(fn.address, 2)
-    return bool(supported) and 8 in supported and (current or 0) > 8 << 20
+    return supported is not None and 8 in supported and (current or 0) > 8 << 20
 
 
 def write_new(target: Path, text: str) -> None:

@@ -5,6 +5,7 @@ that every tutorial copies.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import TextIO
@@ -15,7 +16,7 @@ from .facts import HostFacts, PciFunction, card_conflicts
 from .pcidb import PciIds, find_pci_ids
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = parser_for(
         "iommu",
         "List the IOMMU groups with each device's class, IDs, name, driver and reset "
@@ -149,7 +150,7 @@ def groups_text(facts: HostFacts, report: list[dict], names: PciIds) -> str:
     for group in report:
         lines.append(f"Group {group['group']}" + (f": {group['note']}" if group["note"] else ""))
         for dev in group["devices"]:
-            lines.append(device_line(facts.function(dev["address"]), dev["name"]))
+            lines.append(device_line(facts.functions()[dev["address"]], dev["name"]))
         if group["advice"]:
             lines.extend(wrap(group["advice"], "    ", "    ", width=100))
     mixed = [g["group"] for g in report if g["conflicts"]]

@@ -11,17 +11,21 @@ are not powers of two) only the validator checks: `passthrough-hook validate`.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import EXIT_OK
 from .common import parser_for
 
+if TYPE_CHECKING:
+    from ..actions.base import Action
+
 DEVICE_NAME = r"^[A-Za-z][A-Za-z0-9_.-]*$"  # as profile._devices checks it
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     return parser_for(
         "schema",
         "Print the JSON Schema of profiles (the file shipped as passthrough/profile.schema.json).",
@@ -90,7 +94,7 @@ def profile_schema() -> dict:
     }
 
 
-def _summary(action) -> str:
+def _summary(action: type[Action]) -> str:
     """The action's docstring as one paragraph: editors show it on hover."""
     return " ".join(inspect.cleandoc(action.__doc__ or action.name).split())
 

@@ -13,6 +13,7 @@ proc/cmdline is copied as is: it may name the root filesystem's UUID.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections import Counter
@@ -63,7 +64,7 @@ DRIVER_FILES = (
 )  # write-only in sysfs: copied as empty names
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = parser_for(
         "snapshot",
         "Copy this host's PCI, IOMMU and module facts (names, links and small "

@@ -10,6 +10,7 @@ A journal holds the changes in effect for its domain (passthrough/journal.py): e
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import TextIO
@@ -20,7 +21,7 @@ from .common import PROG, add_json, add_root, parser_for, wrap
 from .facts import HostFacts
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = parser_for(
         "status",
         "Show which domains hold which devices now (from the journals) and anything "
@@ -127,7 +128,7 @@ def _add_changes(status: dict, entry: dict, facts: HostFacts) -> None:
         "resize_bar",
         "modprobe",
     ):
-        action = REGISTRY.get(entry.get("action"))
+        action = REGISTRY.get(str(entry.get("action")))
         if action is not None and action.changed(record):
             status["other"].append(
                 f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe')}); "
@@ -184,7 +185,7 @@ def _problem(domain: str, entry: dict, facts: HostFacts) -> dict | None:
     return None
 
 
-def _alive(facts: HostFacts, pid) -> bool:
+def _alive(facts: HostFacts, pid: object) -> bool:
     return isinstance(pid, int) and (facts.root / "proc" / str(pid)).is_dir()
 
 
