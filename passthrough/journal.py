@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .errors import PassthroughError
 
 if TYPE_CHECKING:
+    from .actions.base import Action
     from .profile import Step
 
 FORMAT = 1
@@ -96,16 +97,8 @@ class Journal:
         return [e for e in self.entries if event is None or e["event"] == event]
 
     def devices(self) -> set[str]:
-        """PCI addresses this journal holds changed."""
-        held = set()
-        for entry in self.entries:
-            record = entry.get("record", {})
-            for dev in record.get("devices", []):
-                if dev.get("changed"):
-                    held.add(dev["address"])
-            if record.get("changed") and "address" in record:
-                held.add(record["address"])
-        return held
+        """PCI addresses this journal holds changed (each action reads its own records)."""
+        return {address for entry in self.entries for address in held_by(entry)}
 
     def save(self) -> None:
         if self.path is None:
@@ -132,3 +125,17 @@ class Journal:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def action_of(entry: dict) -> type[Action]:
+    """The action class that wrote a journal entry (UnknownAction for one this version does
+    not know)."""
+    from .actions import REGISTRY
+    from .actions.base import UnknownAction
+
+    return REGISTRY.get(str(entry.get("action")), UnknownAction)
+
+
+def held_by(entry: dict) -> list[str]:
+    """The PCI functions one journal entry holds changed."""
+    return action_of(entry).held_addresses(entry.get("record") or {})

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import PassthroughError
-from .journal import Journal, JournalError
+from .journal import Journal, JournalError, held_by
 
 LOCK_TIMEOUT = 60.0
 
@@ -82,7 +82,7 @@ class StateDir:
             if domain == exclude:
                 continue
             for entry in journal.entries:
-                for address in Journal(None, domain, [entry]).devices():
+                for address in held_by(entry):
                     held.setdefault(address, (domain, entry.get("time", "?")))
         return held
 

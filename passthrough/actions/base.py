@@ -76,6 +76,32 @@ class Action:
     def describe_undo(cls, record: dict) -> str:
         raise NotImplementedError
 
+    # --- reading its own journal records (journal, state and status ask through here) -------
+
+    @classmethod
+    def held_addresses(cls, record: dict) -> list[str]:
+        """The PCI functions this record holds changed: another domain may not take them
+        until it is undone."""
+        return []
+
+    @classmethod
+    def held_changes(cls, record: dict) -> dict[str, list]:
+        """What `status` shows of this record: {"devices": [{address, name, was}],
+        "bars": [{address, name, bar, was, set}], "modules": [names loaded], "other":
+        [what undoing it will do]}; keys with nothing are left out."""
+        return {"other": [cls.describe_undo(record)]} if cls.changed(record) else {}
+
+
+class UnknownAction(Action):
+    """Stands for a journal entry of an action this version does not know (a newer one
+    wrote it): it names nothing it holds; status reports the entry as a problem."""
+
+    name = "unknown"
+
+    @classmethod
+    def held_changes(cls, record: dict) -> dict[str, list]:
+        return {}
+
 
 class NotUndoable(Action):
     """An action whose effect is not reversed (ended processes, scripts run, an undo):

@@ -84,6 +84,23 @@ class DeviceStep(Action):
         return any(entry.get("changed") for entry in record.get("devices", []))
 
     @classmethod
+    def held_addresses(cls, record: dict) -> list[str]:
+        return [e["address"] for e in record.get("devices", []) if e.get("changed")]
+
+    @classmethod
+    def held_changes(cls, record: dict) -> dict[str, list]:
+        devices = [
+            {
+                "address": e["address"],
+                "name": e.get("name"),
+                "was": (e.get("before") or {}).get("driver"),
+            }
+            for e in record.get("devices", [])
+            if e.get("changed")
+        ]
+        return {"devices": devices} if devices else {}
+
+    @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
         for entry in reversed(record.get("devices", [])):
             if not entry.get("changed"):

@@ -98,6 +98,10 @@ class Modprobe(Action):
         return bool(record.get("loaded") or record.get("unloaded"))
 
     @classmethod
+    def held_changes(cls, record: dict) -> dict[str, list]:
+        return {"modules": list(record["loaded"])} if record.get("loaded") else {}
+
+    @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
         modules = ctx.host.modules
         kept, named = [], []

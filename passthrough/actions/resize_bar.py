@@ -80,6 +80,23 @@ class ResizeBar(Action):
         return bool(record.get("changed"))
 
     @classmethod
+    def held_addresses(cls, record: dict) -> list[str]:
+        return [record["address"]] if cls.changed(record) else []
+
+    @classmethod
+    def held_changes(cls, record: dict) -> dict[str, list]:
+        if not cls.changed(record):
+            return {}
+        bar = {
+            "address": record["address"],
+            "name": record.get("name"),
+            "bar": record["bar"],
+            "was": record.get("before_size"),
+            "set": record.get("size"),
+        }
+        return {"bars": [bar]}
+
+    @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
         device = PciDevice(ctx.host, record["address"], ctx.label(record["address"]))
         # Rebind what holds the device now: later undos may have moved it on since. Only a

@@ -117,46 +117,18 @@ def domain_status(path: Path, facts: HostFacts) -> dict:
 def _add_changes(status: dict, entry: dict, facts: HostFacts) -> None:
     """Devices, BARs and modules from the records of the actions that change them; for any
     other action, what undoing it will do (its own words: describe_undo)."""
-    from ..actions import REGISTRY
+    from ..journal import action_of
 
-    record = entry.get("record") or {}
-    if entry.get("action") not in (
-        "detach",
-        "reattach",
-        "unbind",
-        "bind",
-        "resize_bar",
-        "modprobe",
-    ):
-        action = REGISTRY.get(str(entry.get("action")))
-        if action is not None and action.changed(record):
-            status["other"].append(
-                f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe')}); "
-                f"undo: {action.describe_undo(record)}"
-            )
-        return
-    for device in record.get("devices", []):
-        if device.get("changed"):
-            fn = facts.function(device["address"])
-            status["devices"].append(
-                {
-                    "address": device["address"],
-                    "name": device.get("name"),
-                    "was": (device.get("before") or {}).get("driver"),
-                    "now": fn.driver if fn else None,
-                }
-            )
-    if record.get("changed") and "bar" in record:
-        status["bars"].append(
-            {
-                "address": record["address"],
-                "name": record.get("name"),
-                "bar": record["bar"],
-                "was": record.get("before_size"),
-                "set": record.get("size"),
-            }
+    changes = action_of(entry).held_changes(entry.get("record") or {})
+    for device in changes.get("devices", []):
+        fn = facts.function(device["address"])
+        status["devices"].append({**device, "now": fn.driver if fn else None})
+    status["bars"] += changes.get("bars", [])
+    status["modules"] += changes.get("modules", [])
+    for undo in changes.get("other", []):
+        status["other"].append(
+            f"{entry.get('event')} step {entry.get('step')} ({entry.get('describe')}); undo: {undo}"
         )
-    status["modules"] += record.get("loaded", [])
 
 
 def _problem(domain: str, entry: dict, facts: HostFacts) -> dict | None:
