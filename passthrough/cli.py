@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__, tools
+from .constants import CONFIG_DIR, CONFIG_DIR_ENV, LOG_FILE, PROG, STATE_DIR
 from .errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
 
     # Builds the Host for a root (tests pass a fake kernel's).
     HostFactory = Callable[[Path], Host]
-
-CONFIG_DIR = "/etc/libvirt/hooks/passthrough"
-PROG = "passthrough-hook"
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -84,13 +82,9 @@ def hook_parser() -> argparse.ArgumentParser:
 
 def _paths(args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
     root = Path(args.root)
-    config = Path(args.config_dir or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR") or CONFIG_DIR)
-    state = Path(args.state_dir) if args.state_dir else root / "run" / "passthrough-hook"
-    log = (
-        Path(args.log_file)
-        if args.log_file
-        else root / "var" / "log" / "libvirt" / "passthrough-hook.log"
-    )
+    config = Path(args.config_dir or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR)
+    state = Path(args.state_dir) if args.state_dir else root / STATE_DIR
+    log = Path(args.log_file) if args.log_file else root / LOG_FILE
     return root, config, state, log
 
 
@@ -232,9 +226,7 @@ def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
     )
     parser.add_argument("profiles", nargs="*", metavar="DOMAIN|FILE")
     args = parser.parse_args(argv)
-    config_dir = Path(
-        args.config_dir or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR") or CONFIG_DIR
-    )
+    config_dir = Path(args.config_dir or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR)
     targets: list[Path] = []
     for item in args.profiles:
         candidate = Path(item)

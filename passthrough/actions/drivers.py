@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import yaml
 
+from ..constants import STUB_DRIVERS
 from ..errors import HostError
 from ..guard import check_not_needed
 from ..pci import Binding, PciDevice, show
@@ -31,7 +32,6 @@ VIA = Field(
     doc="libvirt's node-device API (as virsh nodedev-detach), or sysfs writes with no libvirt call",
 )
 DRIVER = Str("a driver name", pattern=r"[A-Za-z0-9_.-]+")
-STUB_DRIVERS = ("vfio-pci", "pci-stub")
 
 
 class DeviceStep(Action):

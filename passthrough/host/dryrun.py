@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..constants import STUB_DRIVERS
 from ..units import nodedev_name
 from . import Host
 from .commands import RecordedCommands
@@ -21,7 +22,6 @@ from .sysfs import Sysfs
 _DRIVER_LINK = re.compile(r"^bus/pci/devices/([^/]+)/driver$")
 _DRIVER_DIR = re.compile(r"^bus/pci/drivers/([^/]+)$")
 # Drivers that never bind by id table; a device on one of them has an unknown native driver.
-STUB_DRIVERS = ("vfio-pci", "pci-stub")
 
 
 class Overlay:

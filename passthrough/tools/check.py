@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from ..constants import STUB_DRIVERS
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..units import format_bytes, format_mib
 from .common import (
@@ -45,7 +46,7 @@ HOOK_MARKERS = (
 )
 # A group is viable for vfio when each device is a bridge, has no driver, or is on one of
 # these (pci-stub, like vfio-pci, leaves DMA to its owner); linux drivers/vfio/group.c.
-VFIO_VIABLE_DRIVERS = (None, "vfio-pci", "pci-stub")
+VFIO_VIABLE_DRIVERS = (None, *STUB_DRIVERS)
 DAEMONS = (
     "virtqemud",
     "libvirtd",

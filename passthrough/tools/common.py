@@ -6,10 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
+from ..constants import CONFIG_DIR, CONFIG_DIR_ENV, PROG
 from ..errors import UsageError
 
-PROG = "passthrough-hook"
-CONFIG_DIR = "/etc/libvirt/hooks/passthrough"
+__all__ = ["CONFIG_DIR", "PROG"]  # the tools import them from here
 
 
 def parser_for(command: str, description: str) -> argparse.ArgumentParser:
@@ -50,11 +50,7 @@ def add_domain_xml(parser: argparse.ArgumentParser) -> None:
 
 
 def config_dir(args: argparse.Namespace) -> Path:
-    return Path(
-        getattr(args, "config_dir", None)
-        or os.environ.get("PASSTHROUGH_HOOK_CONFIG_DIR")
-        or CONFIG_DIR
-    )
+    return Path(getattr(args, "config_dir", None) or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR)
 
 
 def existing_profile(directory: Path, domain: str) -> Path:

@@ -13,12 +13,13 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..constants import PCI_ADDRESS
 from ..host import Host
 from ..host.modules import canonical
 from ..host.sysfs import Sysfs
 from .pcidb import class_name
 
-ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+ADDRESS = re.compile(f"^{PCI_ADDRESS}$")
 BRIDGE_CLASS = 0x0604
 GPU_VENDORS = {"1002": "AMD", "10de": "NVIDIA", "8086": "Intel"}
 VFIO_MODULES = ("vfio", "vfio_iommu_type1", "vfio_pci")

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import TextIO
 
+from ..constants import LOG_FILE, STATE_DIR
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..units import format_bytes
 from .common import PROG, add_json, add_root, parser_for, wrap
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(argv)
     facts = HostFacts(args.root)
-    state_dir = Path(args.state_dir) if args.state_dir else facts.root / "run" / "passthrough-hook"
+    state_dir = Path(args.state_dir) if args.state_dir else facts.root / STATE_DIR
     domains = [domain_status(path, facts) for path in journal_files(state_dir)]
     held = {d["address"] for status in domains for d in status["devices"]}
     loose = [
@@ -151,7 +152,7 @@ def _problem(domain: str, entry: dict, facts: HostFacts) -> dict | None:
         return {
             "kind": state,
             "message": f"{step} could not be undone",
-            "fix": f"find why in the log ({facts.root / 'var/log/libvirt/passthrough-hook.log'}), fix that, then run "
+            "fix": f"find why in the log ({facts.root / LOG_FILE}), fix that, then run "
             f"`{PROG} recover {domain}`",
         }
     return None
