@@ -16,7 +16,7 @@ from . import Host
 from .commands import RecordedCommands
 from .kernel_model import KernelModel
 from .modules import Modules, canonical, driver_names
-from .procfs import Procfs
+from .procfs import RecordedProcfs
 from .sysfs import Sysfs
 
 _DRIVER_LINK = re.compile(r"^bus/pci/devices/([^/]+)/driver$")
@@ -170,5 +170,5 @@ def make_dry_run_host(root: str | Path = "/") -> Host:
     host.modules = PredictedModules(root_path, host, sysfs)
     host.nodedev = PredictedNodeDevices(sysfs, host)
     host.commands = RecordedCommands(root_path, host)
-    host.procfs = Procfs(root_path, host)
+    host.procfs = RecordedProcfs(root_path, host)
     return host

@@ -41,16 +41,26 @@ class Procfs:
         except OSError:
             return []
 
-    def write(self, rel: str, value: str, effect: str = "") -> None:
+    def _record(self, rel: str, value: str, effect: str) -> Path:
         if not rel.startswith("sys/"):
             raise UnsafeOperation(f"refusing to write /proc/{rel}: writes stay under /proc/sys")
         path = self.path(rel)
         self.host.record(f"write {value.strip()} > /proc/{rel}", effect)
-        if self.host.dry_run:
-            return
+        return path
+
+    def write(self, rel: str, value: str, effect: str = "") -> None:
+        path = self._record(rel, value, effect)
         try:
             self.host.bounded(f"writing /proc/{rel}", lambda: path.write_text(value))
         except OSError as exc:
             raise HostError(
                 f"writing {value.strip()!r} to /proc/{rel} failed: {exc.strerror}"
             ) from None
+
+
+class RecordedProcfs(Procfs):
+    """The dry run's /proc: reads the host, records writes (confined as real ones) and
+    makes none."""
+
+    def write(self, rel: str, value: str, effect: str = "") -> None:
+        self._record(rel, value, effect)
