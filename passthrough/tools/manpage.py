@@ -85,9 +85,7 @@ def man_page() -> str:
             lines += [".TP", f"\\fI{_roff(action.metavar or action.dest)}\\fR", _roff(action.help)]
     lines += [
         ".SS help [COMMAND]",
-        _roff(
-            "Lists the commands, or shows one command's arguments; help \\-\\-man prints this page."
-        ),
+        _roff("Lists the commands, or shows one command's arguments; help --man prints this page."),
         ".SH JSON",
         _roff(
             "With --json every command prints exactly one JSON document on stdout, errors "
