@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     HostFactory = Callable[[Path], Host]
 
 
-
 @dataclass(frozen=True)
 class GlobalOption:
     flag: str
@@ -381,9 +380,7 @@ def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
     from .profile import find_profile
 
     args = validate_parser().parse_args(argv)
-    config_dir = Path(
-        args.config_dir or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR
-    )
+    config_dir = Path(args.config_dir or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR)
     targets: list[Path] = []
     for item in args.profiles:
         candidate = Path(item)
