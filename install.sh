@@ -116,6 +116,8 @@ do_install() {
 
     put_dir "$CONFDIR" 0755
     put_file "$SRC/config/win10.yaml" "$CONFDIR/win10.yaml.example" 0644
+    # Profiles name it as $schema=profile.schema.json (editors with the YAML language server).
+    put_file "$SRC/passthrough/profile.schema.json" "$CONFDIR/profile.schema.json" 0644
     mv "$DESTDIR$MANIFEST.new" "$DESTDIR$MANIFEST"
     say "installed $PREFIX/bin/passthrough-hook and the hook $hook"
     say "write a profile as $CONFDIR/<domain>.yaml (see $CONFDIR/win10.yaml.example), then:"

@@ -1,5 +1,7 @@
-"""Command line: `passthrough-hook [options] DOMAIN OPERATION SUB_OPERATION [EXTRA]` (the form
-libvirt calls the hook with) and subcommands (`validate`, ...).
+"""Command line: `passthrough-hook [OPTIONS] COMMAND ...` and the hook form
+`passthrough-hook [OPTIONS] DOMAIN OPERATION SUB_OPERATION [EXTRA]`, as a person types them
+(strict: unknown words are errors), and hook_main, the form libvirt calls (tolerant, silent).
+The global options (GLOBAL_OPTIONS) go anywhere on the line.
 
 One error boundary: expected errors print one message and exit 1 (an action failed) or
 2 (profile or usage); anything unexpected exits 3 and leaves the traceback in the log;
@@ -14,12 +16,14 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__, tools
 from .constants import CONFIG_DIR, CONFIG_DIR_ENV, LOG_FILE, PROG, STATE_DIR
 from .errors import (
+    EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -28,6 +32,8 @@ from .errors import (
     ProfileError,
     UsageError,
 )
+from .output import emit, error_body
+from .profile import EVENTS
 
 if TYPE_CHECKING:
     from .host import Host
@@ -37,45 +43,75 @@ if TYPE_CHECKING:
     HostFactory = Callable[[Path], Host]
 
 
-def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+@dataclass(frozen=True)
+class GlobalOption:
+    flag: str
+    metavar: str | None  # None for a flag without a value
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+# Accepted anywhere on the line, before or after the command: `passthrough-hook --root X
+# iommu` is `passthrough-hook iommu --root X`. A command that has no use for one says so.
+GLOBAL_OPTIONS = (
+    GlobalOption(
         "--root",
-        default="/",
-        metavar="DIR",
-        help="prefix for every host path read or written (sysfs, /proc, /dev, /run); default /",
-    )
-    parser.add_argument(
-        "--config-dir", metavar="DIR", help=f"where profiles live (default {CONFIG_DIR})"
-    )
-    parser.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="where journals live (default <root>/run/passthrough-hook)",
-    )
-    parser.add_argument(
-        "--log-file",
-        metavar="FILE",
-        help="log file (default <root>/var/log/libvirt/passthrough-hook.log)",
-    )
-    parser.add_argument("--json", action="store_true", help="print results as JSON")
+        "DIR",
+        "prefix for every host path read or written (sysfs, /proc, /dev, /run): a tree written "
+        "by `snapshot` instead of the host; default /",
+    ),
+    GlobalOption("--config-dir", "DIR", f"where profiles live (default {CONFIG_DIR})"),
+    GlobalOption("--state-dir", "DIR", "where journals live (default <root>/run/passthrough-hook)"),
+    GlobalOption(
+        "--log-file", "FILE", "log file (default <root>/var/log/libvirt/passthrough-hook.log)"
+    ),
+    GlobalOption(
+        "--xml",
+        "FILE",
+        "the domain XML from FILE (`-`: from stdin) instead of reading it from libvirt "
+        "(read-only, and only when a step needs it)",
+    ),
+    GlobalOption("--json", None, "print exactly one JSON document on stdout (see the README)"),
+    GlobalOption("--dry-run", None, "show the plan; change nothing"),
+    GlobalOption(
+        "--yes",
+        None,
+        "do not ask before stopping the display manager or taking a GPU from the host",
+    ),
+)
+GLOBALS_BY_FLAG = {option.flag: option for option in GLOBAL_OPTIONS}
+# Directories that must exist when given: a typo must not read as an empty host.
+MUST_EXIST = ("--root", "--config-dir", "--state-dir")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, flags: tuple[str, ...]) -> None:
+    for flag in flags:
+        option = GLOBALS_BY_FLAG[flag]
+        if option.metavar is None:
+            parser.add_argument(flag, action="store_true", help=option.help)
+        else:
+            default = "/" if flag == "--root" else None
+            parser.add_argument(flag, metavar=option.metavar, default=default, help=option.help)
 
 
 def hook_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The hook form as a parser: for `help`, completion and the man page (the line itself
+    is read by _typed_event, which knows the events)."""
+    from .tools.common import Parser
+
+    parser = Parser(
         prog=PROG,
-        description="Run a domain's passthrough profile for one libvirt event, as libvirt's qemu hook does. "
-        f"Subcommands: {', '.join(SUBCOMMANDS)} (`{PROG} SUBCOMMAND --help`).",
+        description="Run a domain's profile for one libvirt event, as libvirt's qemu hook does: "
+        "from a terminal, to try a profile (`--dry-run`) or to run it by hand.",
         epilog=f"example: {PROG} --dry-run win10 prepare begin",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
-    parser.add_argument(
-        "--xml", metavar="FILE", help="read the domain XML from FILE instead of stdin"
-    )
-    _common_options(parser)
-    parser.add_argument("domain")
-    parser.add_argument("operation", help="prepare, start, started, stopped, release, ...")
-    parser.add_argument("sub_operation", help="begin or end")
+    _add_global_options(parser, tuple(GLOBALS_BY_FLAG))
+    parser.add_argument("domain", help="a domain with a profile in the config dir")
+    parser.add_argument("operation", help=", ".join(dict.fromkeys(e.split("/")[0] for e in EVENTS)))
+    parser.add_argument("sub_operation", help="begin or end, as the event has")
     parser.add_argument("extra", nargs="?", default="-", help="libvirt's extra argument (ignored)")
     return parser
 
@@ -88,17 +124,40 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
     return root, config, state, log
 
 
-def _read_xml(args: argparse.Namespace, stdin: TextIO | None) -> str:
+def _read_stdin(stdin: TextIO | None) -> str:
     """The domain XML libvirt writes on stdin; always read so libvirt never blocks on the pipe."""
-    if args.xml:
-        try:
-            return Path(args.xml).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"{args.xml}: cannot read the domain XML: {exc.strerror}") from None
     stream = stdin if stdin is not None else sys.stdin
     if stream is None or stream.isatty():
         return ""
     return stream.read()
+
+
+def _read_xml_file(name: str) -> str:
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read the domain XML: {exc.strerror}") from None
+
+
+def _typed_xml(
+    args: argparse.Namespace, steps: tuple, stdin: TextIO | None
+) -> tuple[str, list[str]]:
+    """The domain XML for a command typed by a person, and warnings. Never waits on stdin
+    unless told to (`--xml -`): a person's stdin is not libvirt's pipe and may never end."""
+    if args.xml == "-":
+        return _read_stdin(stdin), []
+    if args.xml:
+        return _read_xml_file(args.xml), []
+    needing = [step for step in steps if step.action.needs_domain_xml()]
+    if not needing:
+        return "", []
+    from .tools.libvirt_domain import LOOKUP_TIMEOUT, DomainXmlError, from_libvirt
+
+    try:
+        return from_libvirt(args.domain, "qemu:///system", LOOKUP_TIMEOUT), []
+    except DomainXmlError as exc:
+        where = ", ".join(f"step {s.number} ({s.action.describe()}, {s.where})" for s in needing)
+        return "", [f"{where} needs the domain XML and had none: {exc.reason}; {exc.fix}"]
 
 
 def run_event(
@@ -107,28 +166,40 @@ def run_event(
     host_factory: HostFactory | None,
     out: TextIO,
     err: TextIO,
+    typed: bool = True,
+    given_xml: str | None = None,
 ) -> int:
+    """One event for one domain. `typed`: a person typed it (strict: a profile is needed, the
+    XML is never awaited on stdin, a real run at a terminal asks first); otherwise libvirt
+    called (tolerant and silent: no profile, no work, exit 0)."""
     from .journal import Journal
     from .log import log_path, setup
-    from .profile import check_trusted, find_profile, load_profile
+    from .profile import check_trusted, find_profile, is_plain_name, load_profile
     from .render import failure_text, plan_text, result_json
     from .runner import Runner
     from .state import StateDir, check_ownership
 
     root, config_dir, state_dir, log_file = _paths(args)
     event = f"{args.operation}/{args.sub_operation}"
-    xml = _read_xml(args, stdin)
-    recovering = getattr(args, "recover", False)
+    command = "recover" if getattr(args, "recover", False) else "event"
+    xml = given_xml if given_xml is not None else "" if typed else _read_stdin(stdin)
+    recovering = command == "recover"
+    if recovering and not is_plain_name(args.domain):
+        raise UsageError(f"{args.domain!r} is not a plain domain name")
     path = None if recovering else find_profile(config_dir, args.domain)
     journal_path = state_dir / f"{args.domain}.json"
     if recovering and not journal_path.exists():
-        print(f"nothing to recover: {args.domain} has no journal in {state_dir}", file=out)
+        message = f"nothing to recover: {args.domain} has no journal in {state_dir}"
+        if args.json:
+            emit(out, command, _empty_result(args, str(root), message))
+        else:
+            print(message, file=out)
         return EXIT_OK
     if path is None and not (event == "release/end" and journal_path.exists()):
-        if args.dry_run:
-            print(
-                f"{args.domain} has no profile in {config_dir}: the hook does nothing for it.",
-                file=out,
+        if typed:
+            raise UsageError(
+                f"{args.domain} has no profile in {config_dir} (no {args.domain}.yaml), so the hook "
+                f"does nothing for it; write one with `{PROG} init {args.domain}`"
             )
         return EXIT_OK
     profile, profile_problem = None, None
@@ -142,6 +213,15 @@ def run_event(
         if not (event == "release/end" and journal_path.exists()):
             raise
         profile_problem = str(exc)
+    steps = profile.events.get(event, ()) if profile else ()
+    if not typed and not steps and event != "release/end":
+        return EXIT_OK  # libvirt's call for an event without work (also one it adds later)
+    xml_warnings: list[str] = []
+    if typed and given_xml is None:
+        xml, xml_warnings = _typed_xml(args, steps, stdin)
+        if not args.dry_run and not args.yes and not _confirmed(args, steps, xml, stdin, err):
+            print(f"{PROG}: nothing was changed", file=err)
+            return EXIT_FAILED
 
     if host_factory is None:
         from .host import make_host
@@ -175,7 +255,6 @@ def run_event(
                 file=err,
             )
 
-    steps = profile.events.get(event, ()) if profile else ()
     addresses = [address for step in steps for address in step.action.addresses()]
     if args.dry_run:
         check_ownership(state, args.domain, addresses)
@@ -186,10 +265,15 @@ def run_event(
             check_ownership(state, args.domain, addresses)
             journal = Journal.load(state_dir, args.domain)
             result = Runner(host, journal, profile, args.domain, on_outcome=report).run(event)
+    result.warnings[:0] = xml_warnings
+    if profile_problem:
+        result.warnings.insert(
+            0,
+            f"the profile did not load, so its release/end steps were not used and the "
+            f"journal was undone instead: {profile_problem}",
+        )
     if args.json:
-        import json
-
-        print(json.dumps(result_json(result, str(root)), indent=2), file=out)
+        emit(out, command, result_json(result, str(root)))
     elif args.dry_run:
         print(plan_text(result, str(root)), end="", file=out)
     if not result.ok and not args.dry_run:
@@ -200,32 +284,102 @@ def run_event(
             file=out,
         )
     if profile_problem:
-        result.warnings.insert(
-            0,
-            f"the profile did not load, so its release/end steps were not used and the "
-            f"journal was undone instead: {profile_problem}",
-        )
         print(f"{PROG}: warning: {result.warnings[0]}", file=err)
     for warning in result.warnings:
         logger.warning("%s %s: %s", args.domain, event, warning)
     return EXIT_OK if result.ok else 1
 
 
+def _empty_result(args: argparse.Namespace, root: str, note: str) -> dict[str, Any]:
+    return {
+        "domain": args.domain,
+        "event": f"{args.operation}/{args.sub_operation}",
+        "profile": None,
+        "root": root,
+        "dry_run": bool(args.dry_run),
+        "ok": True,
+        "note": note,
+        "steps": [],
+        "rollback": [],
+        "failed_at": None,
+        "warnings": [],
+    }
+
+
+# --- asking first ----------------------------------------------------------------------------
+
+
+def _takes_display(args: argparse.Namespace, steps: tuple) -> list[str]:
+    """What the steps take from the person at the screen: the display manager, GPUs."""
+    from .tools.facts import HostFacts
+
+    facts = HostFacts(args.root)
+    taken = []
+    for step in steps:
+        if not step.action.asks_first():
+            continue
+        if step.action.name == "display_manager":
+            taken.append("stops the display manager (your desktop session ends)")
+            continue
+        for address in step.action.addresses():
+            fn = facts.function(address)
+            if fn is not None and fn.is_gpu:
+                taken.append(f"takes the GPU {address} from the host ({step.action.describe()})")
+    return list(dict.fromkeys(taken))
+
+
+def _confirmed(
+    args: argparse.Namespace, steps: tuple, xml: str, stdin: TextIO | None, err: TextIO
+) -> bool:
+    """A real run typed at a terminal shows its plan and asks before it takes the display
+    away. libvirt's calls (not typed), non-terminals and --yes never ask."""
+    stream = stdin if stdin is not None else sys.stdin
+    if stream is None or not stream.isatty() or not err.isatty():
+        return True
+    taken = _takes_display(args, steps)
+    if not taken:
+        return True
+    import copy
+
+    plan_args = copy.copy(args)
+    plan_args.dry_run, plan_args.json, plan_args.xml = True, False, None
+    plan = io.StringIO()
+    try:
+        run_event(plan_args, None, None, plan, io.StringIO(), given_xml=xml)
+    except PassthroughError as exc:
+        plan.write(f"(no plan: {exc})\n")
+    err.write(
+        plan.getvalue()
+        .replace("Dry run of", "Plan for", 1)
+        .replace("Nothing is changed; this is what would happen:", "This is what will happen:", 1)
+    )
+    err.write("".join(f"This {what}.\n" for what in taken))
+    err.write("Go ahead? [y/N] ")
+    err.flush()
+    answer = stream.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
 # --- subcommands ---------------------------------------------------------------------------
 
 
-def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
-    from .profile import find_profile, load_profile
+def validate_parser() -> argparse.ArgumentParser:
+    from .tools.common import parser_for
 
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} validate",
-        description="Check profiles without running anything (all of them by default).",
+    parser = parser_for(
+        "validate",
+        "Check profiles without running anything (all of them by default): their syntax, and "
+        "that the hook will trust them (owned by root, not writable by group or others).",
     )
-    parser.add_argument(
-        "--config-dir", metavar="DIR", help=f"where profiles live (default {CONFIG_DIR})"
-    )
+    _add_global_options(parser, ("--config-dir", "--json"))
     parser.add_argument("profiles", nargs="*", metavar="DOMAIN|FILE")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
+    from .profile import find_profile
+
+    args = validate_parser().parse_args(argv)
     config_dir = Path(args.config_dir or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR)
     targets: list[Path] = []
     for item in args.profiles:
@@ -240,47 +394,174 @@ def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
     if not args.profiles:
         targets = sorted(p for p in config_dir.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
         if not targets:
-            print(f"no profiles in {config_dir}", file=out)
+            if not config_dir.is_dir():
+                raise UsageError(f"{config_dir} does not exist (install.sh creates it)")
+            if args.json:
+                emit(out, "validate", {"ok": True, "config_dir": str(config_dir), "profiles": []})
+            else:
+                print(f"no profiles in {config_dir}", file=out)
             return EXIT_OK
-    status = EXIT_OK
-    for target in targets:
-        try:
-            profile = load_profile(target)
-        except ProfileError as exc:
-            print(str(exc), file=err)
-            status = EXIT_USAGE
-        except UsageError as exc:
-            print(f"{PROG}: {exc}", file=err)
-            status = EXIT_USAGE
-        else:
-            steps = sum(len(s) for s in profile.events.values())
-            print(f"{target}: ok ({len(profile.devices)} devices, {steps} steps)", file=out)
+    reports = [_validate_one(target) for target in targets]
+    status = EXIT_USAGE if any(r["errors"] for r in reports) else EXIT_OK
+    if args.json:
+        body = {"ok": status == EXIT_OK, "config_dir": str(config_dir), "profiles": reports}
+        emit(out, "validate", body)
+        return status
+    for report in reports:
+        for line in report["errors"]:
+            print(line, file=err)
+        for line in report["warnings"]:
+            print(f"{report['path']}: warning: {line}", file=err)
+        if not report["errors"]:
+            print(
+                f"{report['path']}: ok ({report['devices']} devices, {report['steps']} steps)"
+                + (", with warnings" if report["warnings"] else ""),
+                file=out,
+            )
     return status
+
+
+def _validate_one(target: Path) -> dict[str, Any]:
+    """A profile's problems: syntax (errors), and the hook's trust rule (an error as root,
+    where the hook would refuse it; a warning otherwise, as it will refuse it as root)."""
+    from .profile import load_profile
+    from .trust import profile_problems
+
+    report: dict[str, Any] = {
+        "path": str(target),
+        "ok": False,
+        "devices": 0,
+        "steps": 0,
+        "errors": [],
+        "warnings": [],
+    }
+    try:
+        profile = load_profile(target)
+    except ProfileError as exc:
+        report["errors"] = list(exc.problems)
+        return report
+    except UsageError as exc:
+        report["errors"] = [f"{PROG}: {exc}"]
+        return report
+    report["devices"] = len(profile.devices)
+    report["steps"] = sum(len(s) for s in profile.events.values())
+    trust = [
+        f"the hook will refuse it: {problem} ({fix})"
+        for problem, fix in profile_problems(target, runs_as=0)
+    ]
+    if os.geteuid() == 0:
+        report["errors"] = [f"{target}: {line}" for line in trust]
+    else:
+        report["warnings"] = trust
+    report["ok"] = not report["errors"]
+    return report
+
+
+def recover_parser() -> argparse.ArgumentParser:
+    from .tools.common import parser_for
+
+    parser = parser_for(
+        "recover",
+        "Undo everything a domain's journal holds, whatever its profile says now: after a "
+        "hook was killed, or when an undo failed and the cause has been fixed.",
+    )
+    _add_global_options(
+        parser, ("--dry-run", "--root", "--config-dir", "--state-dir", "--log-file", "--json")
+    )
+    parser.add_argument("domain")
+    return parser
 
 
 def cmd_recover(
     argv: list[str], out: TextIO, err: TextIO, host_factory: HostFactory | None = None
 ) -> int:
-    """Undo everything a domain's journal holds, whatever its profile says now: after a hook
-    was killed, or when an undo failed and the cause has been fixed."""
-    parser = argparse.ArgumentParser(prog=f"{PROG} recover", description=cmd_recover.__doc__)
-    parser.add_argument(
-        "--dry-run", action="store_true", help="show what would be undone; change nothing"
-    )
-    _common_options(parser)
-    parser.add_argument("domain")
-    args = parser.parse_args(argv)
+    args = recover_parser().parse_args(argv)
     args.operation, args.sub_operation, args.xml, args.recover = "release", "end", None, True
+    args.yes = True  # recover gives devices back; it takes nothing from the person
     return run_event(args, io.StringIO(), host_factory, out, err)
 
 
-SUBCOMMANDS: dict[str, Callable[..., int]] = {
-    "validate": cmd_validate,
-    "recover": cmd_recover,
+class Builtin:
+    """A subcommand implemented in this module, shaped like tools.Tool."""
+
+    def __init__(self, run: Callable[..., int], parser: Callable[[], argparse.ArgumentParser]):
+        self.run = run
+        self.build_parser = parser
+
+    def __call__(self, argv: list[str], out: TextIO, err: TextIO, **kwargs: Any) -> int:
+        return self.run(argv, out, err, **kwargs)
+
+
+SUBCOMMANDS: dict[str, Any] = {
+    "validate": Builtin(cmd_validate, validate_parser),
+    "recover": Builtin(cmd_recover, recover_parser),
     **tools.subcommands(),  # iommu, check, init, edit, status, snapshot, schema, completion
 }
 # Subcommands that act on the host get the host factory (tests pass a fake kernel's).
 HOST_COMMANDS = {"recover"}
+# Commands for which a --config-dir need not exist yet: they create it.
+CREATES_CONFIG_DIR = {"init"}
+
+
+# --- the grammar ----------------------------------------------------------------------------
+
+
+def split_globals(argv: list[str]) -> tuple[dict[str, str | bool], list[str]]:
+    """The global options wherever they are (up to `--`), and the other words in order."""
+    options: dict[str, str | bool] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            rest += argv[i:]
+            break
+        flag, equals, inline = token.partition("=")
+        option = GLOBALS_BY_FLAG.get(flag) if token.startswith("--") else None
+        if option is None:
+            rest.append(token)
+        elif option.metavar is None:
+            if equals:
+                raise UsageError(f"{flag} takes no value")
+            options[flag] = True
+        elif equals:
+            options[flag] = inline
+        elif i + 1 < len(argv):
+            options[flag] = argv[i + 1]
+            i += 1
+        else:
+            raise UsageError(f"{flag} needs a value ({flag} {option.metavar})")
+        i += 1
+    return options, rest
+
+
+def _unknown_command(word: str) -> UsageError:
+    from .schema import closest
+
+    names = sorted([*SUBCOMMANDS, "help"])
+    hint = closest(word, names)
+    if hint:
+        return UsageError(f'unknown command "{word}"{hint}')
+    return UsageError(
+        f'unknown command "{word}"; the commands are {", ".join(names)}, and the hook form is '
+        f"DOMAIN OPERATION SUB_OPERATION (`{PROG} help` explains them)"
+    )
+
+
+def _check_directories(options: dict[str, str | bool], command: str) -> None:
+    """A directory given that does not exist is a typo, not an empty host: an error. Except
+    where the command creates it (init its config dir, a real hook run its state dir)."""
+    creates = {"--config-dir"} if command in CREATES_CONFIG_DIR else set()
+    if command == "event" and not options.get("--dry-run"):
+        creates.add("--state-dir")
+    for flag in MUST_EXIST:
+        value = options.get(flag)
+        if not isinstance(value, str) or flag in creates:
+            continue
+        if not os.path.exists(value):
+            raise UsageError(f"{flag} {value}: no such directory")
+        if not os.path.isdir(value):
+            raise UsageError(f"{flag} {value}: not a directory")
 
 
 def _dispatch(
@@ -289,14 +570,205 @@ def _dispatch(
     host_factory: HostFactory | None,
     out: TextIO,
     err: TextIO,
+    context: dict[str, str],
 ) -> int:
-    positionals = [a for a in argv if not a.startswith("-")]
-    if positionals and positionals[0] in SUBCOMMANDS and argv and argv[0] == positionals[0]:
-        if argv[0] in HOST_COMMANDS:
-            return SUBCOMMANDS[argv[0]](argv[1:], out, err, host_factory=host_factory)
-        return SUBCOMMANDS[argv[0]](argv[1:], out, err)
-    args = hook_parser().parse_args(argv)
-    return run_event(args, stdin, host_factory, out, err)
+    options, rest = split_globals(argv)
+    index = next((i for i, w in enumerate(rest) if w == "--" or not w.startswith("-")), len(rest))
+    for word in rest[:index]:  # options before the command that are not global ones
+        if word in ("-h", "--help"):
+            print(help_text(), end="", file=out)
+            return EXIT_OK
+        if word == "--version":
+            print(f"{PROG} {__version__}", file=out)
+            return EXIT_OK
+        from .schema import closest
+
+        hint = closest(word, [*GLOBALS_BY_FLAG, "--help", "--version"])
+        raise UsageError(
+            f'unknown option "{word}"{hint}; options of a command go after it '
+            f"(`{PROG} help COMMAND` lists them)"
+        )
+    words = rest[index:]
+    if not words:
+        print(help_text(), end="", file=out)
+        return EXIT_OK
+    name = words[0]
+    if name in SUBCOMMANDS:
+        context["command"] = name
+        _check_directories(options, name)
+        return _run_subcommand(name, words[1:], options, host_factory, out, err)
+    if name == "help":
+        context["command"] = "help"
+        return _help(words[1:], out)
+    context["command"] = "event"
+    _check_directories(options, "event")
+    return _typed_event(words, options, stdin, host_factory, out, err)
+
+
+def _run_subcommand(
+    name: str,
+    words: list[str],
+    options: dict[str, str | bool],
+    host_factory: HostFactory | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    command = SUBCOMMANDS[name]
+    parser = command.build_parser()
+    accepted = {flag for action in parser._actions for flag in action.option_strings}
+    injected: list[str] = []
+    ignored = []
+    for flag, value in options.items():
+        if flag not in accepted:
+            ignored.append(flag)
+        else:
+            injected += [flag] if value is True else [flag, str(value)]
+    if ignored:
+        print(f"{PROG}: {name} ignores {', '.join(ignored)}", file=err)
+    if "--" in words:  # keep positionals after `--` after the options put back
+        cut = words.index("--")
+        words = [*words[:cut], *injected, *words[cut:]]
+    else:
+        words = [*words, *injected]
+    if name in HOST_COMMANDS:
+        return int(command(words, out, err, host_factory=host_factory))
+    return int(command(words, out, err))
+
+
+def _typed_event(
+    words: list[str],
+    options: dict[str, str | bool],
+    stdin: TextIO | None,
+    host_factory: HostFactory | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """`DOMAIN OPERATION SUB_OPERATION [EXTRA]` typed by a person: a known event and a domain
+    with a profile, or an error saying which word is wrong."""
+    from .profile import EVENTS, find_profile
+    from .schema import closest
+
+    dashdash = bool(words) and words[0] == "--"
+    positionals = words[1:] if dashdash else words
+    stray = [w for w in positionals if w.startswith("-") and w != "-"] if not dashdash else []
+    if stray:
+        hint = closest(stray[0], [*GLOBALS_BY_FLAG])
+        raise UsageError(f'unknown option "{stray[0]}"{hint} (`{PROG} help` lists the options)')
+    if not positionals:
+        raise UsageError(f"no domain given (`{PROG} help` explains the hook form)")
+    args = argparse.Namespace(
+        **{option.dest: options.get(option.flag) for option in GLOBAL_OPTIONS}
+    )
+    for option in GLOBAL_OPTIONS:
+        if option.metavar is None:
+            setattr(args, option.dest, bool(getattr(args, option.dest)))
+    args.root = args.root or "/"
+    config_dir = _paths(args)[1]
+    domain = positionals[0]
+    if len(positionals) < 3:
+        raise (
+            _unknown_command(domain)
+            if not dashdash
+            else UsageError(
+                f"the hook form is DOMAIN OPERATION SUB_OPERATION [EXTRA]; got {' '.join(positionals)}"
+            )
+        )
+    looks_like_a_command = not dashdash and closest(domain, [*SUBCOMMANDS, "help"])
+    if looks_like_a_command and find_profile(config_dir, domain) is None:
+        raise _unknown_command(domain)
+    if len(positionals) > 4:
+        raise UsageError(
+            f"too many words: the hook form is DOMAIN OPERATION SUB_OPERATION [EXTRA]; "
+            f"{' '.join(positionals[4:])} left over"
+        )
+    args.domain, args.operation, args.sub_operation = positionals[:3]
+    event = f"{args.operation}/{args.sub_operation}"
+    if event not in EVENTS:
+        raise UsageError(
+            f'unknown event "{event}"{closest(event, EVENTS)}; libvirt calls the qemu hook with '
+            f"{', '.join(EVENTS)}"
+        )
+    return run_event(args, stdin, host_factory, out, err, typed=True)
+
+
+# --- help and the man page -------------------------------------------------------------------
+
+
+# One line each for `help`; each command's own --help has the whole description.
+SUMMARIES = {
+    "validate": "check profiles' syntax, and that the hook will trust them",
+    "recover": "undo what a domain's journal holds (after a crash or a failed undo)",
+    "iommu": "list the IOMMU groups, and whether each GPU's group can go to a VM",
+    "check": "preflight: a domain's profile against this host and its domain XML",
+    "init": "write a first profile from a domain's PCI <hostdev>s",
+    "edit": "edit a profile on a copy, saved only when valid (like visudo)",
+    "status": "which domains hold which devices now, and what needs recovery",
+    "snapshot": "copy this host's PCI and IOMMU facts into a tree for --root",
+    "schema": "print the JSON Schema of profiles",
+    "completion": "print a bash or zsh completion script",
+    "help": "list the commands, or one command's arguments (--man: the manual page)",
+}
+
+
+def help_text() -> str:
+    lines = [
+        f"usage: {PROG} [OPTIONS] COMMAND [ARGUMENTS]",
+        f"       {PROG} [OPTIONS] DOMAIN OPERATION SUB_OPERATION [EXTRA]",
+        "",
+        "A libvirt QEMU hook for PCI passthrough: one YAML profile per domain.",
+        "",
+        "Commands:",
+    ]
+    names = [*SUBCOMMANDS, "help"]
+    width = max(len(name) for name in names) + 2
+    for name in names:
+        lines += _wrapped(SUMMARIES.get(name, ""), f"  {name:<{width}}", " " * (width + 2))
+    lines += [
+        "",
+        "The hook form runs a domain's profile for one event, as libvirt does",
+        f"(`{PROG} --dry-run win10 prepare begin` shows the plan); events:",
+    ]
+    from .profile import EVENTS
+
+    lines += _wrapped(" ".join(e.replace("/", " ") + "," for e in EVENTS).rstrip(","), "  ", "  ")
+    lines += ["", "Options (before or after the command):"]
+    for option in GLOBAL_OPTIONS:
+        head = f"  {option.flag}" + (f" {option.metavar}" if option.metavar else "")
+        lines += _wrapped(option.help, f"{head:<20}", " " * 20)
+    lines += [
+        "",
+        "Exit status: 0 done, 1 a step failed (rolled back) or a check found an error,",
+        "2 profile or usage error, 3 internal error (see the log), 130 interrupted.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _wrapped(text: str, first: str, rest: str) -> list[str]:
+    from .tools.common import wrap
+
+    return wrap(text, first, rest, width=88)
+
+
+def _help(words: list[str], out: TextIO) -> int:
+    if not words:
+        print(help_text(), end="", file=out)
+        return EXIT_OK
+    if words[0] == "--man":
+        from .tools.manpage import man_page
+
+        print(man_page(), end="", file=out)
+        return EXIT_OK
+    name = words[0]
+    if name in SUBCOMMANDS:
+        print(SUBCOMMANDS[name].build_parser().format_help(), end="", file=out)
+        return EXIT_OK
+    if name in ("hook", "event"):
+        print(hook_parser().format_help(), end="", file=out)
+        return EXIT_OK
+    raise _unknown_command(name)
+
+
+# --- the error boundary ----------------------------------------------------------------------
 
 
 def main(
@@ -309,26 +781,35 @@ def main(
 ) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    words = list(sys.argv[1:] if argv is None else argv)
+    before_dashdash = words[: words.index("--")] if "--" in words else words
+    as_json = "--json" in before_dashdash
+    context = {"command": "event"}
+
+    def fail(message: str, code: int, problems: list[str] | None = None) -> int:
+        print(message, file=err)
+        if as_json:
+            emit(out, context["command"], error_body(message, code, problems))
+        return code
+
     try:
-        return _dispatch(
-            list(sys.argv[1:] if argv is None else argv), stdin, host_factory, out, err
-        )
-    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        return _dispatch(words, stdin, host_factory, out, err, context)
+    except SystemExit as exc:  # argparse: --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     except ProfileError as exc:  # already FILE:LINE:COL: prefixed, one line per problem
-        print(str(exc), file=err)
-        return exc.exit_code
+        return fail(str(exc), exc.exit_code, exc.problems)
     except PassthroughError as exc:
-        print(f"{PROG}: {exc}", file=err)
-        return exc.exit_code
+        return fail(f"{PROG}: {exc}", exc.exit_code)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=err)
-        return EXIT_INTERRUPTED
+        return fail(f"{PROG}: interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:  # `passthrough-hook iommu | head`: the reader has all it wanted
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - kept open until exit; no "Exception ignored" message at exit
         return EXIT_OK
     except Exception:
-        return _internal_error(err)
+        code = _internal_error(err)
+        if as_json:
+            emit(out, context["command"], error_body("internal error (a bug); see the log", code))
+        return code
 
 
 def _internal_error(err: TextIO) -> int:
@@ -361,6 +842,34 @@ def console_main() -> None:
 def hook_main(argv: list[str]) -> int:
     """Entry from hooks/qemu, after its fast path found a profile or a journal.
 
-    libvirt's arguments are always DOMAIN OPERATION SUB_OPERATION EXTRA: "--" keeps a domain
-    named like a subcommand (validate, status...) or starting with "-" a domain name."""
-    return main(["--", *argv])
+    libvirt's arguments are always DOMAIN OPERATION SUB_OPERATION EXTRA, never options: a
+    domain named like a command (validate, status...) or an option is a domain. Tolerant
+    and silent: an event the profile has no steps for, or one libvirt adds in a future
+    version, does nothing and exits 0."""
+    if len(argv) < 3:
+        print(
+            f"{PROG}: libvirt calls the hook with DOMAIN OPERATION SUB_OPERATION EXTRA; got "
+            f"{len(argv)} argument(s) (`{PROG} help` lists the commands)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    args = argparse.Namespace(
+        **{option.dest: None for option in GLOBAL_OPTIONS},
+        domain=argv[0],
+        operation=argv[1],
+        sub_operation=argv[2],
+    )
+    args.root, args.json, args.dry_run, args.yes = "/", False, False, True
+    try:
+        return run_event(args, None, None, sys.stdout, sys.stderr, typed=False)
+    except ProfileError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except PassthroughError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        return _internal_error(sys.stderr)

@@ -171,7 +171,7 @@ class PciDevice:
                 f"{wanted} did not bind: the kernel accepted the probe but the device has no driver",
                 device=self.address,
                 hint=f"see `dmesg | grep {self.address}`; for vfio-pci check that the IOMMU is enabled "
-                f"(intel_iommu=on or amd_iommu=on) and the whole IOMMU group is passed through",
+                f"(`passthrough-hook iommu` says how on this host) and the whole IOMMU group is passed through",
             )
         raise HostError(f"expected driver {wanted} but {now} took the device", device=self.address)
 

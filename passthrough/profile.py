@@ -93,22 +93,15 @@ def find_profile(config_dir: str | os.PathLike, domain: str) -> Path | None:
 
 
 def check_trusted(path: Path) -> None:
-    """As root, a profile decides what root writes to the kernel: like sudo and sshd, refuse
-    one (or a directory above it) that is not owned by root or that others can write."""
+    """As root, a profile decides what root writes to the kernel: refuse one (or its
+    directory) that trust.untrusted rejects. Not root, the hook can do nothing root could
+    not, so nothing is refused."""
+    from .trust import profile_problems
+
     if os.geteuid() != 0:
         return
-    for candidate in (path, path.parent):
-        info = candidate.stat()
-        if info.st_uid != 0:
-            raise UsageError(
-                f"{candidate} is owned by uid {info.st_uid}, not root; a root hook only runs "
-                f"root's profiles (chown root:root {candidate})"
-            )
-        if info.st_mode & 0o022:
-            raise UsageError(
-                f"{candidate} is writable by group or others (mode {info.st_mode & 0o777:o}); "
-                f"anyone who can write it runs code as root (chmod go-w {candidate})"
-            )
+    for problem, fix in profile_problems(path):
+        raise UsageError(f"{problem} ({fix})")
 
 
 def load_profile(path: str | os.PathLike, display: str | None = None) -> Profile:

@@ -90,10 +90,12 @@ def failure_text(result: EventResult, log_path: str | None) -> str:
 
 def result_json(result: EventResult, root: str) -> dict:
     def outcome(o: Outcome, number: int | None = None) -> dict:
+        # A dry run did nothing: its steps (and the rollback it foresees) are planned.
+        planned = result.dry_run and o.status in ("done", "undone")
         return {
             "title": o.title,
             "where": o.where,
-            "status": o.status,
+            "status": "planned" if planned else o.status,
             "error": o.error,
             "seconds": round(o.seconds, 6),
             "operations": [{"operation": op.text, "effect": op.effect} for op in o.operations],

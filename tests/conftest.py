@@ -43,6 +43,16 @@ def _no_real_host(monkeypatch, request):
     monkeypatch.setattr("passthrough.host.commands.run", no_commands)
     monkeypatch.setattr("passthrough.host.libvirt.NodeDevices._lookup", no_libvirt)
 
+    def no_domain_lookup(domain, uri, timeout):
+        from passthrough.tools.libvirt_domain import DomainXmlError
+
+        raise DomainXmlError(
+            "libvirt is not reachable from unit tests",
+            f"pass the XML with --xml FILE (`virsh dumpxml {domain} > {domain}.xml`)",
+        )
+
+    monkeypatch.setattr("passthrough.tools.libvirt_domain.from_libvirt", no_domain_lookup)
+
 
 @pytest.fixture
 def kernel(fs):

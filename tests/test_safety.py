@@ -122,8 +122,14 @@ def test_killed_mid_prepare_is_undone_by_recover_or_release(seed, fault, then):
 
 
 def test_recover_with_nothing_journaled(seed):
+    os.makedirs(STATE, exist_ok=True)
     code, text = run(seed, "recover", "win10")
     assert code == 0 and "nothing to recover" in text
+
+
+def test_recover_from_a_state_dir_that_does_not_exist_is_an_error(seed):
+    code, text = run(seed, "recover", "win10")
+    assert code == 2 and f"--state-dir {STATE}: no such directory" in text
 
 
 def test_an_undo_that_fails_is_reported_and_kept_for_the_next_try(seed):

@@ -297,7 +297,7 @@ def test_iommu_off_is_an_error_with_the_kernel_parameter(tmp_path):
     [iommu] = of(findings, "iommu")
     assert (
         iommu["severity"] == "error"
-        and "add `intel_iommu=on iommu=pt` to the kernel command line" in iommu["fix"]
+        and "turn the Intel IOMMU on with the kernel parameter intel_iommu=on" in iommu["fix"]
     )
     assert not of(findings, "groups")
 

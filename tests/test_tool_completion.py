@@ -9,7 +9,7 @@ from tool_trees import run
 
 from passthrough.cli import SUBCOMMANDS
 
-SUBCOMMAND_LIST = sorted(SUBCOMMANDS)
+SUBCOMMAND_LIST = sorted([*SUBCOMMANDS, "help"])
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_every_option_of_every_command_is_in_the_scripts():
     from passthrough.tools.completion import command_specs
 
     specs = {spec.name: spec for spec in command_specs()}
-    assert set(specs) == {"", *SUBCOMMANDS}
+    assert set(specs) == {"", "help", *SUBCOMMANDS}
     assert "--state-dir" in specs["status"].flags + tuple(o for o, _ in specs["status"].valued)
     assert specs["recover"].positionals == ("domain",)  # found by catching its parser
     for shell in ("bash", "zsh"):
@@ -130,3 +130,29 @@ def test_every_option_of_every_command_is_in_the_scripts():
         for spec in specs.values():
             for option in spec.flags + tuple(o for o, _ in spec.valued):
                 assert option in script, (shell, spec.name, option)
+
+
+@pytest.mark.parametrize("complete", [bash_complete, zsh_complete], ids=["bash", "zsh"])
+def test_commands_only_where_the_grammar_takes_them(profiles, complete):
+    """The command is the first word that is not an option: after global options too, and
+    never after a domain or a command."""
+    everything = sorted(["gaming", "win10", *SUBCOMMAND_LIST])
+    assert complete(profiles, "passthrough-hook", "--root", "/", "") == everything
+    assert complete(profiles, "passthrough-hook", "--json", "--dry-run", "") == everything
+    assert complete(profiles, "passthrough-hook", "--root", "/", "check", "") == ["gaming", "win10"]
+    assert complete(profiles, "passthrough-hook", "--dry-run", "win10", "") == [
+        "attach",
+        "migrate",
+        "prepare",
+        "reconnect",
+        "release",
+        "restore",
+        "start",
+        "started",
+        "stopped",
+    ]
+    assert complete(profiles, "passthrough-hook", "status", "") == []
+    assert complete(profiles, "passthrough-hook", "help", "") == sorted(SUBCOMMAND_LIST)
+    assert complete(profiles, "passthrough-hook", "--root", "/", "iommu", "--") == sorted(
+        ["--help", "--json", "--root"] + (["-h"] if complete is zsh_complete else [])
+    )

@@ -53,7 +53,9 @@ def test_valid_edit_replaces_the_file_keeping_owner_and_mode(profiles, tmp_path,
     editor(tmp_path, monkeypatch, FIX_SIZE)
     code, out, err = edit_profile(profiles, monkeypatch)
     assert (code, err) == (0, "")
-    assert out == f"{path}: valid, saved\n"
+    assert out == (
+        f"{path}: valid, saved\nNext: `passthrough-hook check win10` checks it against this host.\n"
+    )
     assert path.read_text() == PROFILE.replace("size: 8MiB", "size: 16MiB")
     info = path.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (1234, 5678, 0o640)
@@ -158,3 +160,58 @@ def test_no_profile_points_at_init(tmp_path):
 
     code = main(["edit", "--config-dir", str(tmp_path), "win11"], out=out, err=err)
     assert code == 2 and "write a first one with `passthrough-hook init win11`" in err.getvalue()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_after_a_valid_save_at_a_terminal_it_offers_the_preflight(profiles, tmp_path, monkeypatch):
+    editor(tmp_path, monkeypatch, FIX_SIZE)
+    ran = []
+    monkeypatch.setattr(
+        "passthrough.tools.check.main", lambda argv, out, err: ran.append(argv) or 0
+    )
+    from passthrough.cli import main
+
+    monkeypatch.setattr(sys, "stdin", Terminal("\n"))  # Enter: yes
+    out = io.StringIO()
+    assert main(["edit", "--config-dir", str(profiles), "win10"], out=out, err=io.StringIO()) == 0
+    assert "Run the preflight (`passthrough-hook check win10`) against this host now? [Y/n] " in (
+        out.getvalue()
+    )
+    assert ran == [["--config-dir", str(profiles), "win10"]]
+    editor(tmp_path, monkeypatch, "sed -i 's/size: 16MiB/size: 32MiB/' \"$1\"\n")
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
+    assert main(["edit", "--config-dir", str(profiles), "win10"], out=out, err=io.StringIO()) == 0
+    assert len(ran) == 1
+
+
+def test_it_checks_it_can_replace_the_profile_before_the_editor_opens(
+    profiles, tmp_path, monkeypatch
+):
+    opened = tmp_path / "opened"
+    editor(tmp_path, monkeypatch, f"touch {opened}\n" + FIX_SIZE)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a directory root owns
+    code, _, err = edit_profile(profiles, monkeypatch)
+    assert code == 2 and not opened.exists()
+    assert err == (
+        f"passthrough-hook: cannot replace {profiles}/win10.yaml: its directory {profiles} is not "
+        f"writable by you; run as root (`sudo passthrough-hook edit win10`)\n"
+    )
+
+
+def test_when_saving_fails_the_edited_copy_is_kept(profiles, tmp_path, monkeypatch):
+    editor(tmp_path, monkeypatch, FIX_SIZE)
+
+    def full_disk(real, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("passthrough.tools.edit.replace_keeping_owner_and_mode", full_disk)
+    code, _, err = edit_profile(profiles, monkeypatch)
+    assert code == 2 and "was not saved (No space left on device)" in err
+    kept = Path(err.split("your edited version is kept in ")[1].strip())
+    assert "size: 16MiB" in kept.read_text()
+    shutil.rmtree(kept.parent)
+    assert (profiles / "win10.yaml").read_text() == PROFILE

@@ -44,8 +44,10 @@ def test_demo_host_profile_from_the_bundled_xml(tmp_path):
     )
     assert (code, err) == (0, "")
     text = (tmp_path / "win10.yaml").read_text()
-    assert text.splitlines()[0] == f"# yaml-language-server: $schema={SCHEMA}"
-    assert SCHEMA.is_file()
+    # The schema next to the profile, named relatively: no path of this machine in the file.
+    assert text.splitlines()[0] == "# yaml-language-server: $schema=profile.schema.json"
+    assert (tmp_path / "profile.schema.json").read_bytes() == SCHEMA.read_bytes()
+    assert str(REPO) not in text
     assert (
         '  gpu: "0000:03:00.0"        # VGA compatible controller 1002:73df, amdgpu; in the XML\n'
         in text

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from tool_trees import REPO, add_pci_ids, host_tree, run
 
 from passthrough.tools.pcidb import PciIds
@@ -108,30 +109,136 @@ def test_json_names_come_from_the_trees_pci_ids(tmp_path):
     )
 
 
+def advice(tmp_path, name="mixed", files=(), **changes) -> str:
+    """`iommu --json`'s advice for a host without IOMMU groups, with extra files in its tree."""
+    root = host_tree(tmp_path, name, iommu=False, **changes)
+    for rel, text in files:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    code, out, _ = run("iommu", "--root", root, "--json")
+    data = json.loads(out)
+    assert code == 1 and not data["iommu"] and data["groups"] == []
+    return data
+
+
+DEBIAN = ("etc/os-release", 'ID=debian\nPRETTY_NAME="Debian GNU/Linux 12"\n')
+GRUB = ("etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+
+
 def test_no_iommu_groups_says_which_kernel_parameter_to_add(tmp_path):
     root = host_tree(tmp_path, "mixed", iommu=False, cmdline="BOOT_IMAGE=/vmlinuz ro quiet")
+    for rel, text in (DEBIAN, GRUB):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
     code, out, _ = run("iommu", "--root", root)
     assert code == 1
     assert out.startswith("The kernel has no IOMMU groups")
     flat = " ".join(out.split())  # wrapped to the terminal
-    assert "add `intel_iommu=on iommu=pt` to the kernel command line (GenuineIntel CPU)" in flat
-    assert "enable VT-d in the firmware setup" in flat
+    assert (
+        "enable VT-d in the firmware setup, and turn the Intel IOMMU on with the kernel parameter "
+        "intel_iommu=on (grub): append `intel_iommu=on` to GRUB_CMDLINE_LINUX_DEFAULT in "
+        "/etc/default/grub, run `update-grub`, and reboot" in flat
+    )
     assert "0000:03:00.0" in out  # the devices are still listed
 
 
-def test_no_iommu_groups_with_the_parameter_points_at_the_firmware(tmp_path):
-    root = host_tree(tmp_path, "demo", iommu=False)  # its command line has amd_iommu=on
-    code, out, _ = run("iommu", "--root", root, "--json")
-    data = json.loads(out)
-    assert code == 1 and not data["iommu"] and data["groups"] == []
+def test_amd_needs_the_firmware_setting_not_a_parameter(tmp_path):
+    data = advice(tmp_path, "demo", cmdline="BOOT_IMAGE=/vmlinuz ro quiet")
+    assert data["cpu_vendor"] == "AuthenticAMD" and data["kernel_parameters"] == ""
+    assert data["advice"].startswith("enable the IOMMU in the firmware setup")
+    assert "there is no amd_iommu=on parameter" in data["advice"]
+    assert "`dmesg | grep -i AMD-Vi`" in data["advice"] and "iommu=pt" in data["advice"]
+    assert "add `amd_iommu=on" not in data["advice"]
+
+
+def test_intel_kernel_that_enables_the_iommu_by_default_points_at_the_firmware(tmp_path):
+    data = advice(
+        tmp_path,
+        cmdline="ro quiet",
+        files=[
+            (
+                "boot/config-6.6.9-200.fc39.x86_64",
+                "CONFIG_INTEL_IOMMU=y\nCONFIG_INTEL_IOMMU_DEFAULT_ON=y\n",
+            )
+        ],
+    )
+    assert data["kernel_parameters"] == ""
     assert (
-        len(data["devices_in_no_group"]) == 9
-        and data["devices_in_no_group"][0]["iommu_group"] is None
+        "this kernel enables the Intel IOMMU by default (CONFIG_INTEL_IOMMU_DEFAULT_ON"
+        in data["advice"]
     )
-    assert data["kernel_parameters"] == "amd_iommu=on iommu=pt"
-    assert data["advice"].startswith(
-        "the kernel command line already has amd_iommu=on, so the IOMMU is off in the firmware"
-    )
+    assert "so VT-d is off in the firmware" in data["advice"]
+
+
+def test_a_parameter_that_turns_the_iommu_off_is_named(tmp_path):
+    data = advice(tmp_path, cmdline="ro quiet intel_iommu=off")
+    assert data["advice"].startswith("the kernel command line has intel_iommu=off")
+
+
+def test_unknown_cpu_vendor(tmp_path):
+    data = advice(tmp_path, cpu_vendor="", cmdline="ro quiet")
+    assert data["cpu_vendor"] is None
+    assert data["advice"].startswith("the CPU vendor is unknown")
+    assert "unknown CPU CPU" not in data["advice"]
+
+
+@pytest.mark.parametrize(
+    "files, name, how",
+    [
+        ([DEBIAN, GRUB], "grub", "run `update-grub`"),
+        ([("etc/os-release", "ID=ubuntu\nID_LIKE=debian\n"), GRUB], "grub", "run `update-grub`"),
+        (
+            [("etc/os-release", "ID=fedora\n"), GRUB],
+            "grub",
+            'grubby --update-kernel=ALL --args="intel_iommu=on"',
+        ),
+        (
+            [("etc/os-release", 'ID="opensuse-tumbleweed"\nID_LIKE="opensuse suse"\n'), GRUB],
+            "grub",
+            "grub2-mkconfig -o /boot/grub2/grub.cfg",
+        ),
+        ([("etc/os-release", "ID=arch\n"), GRUB], "grub", "grub-mkconfig -o /boot/grub/grub.cfg"),
+        (
+            [("etc/os-release", "ID=arch\n"), ("boot/loader/loader.conf", "default arch\n")],
+            "systemd-boot",
+            "/etc/kernel/cmdline",
+        ),
+        (
+            [
+                ("etc/os-release", 'ID=pop\nID_LIKE="ubuntu debian"\n'),
+                ("etc/kernel/cmdline", "ro quiet\n"),
+            ],
+            "kernelstub",
+            'kernelstub -a "intel_iommu=on"',
+        ),
+        (
+            [
+                DEBIAN,
+                GRUB,
+                ("etc/kernel/proxmox-boot-uuids", "1234-ABCD\n"),
+                ("etc/kernel/cmdline", "root=ZFS=rpool\n"),
+            ],
+            "proxmox-boot-tool",
+            "/etc/kernel/cmdline, run `proxmox-boot-tool refresh`",
+        ),
+        ([DEBIAN], "unknown", "in your boot loader's configuration"),
+    ],
+    ids=[
+        "debian",
+        "ubuntu",
+        "fedora",
+        "opensuse",
+        "arch-grub",
+        "systemd-boot",
+        "pop-os",
+        "proxmox",
+        "none",
+    ],
+)
+def test_the_boot_loader_is_read_from_the_host_tree(tmp_path, files, name, how):
+    data = advice(tmp_path, cmdline="ro quiet", files=files)
+    assert data["boot_loader"]["name"] == name
+    assert f"intel_iommu=on ({name}): " in data["advice"] and how in data["advice"], data["advice"]
 
 
 def test_reset_column_tells_none_from_unknown(tmp_path):

@@ -95,3 +95,24 @@ def test_iommu_output():
     code, out, _ = run("iommu", "--root", "config/demo-host")
     assert code == 0
     assert out == shown("passthrough-hook iommu --root config/demo-host")
+
+
+def test_no_path_of_a_test_machine_or_tree_in_the_readme():
+    for marker in ("/work/", "/host/", "/tmp/tmp", "pytest-of-", str(REPO)):
+        assert marker not in README, marker
+
+
+def test_the_grammar_errors_shown_are_current():
+    code, _, err = run("chekc", "win10", "prepare", "begin")
+    assert code == 2 and err in shown("passthrough-hook chekc win10 prepare begin")
+    code, _, err = run(
+        "--dry-run",
+        "--root",
+        "config/demo-host",
+        "--config-dir",
+        "config",
+        "win10",
+        "preapre",
+        "begin",
+    )
+    assert code == 2 and err.strip() in README

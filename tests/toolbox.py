@@ -31,6 +31,8 @@ def run(
     tree through the dry-run host). Returns (exit code, stdout, stderr)."""
     if profile is not None:
         write_profile(profile, domain)
+    if dry_run:  # a dry run reads journals from a state dir that exists (a real run makes it)
+        Path(STATE).mkdir(parents=True, exist_ok=True)
     out, err = io.StringIO(), io.StringIO()
     code = main(
         [
@@ -43,6 +45,8 @@ def run(
             STATE,
             "--log-file",
             LOG,
+            "--xml",
+            "-",  # the XML on stdin, as libvirt gives it
             domain,
             *event,
             "-",

@@ -57,6 +57,16 @@ class Action:
         """The PCI functions this step touches (for ownership checks and the host guard)."""
         return []
 
+    def needs_domain_xml(self) -> bool:
+        """Whether the step reads the domain XML (a dry run typed by a person has none unless
+        it is given or read from libvirt, and says so)."""
+        return False
+
+    def asks_first(self) -> bool:
+        """Whether a person at a terminal is asked before a real run of this step: it takes
+        the host's display away (stops the desktop, takes a GPU)."""
+        return False
+
     def describe(self) -> str:
         raise NotImplementedError
 

@@ -112,6 +112,9 @@ class DisplayManager(Action):
     )
     default_timeout = 60.0
 
+    def asks_first(self) -> bool:
+        return True  # the person's desktop goes away
+
     def describe(self) -> str:
         return "stop the display manager" + (
             " and the graphical sessions" if self.values["sessions"] else ""

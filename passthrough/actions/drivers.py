@@ -166,6 +166,9 @@ class Detach(DeviceStep):
     def target(self) -> str:
         return self.values["driver"]
 
+    def asks_first(self) -> bool:
+        return True  # takes the devices from their drivers (cli asks only for a GPU)
+
     def describe(self) -> str:
         return f"detach {self.device_names()} to {self.target()} via {self.values['via']}"
 
@@ -227,6 +230,9 @@ class Unbind(DeviceStep):
     def target(self) -> None:
         return None
 
+    def asks_first(self) -> bool:
+        return True  # takes the devices from their drivers (cli asks only for a GPU)
+
     def describe(self) -> str:
         return f"unbind {self.device_names()} from their drivers"
 
@@ -260,6 +266,9 @@ class Bind(DeviceStep):
 
     def target(self) -> str:
         return self.values["driver"]
+
+    def asks_first(self) -> bool:
+        return True  # takes the devices from their drivers (cli asks only for a GPU)
 
     def describe(self) -> str:
         return f"bind {self.device_names()} to {self.target()}"

@@ -107,6 +107,9 @@ class Hugepages(Action):
     )
     default_timeout = 120.0  # compacting and finding 1 GiB pages can take seconds each time
 
+    def needs_domain_xml(self) -> bool:
+        return bool(self.values["for_domain"])
+
     def describe(self) -> str:
         size = SIZE_NAME[PAGE_KIB[self.values["size"]]]
         if self.values["for_domain"]:

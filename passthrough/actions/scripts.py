@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import stat
 
 from ..errors import HostError
 from ..schema import AbsolutePath, Args, Field, Seconds
@@ -9,18 +8,14 @@ from .base import NotUndoable, StepContext
 
 
 def check_ownership(path: str, shown: str) -> None:
-    """A root hook runs these as root: refuse what another user could have written."""
-    info = os.stat(path)
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise HostError(
-            f"{shown} is writable by its group or by everyone, and would run as root",
-            hint=f"chmod go-w {shown}",
-        )
-    if info.st_uid not in (0, os.geteuid()):
-        raise HostError(
-            f"{shown} belongs to uid {info.st_uid}, not root, and would run as root",
-            hint=f"chown root {shown}",
-        )
+    """A root hook runs these as root: refuse what another user could have written
+    (the same rule as for profiles: passthrough.trust)."""
+    from ..trust import untrusted
+
+    problem = untrusted(path)
+    if problem:
+        message, fix = problem
+        raise HostError(message.replace(path, shown), hint=fix.replace(path, shown))
 
 
 def find_scripts(root: str, directory: str, event: str) -> tuple[list[str], list[str]]:
@@ -72,6 +67,9 @@ class Scripts(NotUndoable):
     )
     default_timeout = 300.0
     undo_note = "nothing (scripts are not undone; release/end's scripts do that)"
+
+    def needs_domain_xml(self) -> bool:
+        return True  # each script gets it on stdin, as libvirt gives it to hooks
 
     def describe(self) -> str:
         return f"run the scripts in {self.values['dir']}/<operation>/<sub-operation>"

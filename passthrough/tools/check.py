@@ -10,7 +10,6 @@ Severities: `error` (the VM start will fail or the host will lose a device), `wa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..constants import STUB_DRIVERS
 from ..errors import EXIT_FAILED, EXIT_OK
+from ..output import emit
 from ..units import format_bytes, format_mib
 from .common import (
     PROG,
@@ -103,20 +103,7 @@ def print_findings(
 ) -> None:
     counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "domain": domain,
-                    "profile": profile_path,
-                    "root": str(root),
-                    "xml": xml.source if xml else None,
-                    "counts": counts,
-                    "findings": [asdict(f) for f in findings],
-                },
-                indent=2,
-            ),
-            file=out,
-        )
+        emit(out, "check", findings_json(domain, profile_path, root, xml, findings))
         return
     print(
         f"Preflight of {domain} (profile {profile_path}, host {root}, "
@@ -125,6 +112,20 @@ def print_findings(
     )
     print(findings_text(findings), end="", file=out)
     print(summary(domain, counts), file=out)
+
+
+def findings_json(
+    domain: str, profile_path: str, root: str, xml: DomainXml | None, findings: list[Finding]
+) -> dict:
+    return {
+        "domain": domain,
+        "profile": profile_path,
+        "root": str(root),
+        "xml": xml.source if xml else None,
+        "ok": not any(f.severity == "error" for f in findings),
+        "counts": {s: sum(f.severity == s for f in findings) for s in SEVERITIES},
+        "findings": [asdict(f) for f in findings],
+    }
 
 
 def findings_text(findings: list[Finding]) -> str:
@@ -199,14 +200,13 @@ class Preflight:
     def trusted(self) -> list[Finding]:
         """The hook runs as root and refuses a profile others could write; so does check,
         when it runs as root too (profile.check_trusted)."""
-        from ..errors import UsageError
-        from ..profile import check_trusted
+        from ..trust import profile_problems
 
-        try:
-            check_trusted(Path(self.profile.path))
-        except UsageError as exc:
-            return [Finding("error", "profile", f"the hook will refuse this profile: {exc}")]
-        return []
+        severity = "error" if os.geteuid() == 0 else "warning"
+        return [
+            Finding(severity, "profile", f"the hook will refuse this profile: {problem} ({fix})")
+            for problem, fix in profile_problems(Path(self.profile.path), runs_as=0)
+        ]
 
     def iommu(self) -> list[Finding]:
         groups = self.facts.groups()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import NoReturn
 
 from ..constants import CONFIG_DIR, CONFIG_DIR_ENV, PROG
 from ..errors import UsageError
@@ -12,8 +13,16 @@ from ..errors import UsageError
 __all__ = ["CONFIG_DIR", "PROG"]  # the tools import them from here
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are UsageErrors: one message, exit 2, and with --json one
+    JSON document (argparse's own error() prints usage and exits)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (`{self.prog} --help` lists the arguments)")
+
+
 def parser_for(command: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"{PROG} {command}", description=description)
+    return Parser(prog=f"{PROG} {command}", description=description)
 
 
 def add_root(parser: argparse.ArgumentParser) -> None:

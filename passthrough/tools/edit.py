@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ProfileError, UsageError
-from .common import add_config_dir, config_dir, existing_profile, parser_for
+from .common import PROG, add_config_dir, config_dir, existing_profile, parser_for
 
 FALLBACK_EDITORS = ("editor", "vi", "nano")  # `editor` is Debian's alternatives choice
 
@@ -42,7 +42,11 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(argv)
     path = existing_profile(config_dir(args), args.domain)
     real = Path(os.path.realpath(path))  # a symlinked profile: replace the file it points to
-    original = real.read_bytes()
+    check_replaceable(real, args.domain)  # before the editor opens: no work lost at the end
+    try:
+        original = real.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {real}: {exc.strerror}") from None
     editor = editor_command()
     workdir = Path(tempfile.mkdtemp(prefix="passthrough-hook-edit-"))
     copy = workdir / path.name
@@ -73,12 +77,55 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
                 f"{path} was changed by someone else while you edited it, so it was not replaced; "
                 f"your version is in {copy}: merge it by hand"
             )
-        replace_keeping_owner_and_mode(real, edited)
+        try:
+            replace_keeping_owner_and_mode(real, edited)
+        except (UsageError, OSError) as exc:
+            keep_copy = True
+            reason = exc if isinstance(exc, UsageError) else exc.strerror
+            raise UsageError(
+                f"{path} was not saved ({reason}); your edited version is kept in {copy}"
+            ) from None
         print(f"{path}: valid, saved", file=out)
+        offer_check(args, out, err)
         return EXIT_OK
     finally:
         if not keep_copy:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_replaceable(real: Path, domain: str) -> None:
+    """What replacing the profile needs, checked before the editor opens (like visudo): a
+    directory this user can create the new file in, and the right to give it the profile's
+    owner."""
+    info = os.stat(real)
+    sudo = f"run as root (`sudo {PROG} edit {domain}`)"
+    if not os.access(real.parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"cannot replace {real}: its directory {real.parent} is not writable by you; {sudo}"
+        )
+    if info.st_uid != os.geteuid() and os.geteuid() != 0:
+        raise UsageError(
+            f"cannot replace {real} keeping its owner (uid {info.st_uid}): only root can; {sudo}"
+        )
+
+
+def offer_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+    """After a valid save: the preflight against this host, asked for at a terminal."""
+    command = f"{PROG} check {args.domain}"
+    if not sys.stdin.isatty():
+        print(f"Next: `{command}` checks it against this host.", file=out)
+        return
+    print(
+        f"Run the preflight (`{command}`) against this host now? [Y/n] ",
+        end="",
+        file=out,
+        flush=True,
+    )
+    if sys.stdin.readline().strip().lower() not in ("", "y", "yes"):
+        return
+    from . import check
+
+    check.main(["--config-dir", str(config_dir(args)), args.domain], out, err)
 
 
 def editor_command() -> list[str]:

@@ -17,6 +17,8 @@ from ..constants import PCI_ADDRESS
 from ..host import Host
 from ..host.modules import canonical
 from ..host.sysfs import Sysfs
+from .bootloader import BootLoader
+from .bootloader import detect as detect_boot_loader
 from .pcidb import class_name
 
 ADDRESS = re.compile(f"^{PCI_ADDRESS}$")
@@ -176,43 +178,76 @@ class HostFacts:
         for line in self._proc("cpuinfo").splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "vendor_id":
-                return value.strip()
+                return value.strip() or None
         return None
 
     def cmdline(self) -> str:
         return self._proc("cmdline").replace("\0", " ").strip()
 
+    def intel_iommu_default_on(self) -> bool:
+        """Whether the kernel turns the Intel IOMMU on by itself (CONFIG_INTEL_IOMMU_DEFAULT_ON,
+        from /boot/config-<release>): then intel_iommu=on is not needed."""
+        release = self.kernel_release()
+        if not release:
+            return False
+        config = _read_text(self.root / "boot" / f"config-{release}")
+        return "CONFIG_INTEL_IOMMU_DEFAULT_ON=y" in config.splitlines()
+
     def iommu_parameters(self) -> str:
-        """The kernel parameters that turn the IOMMU on for this CPU."""
+        """The kernel parameters this CPU's IOMMU needs on the command line ("" for none).
+        AMD's is on whenever the firmware enables it (there is no amd_iommu=on); Intel's
+        needs intel_iommu=on unless the kernel was built to enable it by default."""
         vendor = self.cpu_vendor()
-        if vendor == "GenuineIntel":
-            return "intel_iommu=on iommu=pt"
-        if vendor in ("AuthenticAMD", "HygonGenuine"):
-            return "amd_iommu=on iommu=pt"
-        return "intel_iommu=on iommu=pt (Intel CPUs) or amd_iommu=on iommu=pt (AMD CPUs)"
+        if vendor == "GenuineIntel" and not self.intel_iommu_default_on():
+            return "intel_iommu=on"
+        return ""
+
+    def boot_loader(self) -> BootLoader:
+        return detect_boot_loader(self.root)
 
     def no_iommu_advice(self) -> str:
-        """What to do when the kernel has no IOMMU groups, for this CPU and command line."""
-        params = self.iommu_parameters()
-        vendor = self.cpu_vendor() or "unknown CPU"
-        firmware = (
-            "VT-d"
-            if vendor == "GenuineIntel"
-            else "AMD-Vi / IOMMU"
-            if "AMD" in vendor
-            else "VT-d or AMD-Vi"
-        )
-        present = [p for p in params.split() if "iommu=on" in p and p in self.cmdline().split()]
-        if present:
+        """What to do when the kernel has no IOMMU groups, for this CPU, kernel, command line
+        and boot loader."""
+        vendor = self.cpu_vendor()
+        cmdline = self.cmdline().split()
+        loader = self.boot_loader()
+        off = [p for p in cmdline if p in ("intel_iommu=off", "amd_iommu=off", "iommu=off")]
+        if off:
             return (
-                f"the kernel command line already has {present[0]}, so the IOMMU is off in the firmware "
-                f"or missing: enable {firmware} in the firmware setup and reboot "
-                f"(`dmesg | grep -i -e DMAR -e IOMMU -e AMD-Vi` says why)"
+                f"the kernel command line has {off[0]}, which turns the IOMMU off: remove it "
+                f"where the boot loader sets the command line ({loader.name}) and reboot"
+            )
+        if vendor in ("AuthenticAMD", "HygonGenuine"):
+            return (
+                "enable the IOMMU in the firmware setup (named IOMMU, AMD-Vi or AMD IOMMU, often "
+                "under Advanced > AMD CBS or North Bridge) and reboot: the kernel turns the AMD "
+                "IOMMU on by itself when the firmware enables it, there is no amd_iommu=on "
+                "parameter; `dmesg | grep -i AMD-Vi` shows whether the kernel found it "
+                "(`iommu=pt` on the kernel command line is optional: it spares the host's own "
+                "devices the translation)"
+            )
+        if vendor == "GenuineIntel":
+            if self.intel_iommu_default_on() or "intel_iommu=on" in cmdline:
+                why = (
+                    "the kernel command line already has intel_iommu=on"
+                    if "intel_iommu=on" in cmdline
+                    else f"this kernel enables the Intel IOMMU by default "
+                    f"(CONFIG_INTEL_IOMMU_DEFAULT_ON in /boot/config-{self.kernel_release()})"
+                )
+                return (
+                    f"{why}, so VT-d is off in the firmware: enable VT-d (Intel Virtualization "
+                    f"Technology for Directed I/O) in the firmware setup and reboot "
+                    f"(`dmesg | grep -i -e DMAR -e IOMMU` says why)"
+                )
+            return (
+                f"enable VT-d in the firmware setup, and turn the Intel IOMMU on with the kernel "
+                f"parameter intel_iommu=on ({loader.name}): {loader.advice('intel_iommu=on')}"
             )
         return (
-            f"add `{params}` to the kernel command line ({vendor} CPU): append it to "
-            f"GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run `update-grub` (Fedora: "
-            f"`grub2-mkconfig -o /boot/grub2/grub.cfg`), reboot; and enable {firmware} in the firmware setup"
+            "the CPU vendor is unknown (no vendor_id in /proc/cpuinfo): on an Intel CPU enable "
+            f"VT-d in the firmware setup and add intel_iommu=on ({loader.name}: "
+            f"{loader.advice('intel_iommu=on')}); on an AMD CPU enable the IOMMU (AMD-Vi) in the "
+            f"firmware setup, no parameter is needed"
         )
 
     # --- kernel and modules -------------------------------------------------------------------

@@ -15,14 +15,28 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..output import emit
 from . import libvirt_domain
-from .check import Preflight, print_findings
-from .common import PROG, add_config_dir, add_domain_xml, add_root, config_dir, parser_for, wrap
+from .check import Preflight, findings_json, print_findings
+from .common import (
+    PROG,
+    add_config_dir,
+    add_domain_xml,
+    add_json,
+    add_root,
+    config_dir,
+    parser_for,
+    wrap,
+)
 from .facts import VFIO_MODULES, HostFacts, PciFunction
 from .libvirt_domain import DomainXml, hostdev_snippet
 from .naming import suggest_names
 
 SCHEMA = Path(__file__).resolve().parent.parent / "profile.schema.json"
+# Profiles name the schema next to them (install.sh puts it in the config dir, init keeps it
+# current there): a relative path editors resolve from the profile's own directory, the same
+# on every host, never the path of the checkout or the installed package.
+SCHEMA_NAME = "profile.schema.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_root(parser)
     add_config_dir(parser)
     add_domain_xml(parser)
+    add_json(parser)
     parser.add_argument("--force", action="store_true", help="replace an existing profile")
     parser.add_argument("domain")
     return parser
@@ -61,16 +76,31 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     text = profile_text(args.domain, devices, facts)
     parse_profile(text.encode(), str(target))  # what init writes must be a valid profile
     write_new(target, text)
+    write_schema(target.parent)
+    findings = Preflight(args.domain, load_profile(target), facts, xml).run()
+    failed = any(f.severity == "error" for f in findings)
+    if args.json:
+        emit(
+            out,
+            "init",
+            {
+                "ok": not failed,
+                "profile": str(target),
+                "text": text,
+                "notes": [{"note": note, "example": example} for note, example in notes],
+                "check": findings_json(args.domain, str(target), args.root, xml, findings),
+            },
+        )
+        return EXIT_FAILED if failed else EXIT_OK
     print(f"Wrote {target}:\n", file=out)
     print(text, end="", file=out)
     for note, example in notes:
         print("\n".join(wrap(f"Note: {note}", "", "  ")), file=out)
         if example:
             print(f"  {example}", file=out)
-    findings = Preflight(args.domain, load_profile(target), facts, xml).run()
     print("", file=out)
     print_findings(args.domain, str(target), args.root, xml, findings, False, out)
-    return EXIT_FAILED if any(f.severity == "error" for f in findings) else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def choose_devices(
@@ -118,7 +148,7 @@ def choose_devices(
 def profile_text(domain: str, devices: dict[str, tuple[PciFunction, str]], facts: HostFacts) -> str:
     width = max(len(f'  {name}: "{fn.address}"') for name, (fn, _) in devices.items()) + 2
     lines = [
-        f"# yaml-language-server: $schema={SCHEMA}",
+        f"# yaml-language-server: $schema={SCHEMA_NAME}",
         f'# Profile for the libvirt domain "{domain}", written by `{PROG} init {domain}` from its',
         f"# <hostdev> entries. Check it with `{PROG} check {domain}`; change it with",
         f"# `{PROG} edit {domain}`.",
@@ -160,6 +190,18 @@ def rebar_hint(fn: PciFunction, facts: HostFacts) -> bool:
         return False
     current, supported = facts.bar_resize(fn.address, 2)
     return supported is not None and 8 in supported and (current or 0) > 8 << 20
+
+
+def write_schema(directory: Path) -> None:
+    """The profile schema next to the profiles, for editors; kept equal to the package's."""
+    data = SCHEMA.read_bytes()
+    target = directory / SCHEMA_NAME
+    try:
+        if target.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_new(target, data.decode())
 
 
 def write_new(target: Path, text: str) -> None:

@@ -6,11 +6,11 @@ that every tutorial copies.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TextIO
 
 from ..errors import EXIT_FAILED, EXIT_OK
+from ..output import emit
 from .common import add_json, add_root, parser_for, wrap
 from .facts import HostFacts, PciFunction, card_conflicts
 from .pcidb import PciIds, find_pci_ids
@@ -36,25 +36,26 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     names.load({f.vendor for f in facts.functions().values()})
     report = [group_report(group, members, names) for group, members in groups.items()]
     if args.json:
+        loader = facts.boot_loader()
         ungrouped = [
             {**f.to_json(), "name": names.describe(f.vendor, f.device)}
             for f in facts.functions().values()
             if f.group is None
         ]
-        print(
-            json.dumps(
-                {
-                    "root": str(facts.root),
-                    "iommu": bool(groups),
-                    "kernel_parameters": facts.iommu_parameters(),
-                    "advice": None if groups else facts.no_iommu_advice(),
-                    "pci_ids": str(names.path) if names.path else None,
-                    "groups": report,
-                    "devices_in_no_group": ungrouped,
-                },
-                indent=2,
-            ),
-            file=out,
+        emit(
+            out,
+            "iommu",
+            {
+                "root": str(facts.root),
+                "iommu": bool(groups),
+                "cpu_vendor": facts.cpu_vendor(),
+                "kernel_parameters": facts.iommu_parameters(),
+                "advice": None if groups else facts.no_iommu_advice(),
+                "boot_loader": {"name": loader.name, "how": loader.how},
+                "pci_ids": str(names.path) if names.path else None,
+                "groups": report,
+                "devices_in_no_group": ungrouped,
+            },
         )
     else:
         print(

@@ -46,6 +46,10 @@ class DomainXml:
 
 
 def load(domain: str, xml_file: str | None, uri: str, timeout: float = LOOKUP_TIMEOUT) -> DomainXml:
+    if xml_file == "-":
+        import sys
+
+        return parse(sys.stdin.read(), "stdin")
     if xml_file:
         try:
             text = Path(xml_file).read_text(encoding="utf-8")

@@ -22,7 +22,8 @@ from typing import TextIO
 
 from ..errors import EXIT_OK, UsageError
 from ..host.sysfs import Sysfs
-from .common import PROG, add_root, parser_for
+from ..output import emit
+from .common import PROG, add_json, add_root, parser_for
 from .facts import ADDRESS, HostFacts
 from .pcidb import PCI_IDS_PATHS, PciIds, find_pci_ids
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--root accepts. For bug reports and tests.",
     )
     add_root(parser)
+    add_json(parser)
     parser.add_argument("directory", metavar="DIR", help="where to write the tree (new or empty)")
     return parser
 
@@ -81,6 +83,21 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     copier = Snapshot(Path(args.root), Path(args.directory))
     copier.run()
     counts = copier.counts
+    if args.json:
+        emit(
+            out,
+            "snapshot",
+            {
+                "ok": True,
+                "root": str(args.root),
+                "directory": str(args.directory),
+                "counts": {
+                    k: counts[k] for k in ("device", "group", "driver", "module", "file", "link")
+                },
+                "notes": copier.notes,
+            },
+        )
+        return EXIT_OK
     print(
         f"Wrote a snapshot of {args.root} to {args.directory}: {counts['device']} PCI devices, "
         f"{counts['group']} IOMMU groups, {counts['driver']} drivers, {counts['module']} modules "

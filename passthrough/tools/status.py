@@ -11,12 +11,12 @@ A journal holds the changes in effect for its domain (passthrough/journal.py): e
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TextIO
 
 from ..constants import LOG_FILE, STATE_DIR
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..output import emit
 from ..units import format_bytes
 from .common import PROG, add_json, add_root, parser_for, wrap
 from .facts import HostFacts
@@ -50,12 +50,10 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
         if fn.driver == "vfio-pci" and fn.address not in held
     ]
     if args.json:
-        print(
-            json.dumps(
-                {"state_dir": str(state_dir), "domains": domains, "vfio_without_journal": loose},
-                indent=2,
-            ),
-            file=out,
+        emit(
+            out,
+            "status",
+            {"state_dir": str(state_dir), "domains": domains, "vfio_without_journal": loose},
         )
     else:
         print(status_text(state_dir, domains, loose), end="", file=out)
