@@ -73,9 +73,10 @@ def test_the_lock_serializes_runs_and_names_the_holder(tmp_path):
     thread.start()
     try:
         assert held.wait(30)
-        with pytest.raises(
-            StateError, match=r"win11 prepare/begin\) has held .*/lock for over 0 s"
-        ), state.lock("win10", "prepare/begin", timeout=0.05):
+        with (
+            pytest.raises(StateError, match=r"win11 prepare/begin\) has held .*/lock for over 0 s"),
+            state.lock("win10", "prepare/begin", timeout=0.05),
+        ):
             pass
     finally:
         release.set()
