@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .actions import REGISTRY
-from .actions.base import StepContext
+from .actions.base import Action, StepContext
 from .errors import PassthroughError, StepTimeout
 from .host import Host, Operation
 from .journal import Journal
@@ -148,6 +148,19 @@ class Runner:
             title, str(step.where), self.host.take_operations(), time.monotonic() - started, "done"
         )
 
+    @staticmethod
+    def _waits(action_class: type[Action] | None, outcomes: list[Outcome]) -> str | None:
+        """Why an older entry's undo must wait for the next try, or None."""
+        if action_class is None:
+            return None
+        failed = any(o.status == "not-undone" for o in outcomes)
+        if action_class.undo_after_devices and failed:
+            return (
+                "not undone yet: a later change could not be undone, and the devices may still "
+                "need these modules; the next release/end or recover does both"
+            )
+        return None
+
     def _holders_note(self, addresses: list[str]) -> str:
         from .holders import find_holders
 
@@ -163,7 +176,7 @@ class Runner:
         return [o.error for o in outcomes if o.status == "not-undone" and o.error]
 
     def _undo_entries(self, entries: list[dict], result: EventResult) -> list[Outcome]:
-        outcomes = []
+        outcomes: list[Outcome] = []
         for entry in reversed(entries):
             action_class = REGISTRY.get(entry["action"])
             record = entry.get("record") or {}
@@ -175,6 +188,16 @@ class Runner:
                 if action_class
                 else f"unknown action {entry['action']}"
             )
+            waits = self._waits(action_class, outcomes)
+            if waits:
+                # Best effort goes on past a failed undo, except where going on would take
+                # away what the devices still need (vfio-pci unloaded under a device a newer
+                # undo left on it, or left driverless): kept for the next release or recover.
+                self.journal.update(entry, record, status="undo-failed")
+                outcome = Outcome(title, entry["where"], [], 0.0, "not-undone", waits)
+                outcomes.append(outcome)
+                self.on_outcome(outcome)
+                continue
             ctx = self._context()
             started = time.monotonic()
             try:

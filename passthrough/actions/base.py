@@ -44,6 +44,9 @@ class Action:
     default_timeout: ClassVar[float] = 60.0
     # False for actions whose record cannot be reversed (shown as such in the plan).
     undoable: ClassVar[bool] = True
+    # True when undoing it would take away what the devices need while a newer change to
+    # them is not undone (unloading vfio-pci): then its undo waits for the next try.
+    undo_after_devices: ClassVar[bool] = False
 
     def __init__(self, values: dict[str, Any], devices: dict[str, str]):
         self.values = values

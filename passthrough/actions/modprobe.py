@@ -42,6 +42,8 @@ class Modprobe(Action):
     that were already loaded stay loaded. A module whose driver still holds devices is not
     unloaded (modprobe -r would leave those devices without a driver)."""
 
+    undo_after_devices = True
+
     name = "modprobe"
     args = Args(
         fields=(
