@@ -87,7 +87,7 @@ class Modprobe(Action):
                 # Tutorials written for 5.x kernels name vfio_virqfd and vfio_iommu_type1; on newer
                 # kernels modprobe would fail on them and stop the VM for nothing.
                 ctx.host.record(f"modprobe {module}", f"{module}: {provided}; nothing to load")
-                if modules.kernel_modules.obsolete(module):
+                if modules.obsolete(module):
                     ctx.warnings.append(
                         f"modprobe {module} skipped: {provided}; drop it from the step "
                         f"(`modprobe: [vfio_pci]` loads what vfio needs on every kernel since 5.15)"

@@ -170,6 +170,10 @@ class Modules:
         """Why nothing needs loading for `module` on the running kernel (see KernelModules)."""
         return self.kernel_modules.without_loading(module)
 
+    def obsolete(self, module: str) -> str | None:
+        """Why the running kernel no longer has `module` (merged, not built); see KernelModules."""
+        return self.kernel_modules.obsolete(module)
+
     def loaded(self) -> set[str]:
         """Modules loaded now, plus built-in ones that show up under /sys/module."""
         names: set[str] = set()
