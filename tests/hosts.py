@@ -73,6 +73,8 @@ class HostSpec:
     modules_dep: bool = False
     # /boot/config-<kernel> lines (none: no file).
     kernel_config: tuple[str, ...] = ()
+    # Other files of the host, path relative to the root -> content (security policy state).
+    files: dict[str, str] = field(default_factory=dict)
     iommu: bool = True  # False: the IOMMU is off (no intel_iommu=on), so no IOMMU groups
     # Consoles, framebuffers, CPUs, hugepages, cgroups, systemd, processes (system_facts.py).
     system: System = field(default_factory=System)
@@ -456,6 +458,68 @@ def nvidia_4_function_host() -> HostSpec:
     )
 
 
+def selinux_files(enforcing: bool = True, hooks_unconfined: bool | None = False) -> dict[str, str]:
+    """SELinux's state under sys/fs/selinux, as Fedora 40+ has it: the boolean reads
+    "current pending" (absent: a policy older than 2024)."""
+    files = {"sys/fs/selinux/enforce": "1" if enforcing else "0"}
+    if hooks_unconfined is not None:
+        value = "1" if hooks_unconfined else "0"
+        files["sys/fs/selinux/booleans/virt_hooks_unconfined"] = f"{value} {value}"
+    return files
+
+
+# Excerpts of libvirt's AppArmor files (src/security/apparmor/ upstream, Debian 12's
+# /etc/apparmor.d): the rules the checks depend on, in their own layout.
+LIBVIRTD_PROFILE = """\
+#include <tunables/global>
+profile libvirtd /usr/sbin/libvirtd flags=(attach_disconnected) {
+  #include <abstractions/base>
+  / r,
+  /** rwmkl,
+  /bin/* PUx,
+  /sbin/* PUx,
+  /usr/bin/* PUx,
+  /usr/sbin/* PUx,
+  audit deny /etc/apparmor.d/libvirt/** wxl,
+  /etc/libvirt/hooks/** rmix,
+  /usr/{lib,lib64,lib/qemu,libexec}/qemu-bridge-helper Cx -> qemu_bridge_helper,
+  profile qemu_bridge_helper {
+   /etc/qemu/** r,
+  }
+  #include <local/usr.sbin.libvirtd>
+}
+"""
+LIBVIRT_QEMU_ABSTRACTION = """\
+  #include <abstractions/base>
+  # access to firmware's etc
+  /usr/share/AAVMF/** rk,
+  /usr/share/OVMF/** rk,
+  /usr/share/qemu/** rk,
+  /usr/share/seabios/** r,
+  /usr/share/vgabios/** r,
+  owner /var/lib/libvirt/qemu/nvram/*_VARS.fd rwk,
+  #include <local/abstractions/libvirt-qemu>
+"""
+TEMPLATE_QEMU = """\
+#include <tunables/global>
+profile LIBVIRT_TEMPLATE flags=(attach_disconnected) {
+  #include <abstractions/libvirt-qemu>
+}
+"""
+
+
+def apparmor_files(libvirtd: str = LIBVIRTD_PROFILE, local_qemu: str = "") -> dict[str, str]:
+    """AppArmor on, with libvirt's profiles as Debian/Ubuntu install them."""
+    return {
+        "sys/module/apparmor/parameters/enabled": "Y",
+        "etc/apparmor.d/usr.sbin.libvirtd": libvirtd,
+        "etc/apparmor.d/local/usr.sbin.libvirtd": "",
+        "etc/apparmor.d/abstractions/libvirt-qemu": LIBVIRT_QEMU_ABSTRACTION,
+        "etc/apparmor.d/local/abstractions/libvirt-qemu": local_qemu,
+        "etc/apparmor.d/libvirt/TEMPLATE.qemu": TEMPLATE_QEMU,
+    }
+
+
 def _vfio_files(*names: str, suffix: str = ".ko") -> tuple[str, ...]:
     return tuple(f"kernel/drivers/vfio/{name}{suffix}" for name in names)
 
@@ -636,6 +700,8 @@ def write_tree(spec: HostSpec, root: Path) -> None:
             names.replace(str(PCI_IDS), "tests/pci.ids").rstrip("\n"),
         )
     write_system(spec.system, root)
+    for rel, text in spec.files.items():
+        put(root / rel, text)
 
 
 HOSTS = {

@@ -170,7 +170,14 @@ class Preflight:
         findings = self.trusted() + self.iommu() + self.devices()
         if self.facts.groups():
             findings += self.groups()
-        return findings + self.modules() + self.bars() + self.hook() + self.domain_xml()
+        return (
+            findings
+            + self.modules()
+            + self.bars()
+            + self.hook()
+            + self.policy()
+            + self.domain_xml()
+        )
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -543,7 +550,25 @@ class Preflight:
                     problem.fix if problem else "",
                 )
             ]
-        return self.hostdevs() + self.code43()
+        return self.hostdevs() + self.roms() + self.code43()
+
+    def roms(self) -> list[Finding]:
+        """Each <rom file=...>: there, readable, and where SELinux or AppArmor let QEMU read it."""
+        from .policy_checks import rom_findings
+
+        assert self.xml is not None
+        return rom_findings(self.facts.root, self.facts.is_live, self.xml, self.label)
+
+    def policy(self) -> list[Finding]:
+        """SELinux and AppArmor as they concern the hook (policy_checks.py)."""
+        from .policy_checks import policy_findings
+
+        hooks = self.facts.root / "etc" / "libvirt" / "hooks"
+        ours = [
+            p for p in [hooks / "qemu", *sorted((hooks / "qemu.d").glob("*"))] if _is_our_hook(p)
+        ]
+        shown = "/" + os.path.relpath(ours[0], self.facts.root) if ours else None
+        return policy_findings(self.facts.root, shown)
 
     def hostdevs(self) -> list[Finding]:
         findings = [

@@ -18,6 +18,7 @@ import argparse
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -288,7 +289,7 @@ class Snapshot:
             lambda line: re.search(r"\bCONFIG_(VFIO|IOMMUFD)\w*", line) is not None,
         )
 
-    def put_lines(self, path: Path, keep) -> None:
+    def put_lines(self, path: Path, keep: Callable[[str], bool]) -> None:
         try:
             lines = path.read_text(errors="replace").splitlines()
         except OSError:
