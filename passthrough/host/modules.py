@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UnsafeOperation
+from ..errors import HostError, UnsafeOperation
 from . import commands
 
 if TYPE_CHECKING:
@@ -204,9 +204,25 @@ class Modules:
     def load(self, module: str) -> None:
         self._guard("load", module)
         self.host.record(f"modprobe {module}", f"{module}: not loaded → loaded")
-        self.host.bounded(
-            f"modprobe {module}", lambda: commands.run(["modprobe", module], self.host.time_left())
-        )
+        try:
+            self.host.bounded(
+                f"modprobe {module}",
+                lambda: commands.run(["modprobe", module], self.host.time_left()),
+            )
+        except commands.CommandError as exc:
+            self._explain_denial(exc)
+            raise
+
+    def _explain_denial(self, exc: commands.CommandError) -> None:
+        """modprobe refused by SELinux or AppArmor ("Permission denied", "Operation not
+        permitted" as root): raise saying so, with the fix."""
+        if "ermission denied" not in exc.stderr and "not permitted" not in exc.stderr:
+            return
+        from .denials import find_denial, fix_for
+
+        denial = find_denial(self.root, pid=os.getpid(), comm="modprobe")
+        if denial:
+            raise HostError(f"{exc}, {denial}", hint=fix_for(denial)) from None
 
     def in_use(self, module: str) -> bool:
         """Whether the module is held (reference count above 0 in /proc/modules) or built in."""
