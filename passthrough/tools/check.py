@@ -337,7 +337,7 @@ class Preflight:
             for m in step.action.values.get("load") or []:
                 if m.replace("-", "_").startswith("vfio"):
                     wanted.append(m)
-                    named.setdefault(m.replace("-", "_"), step.where)
+                    named.setdefault(m.replace("-", "_"), str(step.where))
         if self.vfio_devices():
             wanted += VFIO_MODULES
         wanted = list(dict.fromkeys(m.replace("-", "_") for m in wanted))
