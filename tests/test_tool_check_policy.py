@@ -347,3 +347,32 @@ def test_the_verdicts_hold_on_the_real_debian_profiles(tmp_path):
     assert [f["severity"] for f in roms(findings)] == ["error"]
     code, findings = check(tmp_path, root, "/usr/share/vgabios/card.rom")
     assert [f["severity"] for f in roms(findings)] == ["ok"]
+
+
+def test_a_missing_rom_on_the_host_itself_is_an_error(tmp_path):
+    """On / (is_live) a missing file is no gap of a snapshot: QEMU will not find it either."""
+    from passthrough.tools.libvirt_domain import parse
+    from passthrough.tools.policy_checks import one_rom
+
+    xml = parse(domain_xml("/home/user/card.rom"), "win10.xml")
+    [found] = one_rom(tmp_path, True, xml, "the <rom> of gpu", "/home/user/card.rom")
+    assert found.severity == "error"
+    assert found.message == (
+        "the <rom> of gpu, /home/user/card.rom, does not exist: QEMU stops the start with "
+        "'failed to find romfile'"
+    )
+
+
+def test_a_hook_copied_without_relabelling_is_a_warning(tmp_path, monkeypatch):
+    labels = {"etc/libvirt/hooks/qemu": "virt_etc_rw_t"}  # the label of its parent directory
+    monkeypatch.setattr(
+        "passthrough.tools.security.selinux_type",
+        lambda path: next((v for k, v in labels.items() if str(path).endswith(k)), None),
+    )
+    code, findings = check(tmp_path, tree(tmp_path, selinux_files(hooks_unconfined=True)))
+    assert security(findings)[1] == (
+        "warning",
+        "/etc/libvirt/hooks/qemu is labelled virt_etc_rw_t, not virt_hook_t: it was copied into "
+        "place without relabelling, and virt_hooks_unconfined does not apply to it",
+        "restorecon -R /etc/libvirt/hooks",
+    )
