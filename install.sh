@@ -63,6 +63,66 @@ reload_libvirt() {
     [ "$done_any" = yes ] || say "libvirt is not running; it will find the hook when it starts"
 }
 
+# --- security policies -------------------------------------------------------------------
+# SELinux (Fedora/RHEL): files copied into place keep the label of where they were made, so
+# label them as the policy says (/etc/libvirt/hooks is virt_hook_t since the 2024 policy).
+# Hooks run unconfined only with the virt_hooks_unconfined boolean on; turning it on is the
+# administrator's call, so it is printed, not done.
+selinux_enabled() {
+    [ -e "$DESTDIR/sys/fs/selinux/enforce" ] && return 0
+    [ -z "$DESTDIR" ] && command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled
+}
+
+hook_boolean() {  # prints on, off, or nothing when the policy has no such boolean
+    if command -v getsebool >/dev/null 2>&1; then
+        getsebool virt_hooks_unconfined 2>/dev/null | sed -n 's/^virt_hooks_unconfined --> //p'
+    elif [ -r "$DESTDIR/sys/fs/selinux/booleans/virt_hooks_unconfined" ]; then
+        case $(cut -d' ' -f1 "$DESTDIR/sys/fs/selinux/booleans/virt_hooks_unconfined") in
+            1) echo on ;; *) echo off ;;
+        esac
+    fi
+}
+
+apply_selinux() {
+    selinux_enabled || return 0
+    if command -v restorecon >/dev/null 2>&1; then
+        if restorecon -R "$DESTDIR$HOOKS" "$DESTDIR$PREFIX/bin/passthrough-hook" "$DESTDIR$LIBDIR"; then
+            say "SELinux: labelled $HOOKS, $PREFIX/bin/passthrough-hook and $LIBDIR (restorecon -R)"
+        else
+            say "SELinux: restorecon -R $HOOKS $PREFIX/bin/passthrough-hook $LIBDIR failed; run it again as root"
+        fi
+    else
+        say "SELinux is enabled but restorecon is missing (policycoreutils): run restorecon -R $HOOKS $PREFIX/bin/passthrough-hook $LIBDIR"
+    fi
+    case $(hook_boolean) in
+        on) say "SELinux: virt_hooks_unconfined is on: libvirt runs the hook unconfined" ;;
+        off)
+            say "SELinux: virt_hooks_unconfined is off, so libvirt runs hooks confined and the hook's"
+            say "  sysfs writes and modprobe are denied. To let it work, run:"
+            say "  setsebool -P virt_hooks_unconfined on" ;;
+        *) say "SELinux: the policy has no virt_hooks_unconfined boolean (older than the 2024 policy); \`passthrough-hook check <domain>\` reports denials" ;;
+    esac
+}
+
+# AppArmor (Debian/Ubuntu): libvirtd's and virtqemud's profiles run hooks inside themselves
+# (`/etc/libvirt/hooks/** rmix`) and allow them any file (`/** rwmkl`) and /usr/sbin/* PUx,
+# so the hook needs no override. Say so, or say what is missing on a profile without it.
+apply_apparmor() {
+    [ "$(cat "$DESTDIR/sys/module/apparmor/parameters/enabled" 2>/dev/null)" = Y ] || return 0
+    for profile in usr.sbin.virtqemud usr.sbin.libvirtd; do
+        file=$DESTDIR/etc/apparmor.d/$profile
+        [ -f "$file" ] || continue
+        if grep -Eq '^[[:space:]]*/etc/libvirt/hooks/\*\*[[:space:]]+[a-z]*ix' "$file"; then
+            say "AppArmor: /etc/apparmor.d/$profile runs hooks inside its profile (/etc/libvirt/hooks/** rmix); no local override is needed"
+        else
+            say "AppArmor: /etc/apparmor.d/$profile has no rule for /etc/libvirt/hooks/**: add"
+            say "  /etc/libvirt/hooks/** rmix,"
+            say "  to /etc/apparmor.d/local/$profile, then: apparmor_parser -r /etc/apparmor.d/$profile"
+        fi
+        return 0
+    done
+}
+
 install_deps() {
     [ "$DEPS" = yes ] || return 0
     if "$PYTHON" -c 'import yaml, libvirt' 2>/dev/null; then return 0; fi
@@ -122,6 +182,8 @@ do_install() {
     say "installed $PREFIX/bin/passthrough-hook and the hook $hook"
     say "write a profile as $CONFDIR/<domain>.yaml (see $CONFDIR/win10.yaml.example), then:"
     say "  passthrough-hook --dry-run <domain> prepare begin"
+    apply_selinux
+    apply_apparmor
     reload_libvirt
 }
 

@@ -28,7 +28,7 @@ from passthrough.host import Host
 from passthrough.host.commands import CommandError, Commands
 from passthrough.host.kernel_files import SystemFiles
 from passthrough.host.kernel_model import KernelModel
-from passthrough.host.modules import Modules, canonical, driver_names
+from passthrough.host.modules import KernelModules, Modules, canonical, driver_names
 from passthrough.host.procfs import Procfs
 from passthrough.host.sysfs import Sysfs
 
@@ -365,7 +365,16 @@ class FakeModules(Modules):
     def load(self, module: str) -> None:
         self.host.record(f"modprobe {module}")
         call_point(self.kernel, self.host, f"modprobe {module}")
-        self.kernel.modules.add(canonical(module))
+        spec = self.kernel.spec
+        tree = KernelModules(self.kernel.root, spec.kernel)
+        name = canonical(module)
+        if spec.modules_dep and name not in tree.files() and name not in tree.builtin():
+            raise CommandError(
+                ["modprobe", module],
+                1,
+                f"modprobe: FATAL: Module {module} not found in directory /lib/modules/{spec.kernel}",
+            )
+        self.kernel.modules.add(name)
         if module.replace("-", "_") in ("vfio_pci", "pci_stub"):
             self.kernel.add_driver(driver_names(module)[0])
 

@@ -68,6 +68,13 @@ class HostSpec:
         for name in ("vfio", "vfio_iommu_type1", "vfio_virqfd", "pci/vfio-pci", "pci/vfio-pci-core")
     )
     modules_builtin: tuple[str, ...] = ("kernel/drivers/pci/pci-stub.ko",)
+    # Also write lib/modules/<kernel>/modules.dep for module_files, as depmod does on real
+    # hosts (fake modprobe then fails like the real one on a module that is not there).
+    modules_dep: bool = False
+    # /boot/config-<kernel> lines (none: no file).
+    kernel_config: tuple[str, ...] = ()
+    # Other files of the host, path relative to the root -> content (security policy state).
+    files: dict[str, str] = field(default_factory=dict)
     iommu: bool = True  # False: the IOMMU is off (no intel_iommu=on), so no IOMMU groups
     # Consoles, framebuffers, CPUs, hugepages, cgroups, systemd, processes (system_facts.py).
     system: System = field(default_factory=System)
@@ -451,6 +458,142 @@ def nvidia_4_function_host() -> HostSpec:
     )
 
 
+def selinux_files(enforcing: bool = True, hooks_unconfined: bool | None = False) -> dict[str, str]:
+    """SELinux's state under sys/fs/selinux, as Fedora 40+ has it: the boolean reads
+    "current pending" (absent: a policy older than 2024)."""
+    files = {"sys/fs/selinux/enforce": "1" if enforcing else "0"}
+    if hooks_unconfined is not None:
+        value = "1" if hooks_unconfined else "0"
+        files["sys/fs/selinux/booleans/virt_hooks_unconfined"] = f"{value} {value}"
+    return files
+
+
+# Excerpts of libvirt's AppArmor files (src/security/apparmor/ upstream, Debian 12's
+# /etc/apparmor.d): the rules the checks depend on, in their own layout.
+LIBVIRTD_PROFILE = """\
+#include <tunables/global>
+profile libvirtd /usr/sbin/libvirtd flags=(attach_disconnected) {
+  #include <abstractions/base>
+  / r,
+  /** rwmkl,
+  /bin/* PUx,
+  /sbin/* PUx,
+  /usr/bin/* PUx,
+  /usr/sbin/* PUx,
+  audit deny /etc/apparmor.d/libvirt/** wxl,
+  /etc/libvirt/hooks/** rmix,
+  /usr/{lib,lib64,lib/qemu,libexec}/qemu-bridge-helper Cx -> qemu_bridge_helper,
+  profile qemu_bridge_helper {
+   /etc/qemu/** r,
+  }
+  #include <local/usr.sbin.libvirtd>
+}
+"""
+LIBVIRT_QEMU_ABSTRACTION = """\
+  #include <abstractions/base>
+  # access to firmware's etc
+  /usr/share/AAVMF/** rk,
+  /usr/share/OVMF/** rk,
+  /usr/share/qemu/** rk,
+  /usr/share/seabios/** r,
+  /usr/share/vgabios/** r,
+  owner /var/lib/libvirt/qemu/nvram/*_VARS.fd rwk,
+  #include <local/abstractions/libvirt-qemu>
+"""
+TEMPLATE_QEMU = """\
+#include <tunables/global>
+profile LIBVIRT_TEMPLATE flags=(attach_disconnected) {
+  #include <abstractions/libvirt-qemu>
+}
+"""
+
+
+def apparmor_files(libvirtd: str = LIBVIRTD_PROFILE, local_qemu: str = "") -> dict[str, str]:
+    """AppArmor on, with libvirt's profiles as Debian/Ubuntu install them."""
+    return {
+        "sys/module/apparmor/parameters/enabled": "Y",
+        "etc/apparmor.d/usr.sbin.libvirtd": libvirtd,
+        "etc/apparmor.d/local/usr.sbin.libvirtd": "",
+        "etc/apparmor.d/abstractions/libvirt-qemu": LIBVIRT_QEMU_ABSTRACTION,
+        "etc/apparmor.d/local/abstractions/libvirt-qemu": local_qemu,
+        "etc/apparmor.d/libvirt/TEMPLATE.qemu": TEMPLATE_QEMU,
+    }
+
+
+def _vfio_files(*names: str, suffix: str = ".ko") -> tuple[str, ...]:
+    return tuple(f"kernel/drivers/vfio/{name}{suffix}" for name in names)
+
+
+# The demo host's machine on the kernels users run, 5.15 to 6.12: what each builds as vfio
+# modules. vfio_virqfd is a module of its own until 6.1 and part of vfio.ko from 6.2 on;
+# a kernel built with CONFIG_VFIO_CONTAINER=n (iommufd only) has no vfio_iommu_type1.
+KERNELS = {
+    "5.15": dict(
+        kernel="5.15.0-91-generic",
+        module_files=_vfio_files(
+            "vfio", "vfio_iommu_type1", "vfio_virqfd", "pci/vfio-pci", "pci/vfio-pci-core"
+        ),
+        kernel_config=(
+            "CONFIG_VFIO=m",
+            "CONFIG_VFIO_IOMMU_TYPE1=m",
+            "CONFIG_VFIO_VIRQFD=m",
+            "CONFIG_VFIO_PCI=m",
+        ),
+    ),
+    "6.1": dict(
+        kernel="6.1.0-13-amd64",
+        module_files=_vfio_files(
+            "vfio", "vfio_iommu_type1", "vfio_virqfd", "pci/vfio-pci", "pci/vfio-pci-core"
+        ),
+        kernel_config=(
+            "CONFIG_VFIO=m",
+            "CONFIG_VFIO_IOMMU_TYPE1=m",
+            "CONFIG_VFIO_VIRQFD=m",
+            "CONFIG_VFIO_PCI=m",
+        ),
+    ),
+    "6.6-iommufd": dict(
+        kernel="6.6.30-iommufd",
+        module_files=(
+            *_vfio_files("vfio", "pci/vfio-pci", "pci/vfio-pci-core", suffix=".ko.xz"),
+            "kernel/drivers/iommu/iommufd/iommufd.ko.xz",
+        ),
+        kernel_config=(
+            "CONFIG_VFIO=m",
+            "# CONFIG_VFIO_CONTAINER is not set",
+            "CONFIG_VFIO_VIRQFD=y",
+            "CONFIG_VFIO_PCI=m",
+            "CONFIG_IOMMUFD=m",
+            "CONFIG_IOMMUFD_VFIO_CONTAINER=y",
+        ),
+    ),
+    "6.12": dict(
+        kernel="6.12.9-amd64",
+        module_files=_vfio_files(
+            "vfio", "vfio_iommu_type1", "pci/vfio-pci", "pci/vfio-pci-core", suffix=".ko.xz"
+        ),
+        kernel_config=(
+            "CONFIG_VFIO=m",
+            "CONFIG_VFIO_CONTAINER=y",
+            "CONFIG_VFIO_IOMMU_TYPE1=m",
+            "CONFIG_VFIO_VIRQFD=y",
+            "CONFIG_VFIO_PCI=m",
+        ),
+    ),
+}
+
+
+def kernel_host(version: str) -> HostSpec:
+    """The demo host running kernel `version` (a key of KERNELS), with modules.dep."""
+    spec = demo_host()
+    changes = KERNELS[version]
+    spec.cmdline = spec.cmdline.replace("6.1.0-13-amd64", str(changes["kernel"]))
+    for key, value in changes.items():
+        setattr(spec, key, value)
+    spec.modules_dep = True
+    return spec
+
+
 # The seed write-up's profile for the demo host's card (config/win10.yaml without comments),
 # for tests that write it into their own config directories.
 SEED_PROFILE = """\
@@ -544,6 +687,10 @@ def write_tree(spec: HostSpec, root: Path) -> None:
     put(modules_dir / "modules.builtin", "\n".join(spec.modules_builtin))
     for name in spec.module_files:
         put(modules_dir / name, "")
+    if spec.modules_dep:
+        put(modules_dir / "modules.dep", "\n".join(f"{name}:" for name in spec.module_files))
+    if spec.kernel_config:
+        put(root / "boot" / f"config-{spec.kernel}", "\n".join(spec.kernel_config))
     from passthrough.tools.pcidb import PciIds
 
     names = PciIds(PCI_IDS).excerpt({(fn.vendor[2:], fn.device[2:]) for fn in spec.functions})
@@ -553,9 +700,16 @@ def write_tree(spec: HostSpec, root: Path) -> None:
             names.replace(str(PCI_IDS), "tests/pci.ids").rstrip("\n"),
         )
     write_system(spec.system, root)
+    for rel, text in spec.files.items():
+        put(root / rel, text)
 
 
-HOSTS = {"demo": demo_host, "mixed": mixed_group_host, "nvidia4": nvidia_4_function_host}
+HOSTS = {
+    "demo": demo_host,
+    "mixed": mixed_group_host,
+    "nvidia4": nvidia_4_function_host,
+    **{f"kernel-{v}": (lambda v=v: kernel_host(v)) for v in KERNELS},
+}
 
 
 if __name__ == "__main__":

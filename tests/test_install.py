@@ -86,3 +86,163 @@ def test_user_profiles_survive_uninstall(tmp_path):
     result = install(tmp_path, "--uninstall")
     assert "kept /etc/libvirt/hooks/passthrough (not empty)" in result.stdout
     assert profile.read_text() == "devices: {}\n"
+
+
+# --- security policies: the policy tools faked on PATH, the policy state in the staging root ---
+
+FAKE_TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "{log}"
+{body}
+"""
+
+
+def fake_tools(tmp_path: Path, **bodies: str) -> tuple[dict, Path]:
+    """A PATH whose first directory holds the given tools; each logs its argv to calls.log."""
+    bin_dir, log = tmp_path / "fakebin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    log.write_text("")
+    for name, body in bodies.items():
+        tool = bin_dir / name
+        tool.write_text(FAKE_TOOL.format(log=log, body=body))
+        tool.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}, log
+
+
+def staged_install(root: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(REPO / "install.sh"), "--destdir", str(root), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def selinux_root(tmp_path: Path, boolean: str | None) -> Path:
+    root = tmp_path / "root"
+    (root / "var/lib").mkdir(parents=True)
+    selinux = root / "sys/fs/selinux"
+    (selinux / "booleans").mkdir(parents=True)
+    (selinux / "enforce").write_text("1")
+    if boolean is not None:
+        (selinux / "booleans/virt_hooks_unconfined").write_text(f"{boolean} {boolean}")
+    return root
+
+
+def test_selinux_labels_what_it_installs_and_prints_the_boolean_to_turn_on(tmp_path):
+    root = selinux_root(tmp_path, "0")
+    env, log = fake_tools(
+        tmp_path, restorecon="exit 0", getsebool='echo "virt_hooks_unconfined --> off"'
+    )
+    before = listing(root)
+    result = staged_install(root, env)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == [
+        f"restorecon -R {root}/etc/libvirt/hooks {root}/usr/local/bin/passthrough-hook "
+        f"{root}/usr/local/lib/passthrough-hook",
+        "getsebool virt_hooks_unconfined",
+    ]
+    lines = result.stdout.splitlines()
+    assert (
+        "install.sh: SELinux: labelled /etc/libvirt/hooks, /usr/local/bin/passthrough-hook and "
+        "/usr/local/lib/passthrough-hook (restorecon -R)"
+    ) in lines
+    assert lines[-3:] == [
+        "install.sh: SELinux: virt_hooks_unconfined is off, so libvirt runs hooks confined and the hook's",
+        "install.sh:   sysfs writes and modprobe are denied. To let it work, run:",
+        "install.sh:   setsebool -P virt_hooks_unconfined on",
+    ]
+    assert staged_install(root, env, "--uninstall").returncode == 0
+    assert listing(root) == before
+
+
+def test_selinux_boolean_on_is_said_and_nothing_to_turn_on(tmp_path):
+    root = selinux_root(tmp_path, "1")
+    env, log = fake_tools(tmp_path, restorecon="exit 0")  # no getsebool: the root's boolean file
+    result = staged_install(root, env)
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["restorecon"]
+    assert result.stdout.splitlines()[-1] == (
+        "install.sh: SELinux: virt_hooks_unconfined is on: libvirt runs the hook unconfined"
+    )
+    assert "setsebool" not in result.stdout
+
+
+def test_selinux_a_failing_restorecon_is_reported_and_the_install_stands(tmp_path):
+    root = selinux_root(tmp_path, None)
+    env, log = fake_tools(tmp_path, restorecon="exit 1")
+    result = staged_install(root, env)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "install.sh: SELinux: restorecon -R /etc/libvirt/hooks /usr/local/bin/passthrough-hook "
+        "/usr/local/lib/passthrough-hook failed; run it again as root"
+    ) in result.stdout.splitlines()
+    assert "has no virt_hooks_unconfined boolean" in result.stdout.splitlines()[-1]
+    assert (root / "etc/libvirt/hooks/qemu").is_file()
+
+
+def test_without_selinux_no_policy_tool_runs(tmp_path):
+    root = tmp_path / "root"
+    (root / "var/lib").mkdir(parents=True)
+    env, log = fake_tools(
+        tmp_path, restorecon="exit 0", getsebool="exit 0", selinuxenabled="exit 0"
+    )
+    result = staged_install(root, env)
+    assert result.returncode == 0, result.stderr
+    assert (
+        log.read_text() == ""
+    )  # a staging root without sys/fs/selinux: not this machine's SELinux
+    assert "SELinux" not in result.stdout and "AppArmor" not in result.stdout
+
+
+# What libvirt's AppArmor profile for libvirtd says about hooks (src/security/apparmor/usr.sbin.libvirtd.in).
+LIBVIRTD_PROFILE = """\
+#include <tunables/global>
+profile libvirtd /usr/sbin/libvirtd flags=(attach_disconnected) {
+  / r,
+  /** rwmkl,
+  /usr/sbin/* PUx,
+  /etc/libvirt/hooks/** rmix,
+  include if exists <local/usr.sbin.libvirtd>
+}
+"""
+
+
+def apparmor_root(tmp_path: Path, profile: str) -> Path:
+    root = tmp_path / "root"
+    (root / "var/lib").mkdir(parents=True)
+    (root / "sys/module/apparmor/parameters").mkdir(parents=True)
+    (root / "sys/module/apparmor/parameters/enabled").write_text("Y\n")
+    (root / "etc/apparmor.d").mkdir(parents=True)
+    (root / "etc/apparmor.d/usr.sbin.libvirtd").write_text(profile)
+    return root
+
+
+def test_apparmor_libvirtd_profile_runs_hooks_so_no_override_is_installed(tmp_path):
+    root = apparmor_root(tmp_path, LIBVIRTD_PROFILE)
+    env, log = fake_tools(tmp_path, apparmor_parser="exit 0", restorecon="exit 0")
+    before = listing(root)
+    result = staged_install(root, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "install.sh: AppArmor: /etc/apparmor.d/usr.sbin.libvirtd runs hooks inside its profile "
+        "(/etc/libvirt/hooks/** rmix); no local override is needed"
+    )
+    assert log.read_text() == ""  # nothing reloaded, nothing relabelled
+    assert not (root / "etc/apparmor.d/local").exists()
+    assert staged_install(root, env, "--uninstall").returncode == 0
+    assert listing(root) == before
+
+
+def test_apparmor_a_profile_without_the_hooks_rule_gets_the_lines_to_add(tmp_path):
+    root = apparmor_root(tmp_path, LIBVIRTD_PROFILE.replace("  /etc/libvirt/hooks/** rmix,\n", ""))
+    env, log = fake_tools(tmp_path, apparmor_parser="exit 0")
+    result = staged_install(root, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-3:] == [
+        "install.sh: AppArmor: /etc/apparmor.d/usr.sbin.libvirtd has no rule for /etc/libvirt/hooks/**: add",
+        "install.sh:   /etc/libvirt/hooks/** rmix,",
+        "install.sh:   to /etc/apparmor.d/local/usr.sbin.libvirtd, then: apparmor_parser -r "
+        "/etc/apparmor.d/usr.sbin.libvirtd",
+    ]
+    assert log.read_text() == ""

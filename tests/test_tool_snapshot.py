@@ -19,7 +19,7 @@ def is_a_fact(rel: str) -> bool:
     consoles and the like for other tests)."""
     parts = rel.split("/")
     if (
-        rel.startswith(("sys/bus/pci/", "sys/kernel/iommu_groups/", "lib/modules/"))
+        rel.startswith(("sys/bus/pci/", "sys/kernel/iommu_groups/", "lib/modules/", "boot/config-"))
         or rel in PROC_FILES
         or rel == "usr/share/misc/pci.ids"
     ):

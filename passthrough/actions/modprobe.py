@@ -39,7 +39,9 @@ def bound_devices(host: Host, module: str) -> list[str]:
 class Modprobe(Action):
     """Load kernel modules in order (`modprobe: [vfio, vfio_iommu_type1, vfio_pci]`), or unload
     them (`modprobe: {remove: [nouveau]}`). Undo reverses only what this step changed: modules
-    that were already loaded stay loaded. A module whose driver still holds devices is not
+    that were already loaded stay loaded. A module the running kernel has built in, merged into
+    another (vfio_virqfd on 6.2+) or does not build (vfio_iommu_type1 with iommufd only) needs
+    no loading: the step notes it and goes on. A module whose driver still holds devices is not
     unloaded (modprobe -r would leave those devices without a driver)."""
 
     undo_after_devices = True
@@ -81,6 +83,17 @@ class Modprobe(Action):
         for module in self.values["load"]:
             if modules.is_loaded(module):
                 ctx.host.record(f"modprobe {module}", f"{module}: already loaded, nothing to do")
+                continue
+            provided = modules.without_loading(module)
+            if provided:
+                # Tutorials written for 5.x kernels name vfio_virqfd and vfio_iommu_type1; on newer
+                # kernels modprobe would fail on them and stop the VM for nothing.
+                ctx.host.record(f"modprobe {module}", f"{module}: {provided}; nothing to load")
+                if modules.obsolete(module):
+                    ctx.warnings.append(
+                        f"modprobe {module} skipped: {provided}; drop it from the step "
+                        f"(`modprobe: [vfio_pci]` loads what vfio needs on every kernel since 5.15)"
+                    )
                 continue
             record["loaded"].append(module)
             ctx.note(record)

@@ -1,11 +1,18 @@
-"""Kernel modules: what is loaded (read from <root>/proc/modules) and modprobe."""
+"""Kernel modules: what is loaded (read from <root>/proc/modules) and modprobe.
+
+What the kernel provides without loading anything comes from the host tree too
+(lib/modules/<release>/modules.builtin and modules.dep, /boot/config-<release>), so a dry
+run on a snapshot of a 6.12 host is right on a 6.1 machine.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UnsafeOperation
+from ..errors import HostError, UnsafeOperation
 from . import commands
 
 if TYPE_CHECKING:
@@ -22,10 +29,150 @@ def driver_names(module: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((module.replace("_", "-"), canonical(module))))
 
 
+# Modules a later kernel folded into another: Linux 6.2 builds vfio_virqfd into vfio.ko, and
+# `modprobe vfio_virqfd` there fails with "Module vfio_virqfd not found".
+MERGED = {"vfio_virqfd": ((6, 2), "vfio")}
+# Modules a kernel option leaves out: with CONFIG_VFIO_CONTAINER=n (6.2+, iommufd only)
+# there is no vfio_iommu_type1; iommufd gives /dev/vfio/vfio when CONFIG_IOMMUFD_VFIO_CONTAINER=y.
+NEEDS_OPTION = {"vfio_iommu_type1": ("CONFIG_VFIO_CONTAINER", "vfio uses iommufd")}
+
+
+def kernel_release(root: Path) -> str | None:
+    """uname -r of the kernel the tree describes: proc/sys/kernel/osrelease, or this
+    machine's for /."""
+    try:
+        release = (Path(root) / "proc/sys/kernel/osrelease").read_text().strip()
+    except OSError:
+        release = ""
+    if not release and Path(root).resolve() == Path("/"):
+        release = os.uname().release
+    return release or None
+
+
+def release_tuple(release: str | None) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def module_file_name(path: str) -> str:
+    """kernel/drivers/vfio/pci/vfio-pci.ko.xz -> vfio_pci; '' for a line that is no module."""
+    base = os.path.basename(path.strip())
+    return canonical(base.split(".ko", 1)[0]) if ".ko" in base else ""
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(8 << 20).splitlines()
+    except OSError:
+        return []
+
+
+class KernelModules:
+    """What one kernel release provides, read from the tree: built-in modules, module
+    files, its build options."""
+
+    def __init__(self, root: Path, release: str | None):
+        self.root = Path(root)
+        self.release = release
+        self._builtin: set[str] | None = None
+        self._files: set[str] | None = None
+        self._config: dict[str, str] | None = None
+        self.has_index = False  # whether modules.dep was read (set by files())
+
+    @property
+    def directory(self) -> Path | None:
+        return self.root / "lib" / "modules" / self.release if self.release else None
+
+    def builtin(self) -> set[str]:
+        if self._builtin is None:
+            d = self.directory
+            lines = _lines(d / "modules.builtin") if d else []
+            self._builtin = {name for name in map(module_file_name, lines) if name}
+        return self._builtin
+
+    def files(self) -> set[str]:
+        """Modules with a file for this kernel: modules.dep, or the vfio module files that
+        trees written by `snapshot` keep instead."""
+        if self._files is None:
+            d = self.directory
+            lines = _lines(d / "modules.dep") if d else []
+            self._files = {
+                name for name in (module_file_name(line.split(":", 1)[0]) for line in lines) if name
+            }
+            self.has_index = bool(lines)
+            if d and not lines:
+                for _dirpath, _dirs, names in os.walk(d / "kernel" / "drivers" / "vfio"):
+                    self._files.update(n for n in map(module_file_name, names) if n)
+        return self._files
+
+    def config(self) -> dict[str, str]:
+        """/boot/config-<release>: CONFIG_X -> y, m or n ("# CONFIG_X is not set")."""
+        if self._config is None:
+            self._config = {}
+            for line in _lines(self.root / "boot" / f"config-{self.release}"):
+                unset = re.fullmatch(r"# (CONFIG_\w+) is not set", line.strip())
+                if unset:
+                    self._config[unset.group(1)] = "n"
+                elif line.startswith("CONFIG_") and "=" in line:
+                    key, value = line.strip().split("=", 1)
+                    self._config[key] = value.strip('"')
+        return self._config
+
+    def without_loading(self, module: str) -> str | None:
+        """Why `modprobe module` has nothing to load on this kernel (built in, merged into
+        another module, not built), or None when it is a module to load (or unknown)."""
+        name = canonical(module)
+        if name in self.files():
+            return None
+        if name in self.builtin():
+            return f"built into kernel {self.release}"
+        return self.obsolete(module)
+
+    def obsolete(self, module: str) -> str | None:
+        """Why this kernel has no such module although older ones had: merged into another
+        (vfio_virqfd on 6.2+) or left out by a build option (vfio_iommu_type1 with iommufd
+        only). A profile should drop it; None when the module exists here."""
+        name = canonical(module)
+        if name in self.files() or name in self.builtin():
+            return None
+        if name in MERGED:
+            since, into = MERGED[name]
+            if release_tuple(self.release) >= since:
+                return (
+                    f"merged into {into} since Linux {since[0]}.{since[1]} "
+                    f"(kernel {self.release}); {into} provides it"
+                )
+        if name in NEEDS_OPTION:
+            option, instead = NEEDS_OPTION[name]
+            setting = self.config().get(option)
+            if setting == "n" or (
+                setting is None and self.has_index and release_tuple(self.release) >= (6, 2)
+            ):
+                # Without the config file, a 6.2+ modules.dep that lists no such module says the same.
+                return f"not built by kernel {self.release} ({option}=n: {instead})"
+        return None
+
+
 class Modules:
     def __init__(self, root: Path, host: Host):
         self.root = Path(root)
         self.host = host
+        self._kernel: KernelModules | None = None
+
+    @property
+    def kernel_modules(self) -> KernelModules:
+        if self._kernel is None:
+            self._kernel = KernelModules(self.root, kernel_release(self.root))
+        return self._kernel
+
+    def without_loading(self, module: str) -> str | None:
+        """Why nothing needs loading for `module` on the running kernel (see KernelModules)."""
+        return self.kernel_modules.without_loading(module)
+
+    def obsolete(self, module: str) -> str | None:
+        """Why the running kernel no longer has `module` (merged, not built); see KernelModules."""
+        return self.kernel_modules.obsolete(module)
 
     def loaded(self) -> set[str]:
         """Modules loaded now, plus built-in ones that show up under /sys/module."""
@@ -57,9 +204,25 @@ class Modules:
     def load(self, module: str) -> None:
         self._guard("load", module)
         self.host.record(f"modprobe {module}", f"{module}: not loaded → loaded")
-        self.host.bounded(
-            f"modprobe {module}", lambda: commands.run(["modprobe", module], self.host.time_left())
-        )
+        try:
+            self.host.bounded(
+                f"modprobe {module}",
+                lambda: commands.run(["modprobe", module], self.host.time_left()),
+            )
+        except commands.CommandError as exc:
+            self._explain_denial(exc)
+            raise
+
+    def _explain_denial(self, exc: commands.CommandError) -> None:
+        """modprobe refused by SELinux or AppArmor ("Permission denied", "Operation not
+        permitted" as root): raise saying so, with the fix."""
+        if "ermission denied" not in exc.stderr and "not permitted" not in exc.stderr:
+            return
+        from .denials import find_denial, fix_for
+
+        denial = find_denial(self.root, pid=os.getpid(), comm="modprobe")
+        if denial:
+            raise HostError(f"{exc}, {denial}", hint=fix_for(denial)) from None
 
     def in_use(self, module: str) -> bool:
         """Whether the module is held (reference count above 0 in /proc/modules) or built in."""

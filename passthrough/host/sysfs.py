@@ -96,6 +96,13 @@ class Sysfs:
         except OSError as exc:
             hint = ERRNO_HINTS.get(exc.errno or 0, "")
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                # Root is refused by a security module, not by file modes: say which and why.
+                from .denials import find_denial, fix_for
+
+                denial = find_denial(self.root, pid=os.getpid())
+                if denial:
+                    reason, hint = f"{reason}, {denial}", fix_for(denial)
             raise HostError(
                 f"writing {value.strip()!r} to {shown} failed: {reason}",
                 device=device,

@@ -170,7 +170,14 @@ class Preflight:
         findings = self.trusted() + self.iommu() + self.devices()
         if self.facts.groups():
             findings += self.groups()
-        return findings + self.modules() + self.bars() + self.hook() + self.domain_xml()
+        return (
+            findings
+            + self.modules()
+            + self.bars()
+            + self.hook()
+            + self.policy()
+            + self.domain_xml()
+        )
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -324,13 +331,15 @@ class Preflight:
         return Finding("error", "groups", message, fix)
 
     def modules(self) -> list[Finding]:
-        wanted = list(VFIO_MODULES) if self.vfio_devices() else []
+        wanted = []
+        named: dict[str, str] = {}  # module a step loads -> where
         for step in self.steps("modprobe"):
-            wanted += [
-                m
-                for m in step.action.values.get("load") or []
-                if m.replace("-", "_").startswith("vfio")
-            ]
+            for m in step.action.values.get("load") or []:
+                if m.replace("-", "_").startswith("vfio"):
+                    wanted.append(m)
+                    named.setdefault(m.replace("-", "_"), str(step.where))
+        if self.vfio_devices():
+            wanted += VFIO_MODULES
         wanted = list(dict.fromkeys(m.replace("-", "_") for m in wanted))
         if not wanted:
             return []
@@ -345,11 +354,30 @@ class Preflight:
                     f"make the tree with `{PROG} snapshot`, which records it",
                 )
             ]
+        findings = []
+        for m in list(wanted):
+            provided = self.facts.obsolete_module(m)
+            if provided:
+                wanted.remove(m)
+                findings.append(
+                    Finding(
+                        "warning",
+                        "modules",
+                        f"{named.get(m, 'the profile')}: modprobe {m} has nothing to load: "
+                        f"{provided}; the step skips it",
+                        f"drop {m} from the modprobe step at {named[m]}: `modprobe: [vfio_pci]` "
+                        f"loads what vfio needs on every kernel since 5.15"
+                        if m in named
+                        else "",
+                    )
+                )
+        if not wanted:
+            return findings
         sources = {m: self.facts.module_source(m) for m in wanted}
         absent = [m for m, source in sources.items() if source is None]
         directory = self.facts.module_dir()
         if absent and (directory is None or not directory.is_dir()):
-            return [
+            return findings + [
                 Finding(
                     "error",
                     "modules",
@@ -362,7 +390,7 @@ class Preflight:
                 )
             ]
         if absent:
-            return [
+            return findings + [
                 Finding(
                     "error",
                     "modules",
@@ -374,7 +402,9 @@ class Preflight:
                 )
             ]
         shown = ", ".join(f"{m} ({_source_text(self.facts, s or '')})" for m, s in sources.items())
-        return [Finding("ok", "modules", f"vfio modules available for kernel {release}: {shown}")]
+        return findings + [
+            Finding("ok", "modules", f"vfio modules available for kernel {release}: {shown}")
+        ]
 
     def bars(self) -> list[Finding]:
         findings = []
@@ -520,7 +550,25 @@ class Preflight:
                     problem.fix if problem else "",
                 )
             ]
-        return self.hostdevs() + self.code43()
+        return self.hostdevs() + self.roms() + self.code43()
+
+    def roms(self) -> list[Finding]:
+        """Each <rom file=...>: there, readable, and where SELinux or AppArmor let QEMU read it."""
+        from .policy_checks import rom_findings
+
+        assert self.xml is not None
+        return rom_findings(self.facts.root, self.facts.is_live, self.xml, self.label)
+
+    def policy(self) -> list[Finding]:
+        """SELinux and AppArmor as they concern the hook (policy_checks.py)."""
+        from .policy_checks import policy_findings
+
+        hooks = self.facts.root / "etc" / "libvirt" / "hooks"
+        ours = [
+            p for p in [hooks / "qemu", *sorted((hooks / "qemu.d").glob("*"))] if _is_our_hook(p)
+        ]
+        shown = "/" + os.path.relpath(ours[0], self.facts.root) if ours else None
+        return policy_findings(self.facts.root, shown)
 
     def hostdevs(self) -> list[Finding]:
         findings = [

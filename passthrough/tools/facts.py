@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..constants import PCI_ADDRESS
 from ..host import Host
-from ..host.modules import canonical
+from ..host.modules import KernelModules, canonical, module_file_name
 from ..host.sysfs import Sysfs
 from .bootloader import BootLoader
 from .bootloader import detect as detect_boot_loader
@@ -24,7 +24,9 @@ from .pcidb import class_name
 ADDRESS = re.compile(f"^{PCI_ADDRESS}$")
 BRIDGE_CLASS = 0x0604
 GPU_VENDORS = {"1002": "AMD", "10de": "NVIDIA", "8086": "Intel"}
-VFIO_MODULES = ("vfio", "vfio_iommu_type1", "vfio_pci")
+# What a profile loads for vfio: vfio_pci pulls in vfio, its IOMMU backend (vfio_iommu_type1,
+# or iommufd) and, before 6.2, vfio_virqfd, on every kernel since 5.15.
+VFIO_MODULES = ("vfio_pci",)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class HostFacts:
         self._functions: dict[str, PciFunction] | None = None
         self._groups: dict[str, list[PciFunction]] | None = None
         self._release: tuple[str | None] | None = None
+        self._kernel_modules: KernelModules | None = None
 
     @property
     def is_live(self) -> bool:
@@ -276,6 +279,11 @@ class HostFacts:
         }
         return name in loaded or self.sysfs.exists(f"module/{name}/initstate")
 
+    def kernel_modules(self) -> KernelModules:
+        if self._kernel_modules is None:
+            self._kernel_modules = KernelModules(self.root, self.kernel_release())
+        return self._kernel_modules
+
     def module_source(self, module: str) -> str | None:
         """How the running kernel provides a module: 'loaded', 'built in', the module file's
         path, or None when it cannot load it."""
@@ -287,28 +295,28 @@ class HostFacts:
         directory = self.module_dir()
         if directory is None:
             return None
-        for line in _read_text(directory / "modules.builtin").splitlines():
-            if _module_name(line) == name:
-                return "built in"
+        kernel = self.kernel_modules()
+        if name in kernel.builtin():
+            return "built in"
         for line in _read_text(directory / "modules.dep").splitlines():
             path = line.split(":", 1)[0]
-            if _module_name(path) == name:
+            if module_file_name(path) == name:
                 return str(directory / path)
         # Trees written by `snapshot` keep the names of the vfio module files, not modules.dep.
         for dirpath, _dirs, files in os.walk(directory / "kernel" / "drivers" / "vfio"):
             for file in files:
-                if _module_name(file) == name:
+                if module_file_name(file) == name:
                     return os.path.join(dirpath, file)
         return None
 
+    def obsolete_module(self, module: str) -> str | None:
+        """Why this kernel has no `module` although older ones had (merged, not built)."""
+        if self.module_loaded(module) or self.sysfs.exists(f"module/{canonical(module)}"):
+            return None
+        return self.kernel_modules().obsolete(module)
+
     def _proc(self, rel: str) -> str:
         return _read_text(self.root / "proc" / rel)
-
-
-def _module_name(path: str) -> str:
-    """kernel/drivers/vfio/pci/vfio-pci.ko.xz -> vfio_pci."""
-    base = os.path.basename(path.strip())
-    return canonical(base.split(".ko", 1)[0]) if ".ko" in base else ""
 
 
 def _read_text(path: Path, limit: int = 4 << 20) -> str:

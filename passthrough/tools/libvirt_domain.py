@@ -40,6 +40,9 @@ class DomainXml:
     vendor_id: str | None = None  # <hyperv><vendor_id state='on' value=.../>
     kvm_hidden: bool = False  # <kvm><hidden state='on'/>
     problems: list[str] = field(default_factory=list)  # hostdevs that could not be read
+    uuid: str | None = None
+    # (PCI address, file) of each <hostdev><rom file=.../>: QEMU opens the file at start.
+    roms: tuple[tuple[str, str], ...] = ()
 
     def hostdev(self, address: str) -> Hostdev | None:
         return next((h for h in self.hostdevs if h.address == address), None)
@@ -110,7 +113,10 @@ def parse(text: str, source: str) -> DomainXml:
     result = DomainXml(
         source=source, name=devices.name, hostdevs=devices.hostdevs, problems=list(devices.problems)
     )
-    features = ElementTree.fromstring(text).find("./features")
+    tree = ElementTree.fromstring(text)
+    result.uuid = (tree.findtext("uuid") or "").strip() or None
+    result.roms = tuple(_roms(tree))
+    features = tree.find("./features")
     if features is not None:
         hyperv = features.find("./hyperv")
         result.hyperv = hyperv is not None
@@ -120,6 +126,22 @@ def parse(text: str, source: str) -> DomainXml:
         hidden = features.find("./kvm/hidden")
         result.kvm_hidden = hidden is not None and hidden.get("state") == "on"
     return result
+
+
+def _roms(tree: ElementTree.Element) -> list[tuple[str, str]]:
+    from ..domain_xml import _pci_address
+
+    found = []
+    for hostdev in tree.iterfind("devices/hostdev"):
+        rom = hostdev.find("rom")
+        if rom is None or not rom.get("file"):
+            continue
+        try:
+            address = _pci_address(hostdev.find("source/address"))
+        except ValueError:
+            continue
+        found.append((address, rom.get("file", "")))
+    return found
 
 
 def hostdev_snippet(address: str) -> str:

@@ -7,7 +7,8 @@ and they can be large); nothing over 64 KiB. The layout is the kernel's (and the
 tests/hosts.py writes): sys/bus/pci/devices links into sys/devices/..., driver
 directories with their control files (empty) and device links, sys/kernel/iommu_groups,
 sys/module/*/initstate, proc/{modules,cmdline,cpuinfo (first CPU's vendor only),
-sys/kernel/osrelease}, and the running kernel's modules.builtin and vfio module names.
+sys/kernel/osrelease}, and the running kernel's modules.builtin, vfio module names, the vfio
+lines of modules.dep and the CONFIG_VFIO*/CONFIG_IOMMUFD* lines of /boot/config-<release>.
 proc/cmdline is copied as is: it may name the root filesystem's UUID.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -271,8 +273,27 @@ class Snapshot:
             self.notes.append(f"{builtin} is over {MAX_FILE // 1024} KiB: kept its vfio lines only")
         else:
             self.copy(f"{base}/modules.builtin")
-        vfio = directory / "kernel" / "drivers" / "vfio"
-        for dirpath, dirnames, files in os.walk(vfio):
-            dirnames.sort()
-            for name in sorted(files):
-                self.put(os.path.relpath(os.path.join(dirpath, name), self.source), b"")
+        for sub in ("vfio", "iommu/iommufd"):
+            for dirpath, dirnames, files in os.walk(directory / "kernel" / "drivers" / sub):
+                dirnames.sort()
+                for name in sorted(files):
+                    self.put(os.path.relpath(os.path.join(dirpath, name), self.source), b"")
+        # Which vfio modules this kernel has and how it was built (vfio_virqfd merged into vfio
+        # from 6.2, CONFIG_VFIO_CONTAINER=n leaving out vfio_iommu_type1): their lines only.
+        self.put_lines(
+            directory / "modules.dep", lambda line: "/vfio/" in line or "/iommufd/" in line
+        )
+        release = self.facts.kernel_release()
+        self.put_lines(
+            self.source / "boot" / f"config-{release}",
+            lambda line: re.search(r"\bCONFIG_(VFIO|IOMMUFD)\w*", line) is not None,
+        )
+
+    def put_lines(self, path: Path, keep: Callable[[str], bool]) -> None:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return
+        kept = "".join(f"{line}\n" for line in lines if keep(line))
+        if kept:
+            self.put(os.path.relpath(path, self.source), kept.encode())
