@@ -123,9 +123,12 @@ def settle(phase: str, initial: dict, who: str) -> float:
 
 
 def hook_command(phase: str, *python_options: str) -> Command:
+    """The hook as libvirt runs it: its #! line's interpreter options (-I -S), as installed."""
     sub = "begin" if phase == "prepare" else "end"
+    hook = INSTALL / "hooks" / "qemu"
+    options = hook.read_text().split("\n", 1)[0].split()[1:]
     return Command(
-        (PYTHON, "-I", *python_options, str(INSTALL / "hooks" / "qemu"), "win10", phase, sub, "-"),
+        (PYTHON, *options, *python_options, str(hook), "win10", phase, sub, "-"),
         env={**HOOK_ENV, "PASSTHROUGH_HOOK_CONFIG_DIR": str(CONFIG)},
         stdin=(PROJECT / "bench" / "domain.xml").read_bytes(),
         keep_output=True,

@@ -227,9 +227,13 @@ def test_validate(tmp_path):
 # --- the hook file libvirt runs ---------------------------------------------------------------
 
 
+# The interpreter line install.sh keeps (only the path changes): `/usr/bin/python3 -I -S`.
+HOOK_COMMAND = HOOK.read_text().split("\n", 1)[0][2:].split()
+
+
 def hook(*args, env=None, stdin="<domain type='qemu'><name>x</name></domain>"):
     return subprocess.run(
-        ["/usr/bin/python3", "-I", str(HOOK), *args],
+        [*HOOK_COMMAND, str(HOOK), *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -242,22 +246,23 @@ def test_hook_without_profile_exits_0_silently_and_imports_nothing_heavy(tmp_pat
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(tmp_path)}
     result = hook("other", "prepare", "begin", "-", env=env)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    # -X importtime lists every module imported after the interpreter's own start.
     probe = subprocess.run(
-        [
-            "/usr/bin/python3",
-            "-I",
-            "-c",
-            f"import runpy, sys; sys.argv = ['qemu', 'other', 'prepare', 'begin', '-']\n"
-            f"try:\n    runpy.run_path({str(HOOK)!r}, run_name='__main__')\nexcept SystemExit: pass\n"
-            f"print(sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'libvirt', 'passthrough', 'json')))",
-        ],
+        [*HOOK_COMMAND, "-X", "importtime", str(HOOK), "other", "prepare", "begin", "-"],
         input="<domain/>",
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
-    assert probe.stdout.strip() == "[]", probe
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in probe.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line and "imported package" not in line
+    ]
+    assert probe.returncode == 0 and imported, probe
+    heavy = ("yaml", "libvirt", "passthrough", "json", "os", "site")
+    assert [m for m in imported if m.split(".")[0] in heavy] == [], imported
 
 
 def test_hook_runs_the_profile_for_a_domain_that_has_one(tmp_path):
@@ -268,3 +273,74 @@ def test_hook_runs_the_profile_for_a_domain_that_has_one(tmp_path):
     result = hook("win10", "prepare", "begin", "-", env=env)
     assert result.returncode == 2
     assert result.stderr.startswith(f'{profiles}/win10.yaml:3:14: unknown device "gpuu"')
+
+
+def test_hook_starts_without_site_and_its_copies_of_the_program_constants_agree():
+    from passthrough import profile
+
+    assert HOOK_COMMAND == ["/usr/bin/python3", "-I", "-S"]
+    namespace: dict = {}
+    exec(compile(HOOK.read_text(), str(HOOK), "exec"), namespace)
+    assert namespace["EVENTS"] == profile.EVENTS
+    assert namespace["MAX_BYTES"] == profile.MAX_BYTES
+
+
+HOOK_PROFILE = (
+    '# a comment\ndevices:\n  gpu: "0000:03:00.0"\nprepare/begin:  # start\n  - detach: [gpuu]\n'
+)
+
+
+@pytest.mark.parametrize(
+    "text, event, work",
+    [
+        (HOOK_PROFILE, "prepare/begin", True),
+        (HOOK_PROFILE, "started/begin", False),
+        (HOOK_PROFILE, "release/end", False),  # no journal: nothing to undo
+        ("---\n" + HOOK_PROFILE.replace("prepare/begin", '"started/begin"'), "started/begin", True),
+        (HOOK_PROFILE + "started/begn:\n  - undo: prepare/begin\n", "started/begin", True),  # typo
+        ('devices: {gpu: "0000:03:00.0"}\n"prepare/\\x62egin": []\n', "started/begin", True),
+        ("{devices: {}, started/begin: []}\n", "started/begin", True),
+        ("devices: {}\nstarted/begin: [\n]\n", "started/begin", True),
+        ("devices:\n\tgpu: x\n", "started/begin", True),
+        (b"\xff\xfe".decode("latin-1") + HOOK_PROFILE, "started/begin", True),
+    ],
+)
+def test_hook_skips_the_program_only_when_the_profile_surely_has_no_steps(
+    tmp_path, text, event, work
+):
+    """The scan of the profile's top-level keys may say "no work" only when the program
+    would do nothing; any doubt (flow style, escapes, an unknown key) runs the program."""
+    namespace: dict = {}
+    exec(compile(HOOK.read_text(), str(HOOK), "exec"), namespace)
+    profiles = tmp_path / "p"
+    profiles.mkdir()
+    (profiles / "win10.yaml").write_bytes(text.encode("latin-1" if "\xff" in text else "utf-8"))
+    namespace["CONFIG_DIR"] = str(profiles)
+    namespace["STATE_DIR"] = str(tmp_path / "run")
+    operation, sub = event.split("/")
+    assert namespace["has_work"](["qemu", "win10", operation, sub, "-"]) is work
+
+
+def test_hook_release_with_a_journal_runs_even_when_the_profile_has_no_release_steps(tmp_path):
+    namespace: dict = {}
+    exec(compile(HOOK.read_text(), str(HOOK), "exec"), namespace)
+    profiles = write_profile(tmp_path / "p", HOOK_PROFILE)
+    namespace["CONFIG_DIR"] = str(profiles)
+    namespace["STATE_DIR"] = str(tmp_path / "run")
+    argv = ["qemu", "win10", "release", "end", "-"]
+    assert namespace["has_work"](argv) is False
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/win10.json").write_text("{}")
+    assert namespace["has_work"](argv) is True
+    (profiles / "win10.yaml").unlink()  # removed while the domain ran: the journal still counts
+    assert namespace["has_work"](argv) is True
+
+
+def test_hook_with_a_profile_but_no_steps_for_the_event_exits_0_silently(tmp_path):
+    profiles = write_profile(tmp_path / "p", HOOK_PROFILE)
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)}
+    result = hook("win10", "started", "begin", "-", env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    # The same profile's prepare/begin runs the program (which finds the unknown device).
+    result = hook("win10", "prepare", "begin", "-", env=env)
+    assert result.returncode == 2 and 'unknown device "gpuu"' in result.stderr

@@ -28,7 +28,7 @@ def test_install_and_uninstall_into_a_staging_root(tmp_path):
     assert result.returncode == 0, result.stderr
     hook = tmp_path / "etc/libvirt/hooks/qemu"
     text = hook.read_text()
-    assert text.startswith("#!/usr/bin/python3 -I\n")
+    assert text.startswith("#!/usr/bin/python3 -I -S\n")
     assert 'LIBDIR = "/usr/local/lib/passthrough-hook"' in text
     assert os.access(hook, os.X_OK)
     assert (tmp_path / "usr/local/lib/passthrough-hook/passthrough/actions/resize_bar.py").is_file()
