@@ -6,9 +6,12 @@ reports success for drivers_probe writes that bound nothing.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .constants import STUB_DRIVERS
 from .errors import HostError
 from .units import format_bytes
 
@@ -16,6 +19,19 @@ if TYPE_CHECKING:
     from .host import Host
 
 NO_DRIVER = "no driver"
+VFIO_PCI = "vfio-pci"
+
+
+def is_vfio_driver(driver: str | None) -> bool:
+    """vfio-pci or one of its variant drivers (mlx5_vfio_pci, nvgrace_gpu_vfio_pci,
+    hisi_acc_vfio_pci, ...): they bind like vfio-pci and hand the device to VFIO."""
+    return driver is not None and (driver == VFIO_PCI or driver.endswith("_vfio_pci"))
+
+
+def is_stub_driver(driver: str | None) -> bool:
+    """A driver that binds only when told to (driver_override, new_id, ids=), not by an id
+    table: a device on one has an unknown host driver."""
+    return driver in STUB_DRIVERS or is_vfio_driver(driver)
 
 
 @dataclass(frozen=True)
@@ -122,9 +138,15 @@ class PciDevice:
     def probe(self) -> None:
         self.sysfs.write("bus/pci/drivers_probe", self.address, device=self.address)
 
-    def wait_for_driver(self, wanted: str | None) -> bool:
+    def wait_for_driver(
+        self, wanted: str | None, accept: Callable[[str | None], bool] | None = None
+    ) -> bool:
+        """Poll until the driver link shows wanted (or any driver accept() takes)."""
+        matches = accept or (lambda driver: driver == wanted)
         return self.host.wait_until(
-            f"{self.address} to bind {wanted}", lambda: self.driver() == wanted, self.host.bind_wait
+            f"{self.address} to bind {wanted}",
+            lambda: matches(self.driver()),
+            self.host.bind_wait,
         )
 
     def move_to(self, driver: str) -> None:
@@ -161,9 +183,13 @@ class PciDevice:
             self.verify(binding.driver, before)
         self.set_override(binding.override)
 
-    def verify(self, wanted: str, before: str | None) -> None:
-        if self.wait_for_driver(wanted):
-            self.host.record(f"check {self.address} driver", f"{show(before)} → {wanted}")
+    def verify(
+        self, wanted: str, before: str | None, accept: Callable[[str | None], bool] | None = None
+    ) -> None:
+        """Check the driver link shows wanted; accept widens it (libvirt's detach to "vfio"
+        may pick a vfio-pci variant driver, as virPCIDeviceFindBestVFIOVariant does)."""
+        if self.wait_for_driver(wanted, accept):
+            self.host.record(f"check {self.address} driver", f"{show(before)} → {self.driver()}")
             return
         now = self.driver()
         if now is None:
@@ -194,10 +220,53 @@ class PciDevice:
         return [1 << n for n in range(64) if bitmap >> n & 1]
 
     def resize(self, bar: int, exponent: int) -> None:
+        """Write the size; say first what the kernel removes with it on a VGA-class device
+        (firmware framebuffers, vgacon), and turn a failed bridge reassignment into advice."""
+        from .host.kernel_model import resize_removals, sysfb_policy
+
         before = self.bar_size(bar) or 0
+        policy = sysfb_policy(self.host.root)
+        for kind, name in resize_removals(self.sysfs, self.address, policy):
+            if kind == "vgacon":
+                self.host.record(
+                    f"kernel removes vgacon from {name} (VGA text console of the default VGA "
+                    f"device)",
+                    "the consoles go to the dummy console",
+                )
+            elif self.attribute("boot_vga") == "1" or policy is True:
+                self.host.record(
+                    f"kernel removes {name} (host console) — it cannot come back until reboot"
+                )
+            else:  # not the default VGA device, and the kernel's version does not tell
+                self.host.record(
+                    f"kernel may remove {name} (host console; kernels before 6.1.47, and 6.2 to "
+                    f"6.4, do for any VGA-class device) — it cannot come back until reboot"
+                )
         self.sysfs.write(
             f"{self.rel}/resource{bar}_resize",
             f"{exponent}\n",
             device=self.address,
             effect=f"BAR {bar}: {format_bytes(before)} → {format_bytes(1 << (20 + exponent))}",
+            hints=RESIZE_HINTS,
         )
+
+
+# What a failed resize means (pci_resize_resource, pci_reassign_bridge_resources). In both
+# bridge cases the kernel wrote the old size back and the BARs are where they were.
+RESIZE_HINTS = {
+    errno.ENOENT: (
+        "the kernel kept the old size: the bridge window above the device still holds other "
+        "BARs (another function of the card, or SR-IOV VF BARs), so it could not be released "
+        "and reassigned. Give the other devices behind that bridge to the VM too and resize "
+        "while all are unbound, or set the size in the firmware setup"
+    ),
+    errno.ENOSPC: (
+        "the kernel kept the old size: the bridge window cannot grow to that size, there is no "
+        "room above it. Enable Above 4G decoding in the firmware, try a smaller size, or boot "
+        "with pci=realloc (see `dmesg | grep -i bar`)"
+    ),
+    errno.EBUSY: (
+        "a driver is bound, or SR-IOV VFs are enabled (sriov_numvfs > 0): write 0 to "
+        "sriov_numvfs first"
+    ),
+}

@@ -27,8 +27,8 @@ from passthrough.errors import HostError, StepTimeout
 from passthrough.host import Host
 from passthrough.host.commands import CommandError, Commands
 from passthrough.host.kernel_files import SystemFiles
-from passthrough.host.kernel_model import KernelModel
-from passthrough.host.modules import KernelModules, Modules, canonical, driver_names
+from passthrough.host.kernel_model import KernelModel, sysfb_policy
+from passthrough.host.modules import KernelModules, Modules, canonical, configured_ids, driver_names
 from passthrough.host.procfs import Procfs
 from passthrough.host.sysfs import Sysfs
 
@@ -76,6 +76,21 @@ class TreeStore:
     def exists(self, rel: str) -> bool:
         return os.path.lexists(self.sys / rel)
 
+    def listdir(self, rel: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.sys / rel))
+        except OSError:
+            return []
+
+    def upstream(self, address: str) -> str | None:
+        """The bridge above a device: the parent directory of its /sys/devices path."""
+        parent = os.path.basename(
+            os.path.dirname(os.path.realpath(self.sys / "bus/pci/devices" / address))
+        )
+        return (
+            parent if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", parent) else None
+        )
+
     def set_driver_link(self, address: str, driver: str | None) -> None:
         device = Path(os.path.realpath(self.sys / "bus/pci/devices" / address))
         old = self.link_name(f"bus/pci/devices/{address}/driver")
@@ -104,10 +119,16 @@ class FsStore(TreeStore):
     def __init__(self, fs, root: Path):
         super().__init__(root)
         self.fs = fs
+        self.on_create = lambda rel: None  # a control file the model made (a new vtconsole)
 
     def set_text(self, rel: str, text: str) -> None:
         # Without the side effect: the model is already handling a write.
-        self.fs.get_object(os.path.realpath(self.sys / rel)).set_initial_contents(text + "\n")
+        path = os.path.realpath(self.sys / rel)
+        if not os.path.lexists(path):
+            self.fs.create_file(path, contents=text + "\n")
+            self.on_create(rel)
+            return
+        self.fs.get_object(path).set_initial_contents(text + "\n")
 
 
 # repr(spec) -> (the tree as pyfakefs objects, detached from any filesystem, its control files)
@@ -178,12 +199,21 @@ class FakeKernel:
         # how many more each write to /proc/sys/vm/compact_memory makes room for.
         self.hugepage_limits: dict[int, int] = {}
         self.compaction_gain: dict[int, int] = {}
+        # The largest window each bridge's parent has room for (absent: no limit).
+        self.window_room: dict[str, int] = {}
         self.model = KernelModel(
             self.store,
             native_driver=self.native.get,
             can_bind=self._can_bind,
             files=SystemFiles(self.store, hugepage_limit=self.hugepage_limits.get),
+            sysfb_any_vga=sysfb_policy(self.root),
+            window_room=self.window_room.get,
         )
+        self.store.on_create = lambda rel: self._arm(rel) if CONTROL.search(rel) else None
+        if "vfio-pci" in spec.drivers:  # loaded at boot, before the host drivers, with its ids=
+            ids = {device_id for device_id, _where in configured_ids(self.root)}
+            if ids:
+                self.model.dynamic_ids["vfio-pci"] = ids
         self.writes: list[tuple[str, str]] = []
         self.modules = set(spec.modules)
         self._content_before: dict[str, str] = {}  # what a control file reads back between writes
@@ -376,7 +406,11 @@ class FakeModules(Modules):
             )
         self.kernel.modules.add(name)
         if module.replace("-", "_") in ("vfio_pci", "pci_stub"):
-            self.kernel.add_driver(driver_names(module)[0])
+            driver = driver_names(module)[0]
+            self.kernel.add_driver(driver)
+            # Registered now, after the host drivers; its ids= option takes unbound devices.
+            ids = {device_id for device_id, _where in configured_ids(self.kernel.root, module)}
+            self.kernel.model.driver_registered(driver, ids)
 
     def unload(self, module: str) -> None:
         self.host.record(f"modprobe -r {module}")

@@ -48,6 +48,7 @@ class Function:
     reset_method: str = "bus"
     boot_vga: bool | None = None
     description: str = ""
+    sriov_numvfs: int | None = None  # SR-IOV VFs enabled now (None: no SR-IOV capability)
 
 
 @dataclass
@@ -61,6 +62,12 @@ class HostSpec:
     )
     cpu_vendor: str = "AuthenticAMD"
     kernel: str = "6.1.0-13-amd64"  # uname -r, as /proc/sys/kernel/osrelease shows it
+    # /proc/version, written when it names `kernel` (the default's upstream version is 6.1.55).
+    version: str = (
+        "Linux version 6.1.0-13-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian "
+        "12.2.0-14) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC "
+        "Debian 6.1.55-1 (2023-09-29)"
+    )
     # Module files of the running kernel, relative to /lib/modules/<kernel> (names only:
     # written empty), and modules.builtin's lines. Debian 6.1's vfio by default.
     module_files: tuple[str, ...] = tuple(
@@ -654,8 +661,11 @@ def write_tree(spec: HostSpec, root: Path) -> None:
             put(d / name, value)
         if fn.boot_vga is not None:
             put(d / "boot_vga", "1" if fn.boot_vga else "0")
+        if fn.sriov_numvfs is not None:
+            put(d / "sriov_numvfs", str(fn.sriov_numvfs))
         lines = []
-        for number in range(7):
+        # BARs 0-5 and the ROM; a bridge's windows are lines 13-15 (14 memory, 15 prefetchable).
+        for number in range(max(7, max(fn.bars, default=0) + 1)):
             bar = fn.bars.get(number)
             lines.append(
                 "0x%016x 0x%016x 0x%016x"
@@ -683,6 +693,10 @@ def write_tree(spec: HostSpec, root: Path) -> None:
     put(proc / "cmdline", spec.cmdline)
     put(proc / "cpuinfo", f"processor\t: 0\nvendor_id\t: {spec.cpu_vendor}\n")
     put(proc / "sys" / "kernel" / "osrelease", spec.kernel)
+    put(
+        proc / "version",
+        spec.version if spec.kernel in spec.version else f"Linux version {spec.kernel} #1 SMP",
+    )
     modules_dir = root / "lib" / "modules" / spec.kernel
     put(modules_dir / "modules.builtin", "\n".join(spec.modules_builtin))
     for name in spec.module_files:

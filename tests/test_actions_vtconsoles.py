@@ -43,9 +43,33 @@ def test_dry_run_names_the_write_and_changes_nothing(kernel):
     assert system_state(kernel) == start
 
 
-def test_a_console_the_kernel_keeps_bound_fails_the_step(kernel):
-    """Without a dummy console to take over, the kernel accepts the 0 and keeps the console bound."""
+def test_on_a_bios_boot_vgacon_takes_the_consoles(kernel):
+    """BIOS/CSM boots have vgacon as the system console driver, not the dummy one: it takes
+    the consoles back when fbcon is unbound, and writing 0 to it would do nothing."""
     Path("/host/sys/devices/virtual/vtconsole/vtcon0/name").write_text("(S) VGA+\n")
+    start = system_state(kernel)
+    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    assert code == 0, err
+    assert read("sys/class/vtconsole/vtcon1/bind") == "0"
+    assert read("sys/class/vtconsole/vtcon0/bind") == "1"
+    assert "vtcon0 (S) VGA+ (vgacon) takes the consoles" in Path(LOG).read_text()
+    assert kernel.writes == [("devices/virtual/vtconsole/vtcon1/bind", "0")]  # vgacon left alone
+    code, _, err = run(kernel, None, "release", "end")
+    assert code == 0, err
+    assert system_state(kernel) == start
+
+
+def test_writing_0_to_the_system_console_driver_does_nothing(kernel):
+    Path("/host/sys/devices/virtual/vtconsole/vtcon0/name").write_text("(S) VGA+\n")
+    kernel.model.write("devices/virtual/vtconsole/vtcon1/bind", "0")
+    kernel.model.write("devices/virtual/vtconsole/vtcon0/bind", "0")
+    assert read("sys/class/vtconsole/vtcon0/bind") == "1"
+
+
+def test_a_console_the_kernel_keeps_bound_fails_the_step(kernel):
+    """With no system console driver to take over, the kernel accepts the 0 and keeps the
+    last console bound."""
+    Path("/host/sys/devices/virtual/vtconsole/vtcon0/name").write_text("(M) other console\n")
     start = system_state(kernel)
     code, _, err = run(kernel, PROFILE, "prepare", "begin")
     assert code == 1

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import yaml
 
-from ..constants import STUB_DRIVERS
 from ..errors import HostError
 from ..guard import check_not_needed
-from ..pci import Binding, PciDevice, show
+from ..pci import VFIO_PCI, Binding, PciDevice, is_stub_driver, is_vfio_driver, show
 from ..schema import Args, Device, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
 
@@ -140,7 +139,7 @@ class DeviceStep(Action):
 
 
 def _libvirt_only_vfio(values: dict, node: yaml.Node) -> None:
-    if values["via"] == "libvirt" and values["driver"] != "vfio-pci":
+    if values["via"] == "libvirt" and values["driver"] != VFIO_PCI:
         raise Invalid(
             node, f"libvirt detaches to vfio-pci only; for {values['driver']} use via: sysfs"
         )
@@ -169,6 +168,11 @@ class Detach(DeviceStep):
     def asks_first(self) -> bool:
         return True  # takes the devices from their drivers (cli asks only for a GPU)
 
+    def already_done(self, before: Binding) -> bool:
+        # On a vfio-pci variant driver already is on vfio-pci for every purpose of a detach.
+        target = self.target()
+        return before.driver == target or (target == VFIO_PCI and is_vfio_driver(before.driver))
+
     def describe(self) -> str:
         return f"detach {self.device_names()} to {self.target()} via {self.values['via']}"
 
@@ -177,7 +181,8 @@ class Detach(DeviceStep):
             device.move_to(self.target())
             return
         ctx.host.nodedev.detach(device.address, "vfio", f"{show(before.driver)} → {self.target()}")
-        device.verify(self.target(), before.driver)
+        # libvirt picks a vfio-pci variant driver (mlx5_vfio_pci...) when one matches the device.
+        device.verify(self.target(), before.driver, accept=is_vfio_driver)
 
 
 class Reattach(DeviceStep):
@@ -192,7 +197,7 @@ class Reattach(DeviceStep):
         return None
 
     def already_done(self, before: Binding) -> bool:
-        return before.driver not in (None, *STUB_DRIVERS)
+        return before.driver is not None and not is_stub_driver(before.driver)
 
     def describe(self) -> str:
         return f"reattach {self.device_names()} to their host drivers via {self.values['via']}"
@@ -206,7 +211,7 @@ class Reattach(DeviceStep):
             device.probe()
         settled = ctx.host.wait_until(
             f"{device.address} to get a host driver",
-            lambda: device.driver() not in (None, *STUB_DRIVERS),
+            lambda: (driver := device.driver()) is not None and not is_stub_driver(driver),
             ctx.host.bind_wait,
         )
         if not settled:

@@ -18,13 +18,21 @@ def console_number(name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def bound_consoles(host: Host) -> list[tuple[str, str]]:
-    """(vtconN, driver name) of the console drivers bound now, the dummy one left out: it
-    holds no device, and the kernel keeps it bound when nothing else is."""
+def is_system_driver(name: str) -> bool:
+    """The system console driver ("(S) dummy device" on UEFI boots, "(S) VGA+", vgacon, on
+    BIOS/CSM ones): the kernel keeps it, and writing 0 to its bind does nothing."""
+    return name.startswith("(S)")
+
+
+def bound_consoles(host: Host, system: bool = False) -> list[tuple[str, str]]:
+    """(vtconN, driver name) of the console drivers bound now; the system driver only when
+    asked: it cannot be unbound, and takes the consoles when nothing else holds them."""
     found = []
     for console in sorted(host.sysfs.listdir(CLASS_DIR), key=console_number):
         name = host.sysfs.read(f"{CLASS_DIR}/{console}/name") or console
-        if host.sysfs.read(f"{CLASS_DIR}/{console}/bind") == "1" and "dummy" not in name:
+        if host.sysfs.read(f"{CLASS_DIR}/{console}/bind") == "1" and (
+            system or not is_system_driver(name)
+        ):
             found.append((console, name))
     return found
 
@@ -43,10 +51,13 @@ def set_bound(host: Host, console: str, name: str, bound: bool) -> None:
 
 
 class VtConsoles(Action):
-    """Unbind the virtual consoles from the framebuffer (fbcon) and VGA console drivers
-    (`vtconsoles: unbind`), so they let go of the GPU on single-GPU hosts. Only consoles
-    bound now are unbound (`/sys/class/vtconsole/vtconN/bind` reading 1); the dummy console
-    is left alone. Undo binds exactly those consoles again, newest first."""
+    """Unbind the virtual consoles from the framebuffer console (fbcon) and other modular
+    console drivers (`vtconsoles: unbind`), so they let go of the GPU on single-GPU hosts.
+    Only consoles bound now are unbound (`/sys/class/vtconsole/vtconN/bind` reading 1).
+    The system console driver takes the consoles then and cannot be unbound: the dummy
+    console on UEFI boots, vgacon (VGA text mode on the default VGA device) on BIOS/CSM
+    boots, which lets go of the GPU only when a BAR resize or the GPU's driver removes it.
+    Undo binds exactly those consoles again, newest first."""
 
     name = "vtconsoles"
     args = UNBIND_ONLY
@@ -64,6 +75,13 @@ class VtConsoles(Action):
             record["unbound"].append({"console": console, "name": name})
             ctx.note(record)
             set_bound(ctx.host, console, name, bound=False)
+        for console, name in bound_consoles(ctx.host, system=True):
+            if consoles and "VGA" in name:
+                ctx.host.record(
+                    f"{console} {name} (vgacon) takes the consoles: a BIOS/CSM boot's VGA text "
+                    f"console, on the default VGA device",
+                    "the system console driver cannot be unbound",
+                )
         return record
 
     @classmethod

@@ -10,18 +10,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..constants import STUB_DRIVERS
+from ..pci import is_stub_driver
 from ..units import nodedev_name
 from . import Host
 from .commands import RecordedCommands
-from .kernel_model import KernelModel
-from .modules import Modules, canonical, driver_names
+from .kernel_model import KernelModel, sysfb_policy
+from .modules import Modules, canonical, configured_ids, driver_names
 from .procfs import RecordedProcfs
 from .sysfs import Sysfs
 
 _DRIVER_LINK = re.compile(r"^bus/pci/devices/([^/]+)/driver$")
 _DRIVER_DIR = re.compile(r"^bus/pci/drivers/([^/]+)$")
-# Drivers that never bind by id table; a device on one of them has an unknown native driver.
 
 
 class Overlay:
@@ -34,8 +33,15 @@ class Overlay:
         self.added: set[str] = set()
         self.removed: set[str] = set()
 
+    def _gone(self, rel: str) -> bool:
+        """rel, or a link on its path, was removed (a platform device unregistered)."""
+        parts = rel.split("/")
+        return any("/".join(parts[:n]) in self.removed for n in range(1, len(parts) + 1))
+
     def read(self, rel: str) -> str | None:
-        return self.texts[rel] if rel in self.texts else self.real.read(rel)
+        if rel in self.texts:
+            return self.texts[rel]
+        return None if self._gone(rel) else self.real.read(rel)
 
     def set_text(self, rel: str, text: str) -> None:
         self.texts[rel] = text
@@ -44,7 +50,7 @@ class Overlay:
         match = _DRIVER_LINK.match(rel)
         if match and match.group(1) in self.drivers:
             return self.drivers[match.group(1)]
-        return self.real.link_name(rel)
+        return None if self._gone(rel) else self.real.link_name(rel)
 
     def set_driver_link(self, address: str, driver: str | None) -> None:
         self.drivers[address] = driver
@@ -54,10 +60,26 @@ class Overlay:
         (self.added if target else self.removed).add(rel)
         (self.removed if target else self.added).discard(rel)
 
+    def listdir(self, rel: str) -> list[str]:
+        """The real entries, less those removed, with those the model made (files it wrote)."""
+        entries = {e for e in self.real.listdir(rel) if f"{rel}/{e}" not in self.removed}
+        prefix = rel + "/"
+        for path in (*self.added, *self.texts):
+            if path.startswith(prefix):
+                entries.add(path[len(prefix) :].split("/", 1)[0])
+        return sorted(entries)
+
+    def upstream(self, address: str) -> str | None:
+        """The bridge above a device: the parent directory of its /sys/devices path."""
+        parent = self.real.kernel_path(f"bus/pci/devices/{address}").rsplit("/", 2)[-2]
+        return (
+            parent if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", parent) else None
+        )
+
     def exists(self, rel: str) -> bool:
-        if rel in self.added:
+        if rel in self.added or rel in self.texts:
             return True
-        if rel in self.removed:
+        if self._gone(rel):
             return False
         match = re.match(r"^bus/pci/devices/([^/]+)/driver(/.*)?$", rel)
         if match and match.group(1) in self.drivers:
@@ -70,8 +92,15 @@ class DryRunSysfs(Sysfs):
         super().__init__(root, host)
         real = Sysfs(root, host)
         self.overlay = Overlay(real)
-        self.model = KernelModel(self.overlay, native_driver=self.native_driver)
+        self.model = KernelModel(
+            self.overlay, native_driver=self.native_driver, sysfb_any_vga=sysfb_policy(root)
+        )
         self.native_hints: dict[str, str] = {}
+        # vfio-pci loaded already (at boot, with its ids= option): its ids are live.
+        if real.exists("bus/pci/drivers/vfio-pci"):
+            ids = {device_id for device_id, _where in configured_ids(root)}
+            if ids:
+                self.model.dynamic_ids["vfio-pci"] = ids
 
     def native_driver(self, address: str) -> str | None:
         """Predicted choice of the kernel's id tables: the driver the device has now, or the one
@@ -79,7 +108,7 @@ class DryRunSysfs(Sysfs):
         if address in self.native_hints:
             return self.native_hints[address]
         current = self.overlay.real.link_name(f"bus/pci/devices/{address}/driver")
-        return None if current in STUB_DRIVERS else current
+        return None if is_stub_driver(current) else current
 
     def read(self, rel: str) -> str | None:
         self.path(rel)
@@ -98,7 +127,7 @@ class DryRunSysfs(Sysfs):
         after a predicted detach back to the host driver knows vfio-pci drives nothing."""
         if not self.exists(rel):
             return []
-        entries = set(super().listdir(rel))
+        entries = set(self.overlay.listdir(rel))
         match = _DRIVER_DIR.match(rel)
         if match:
             for address, driver in self.overlay.drivers.items():
@@ -124,9 +153,19 @@ class PredictedModules(Modules):
     def load(self, module: str) -> None:
         self.host.record(f"modprobe {module}", f"{module}: not loaded → loaded")
         self.changed[canonical(module)] = True
-        driver_dir = f"bus/pci/drivers/{driver_names(module)[0]}"
+        driver = driver_names(module)[0]
+        driver_dir = f"bus/pci/drivers/{driver}"
         self.sysfs.overlay.added.add(driver_dir)
         self.sysfs.overlay.removed.discard(driver_dir)
+        configured = configured_ids(self.root, module)
+        ids = {device_id for device_id, _where in configured}
+        for address in self.sysfs.model.driver_registered(driver, ids):
+            device_id = self.sysfs.model.device_id(address)
+            where = next(w for i, w in configured if i == device_id)
+            self.host.record(
+                f"{driver} takes {address}: unbound and listed in ids={device_id} ({where})",
+                f"no driver → {driver}",
+            )
 
     def unload(self, module: str) -> None:
         self.host.record(f"modprobe -r {module}", f"{module}: loaded → not loaded")

@@ -5,8 +5,9 @@ these writes on its overlay and the test suite's fake kernel applies them to its
 with the same rules. Behaviour measured in the QEMU guest (tests/guest/test_toolbox_in_guest.py):
 
 - vtconsole `bind`: 0 or 1. Unbinding the last bound console driver hands the consoles to
-  the dummy driver (its `bind` turns 1); writing 0 to that dummy is accepted and changes
-  nothing. Binding a driver takes the consoles back from the dummy.
+  the system console driver ("(S) ..."): vgacon ("(S) VGA+") on BIOS/CSM boots, the dummy
+  console on UEFI ones; its `bind` turns 1. Writing 0 to a system driver is accepted and
+  changes nothing. Binding a driver takes the consoles back from it.
 - platform driver `unbind`/`bind` (efi-framebuffer, simpledrm, ...): ENODEV when the device
   is not bound to that driver, or is already bound elsewhere.
 - `nr_hugepages`: the kernel allocates what it can and reports success even when it got
@@ -84,23 +85,33 @@ class SystemFiles:
             for n in range(MAX_CONSOLE_DRIVERS)
             if self.store.read(f"{base}vtcon{n}/bind") is not None
         ]
-        dummy = next(
-            (n for n in consoles if "dummy" in (self.store.read(f"{base}vtcon{n}/name") or "")),
-            None,
+        # The system driver takes the consoles back: a dummy one registered later (vgacon
+        # removed) before vgacon itself.
+        system = [
+            n for n in consoles if (self.store.read(f"{base}vtcon{n}/name") or "").startswith("(S)")
+        ]
+        fallback = next(
+            (
+                n
+                for n in reversed(system)
+                if "dummy" in (self.store.read(f"{base}vtcon{n}/name") or "")
+            ),
+            system[0] if system else None,
         )
         this = int(match.group(2))
         bound = [n for n in consoles if self.store.read(f"{base}vtcon{n}/bind") == "1"]
         if text == "1":
             self.store.set_text(rel, "1")
-            if dummy is not None and dummy != this:
-                self.store.set_text(f"{base}vtcon{dummy}/bind", "0")
+            for n in system:
+                if n != this:
+                    self.store.set_text(f"{base}vtcon{n}/bind", "0")
             return
-        if this not in bound:
-            return
+        if this not in bound or this in system:
+            return  # a system driver stays bound; the kernel says nothing
         if bound == [this]:
-            if dummy is None or dummy == this:
+            if fallback is None:
                 return  # the last console stays bound; the kernel says nothing
-            self.store.set_text(f"{base}vtcon{dummy}/bind", "1")
+            self.store.set_text(f"{base}vtcon{fallback}/bind", "1")
         self.store.set_text(rel, "0")
 
     def _platform(self, rel: str, match: re.Match, device: str) -> None:

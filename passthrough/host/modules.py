@@ -251,3 +251,66 @@ class Modules:
             # with ENOENT on the module already gone. What matters is that it is gone.
             if self.is_loaded(module):
                 raise
+
+
+MODPROBE_DIRS = (
+    "etc/modprobe.d",
+    "run/modprobe.d",
+    "usr/local/lib/modprobe.d",
+    "usr/lib/modprobe.d",
+    "lib/modprobe.d",
+)
+
+
+def module_options(root: Path, module: str) -> list[tuple[str, str, str]]:
+    """(option, value, where) of what modprobe passes `module`: `options` lines of the
+    modprobe.d files (a file in /etc hides one of the same name further down the list, as
+    kmod does) and `module.option=value` on the kernel command line."""
+    name = canonical(module)
+    seen: set[str] = set()
+    found: list[tuple[str, str, str]] = []
+    for directory in MODPROBE_DIRS:
+        try:
+            files = sorted((root / directory).glob("*.conf"))
+        except OSError:
+            continue
+        for path in files:
+            if path.name in seen:
+                continue
+            seen.add(path.name)
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            for number, line in enumerate(text.replace("\\\n", " ").splitlines(), 1):
+                words = line.split("#", 1)[0].split()
+                if len(words) > 2 and words[0] == "options" and canonical(words[1]) == name:
+                    for word in words[2:]:
+                        option, _, value = word.partition("=")
+                        found.append((option, value, f"/{directory}/{path.name}:{number}"))
+    try:
+        cmdline = (root / "proc" / "cmdline").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        cmdline = ""
+    for word in cmdline.replace("\0", " ").split():
+        head, _, value = word.partition("=")
+        owner, dot, option = head.rpartition(".")
+        if dot and canonical(owner) == name:
+            found.append((option, value, "the kernel command line"))
+    return found
+
+
+def configured_ids(root: Path, module: str = "vfio_pci") -> list[tuple[str, str]]:
+    """("vendor:device", where) of each id in the module's ids= option (vfio-pci and
+    pci-stub take "vvvv:dddd[:svvv:sddd[:cccccc:mmmmmm]]", comma-separated)."""
+    ids = []
+    for option, value, where in module_options(root, module):
+        if option != "ids":
+            continue
+        for item in value.split(","):
+            parts = item.strip().lower().split(":")
+            if len(parts) >= 2 and all(
+                len(p) == 4 and all(c in "0123456789abcdef" for c in p) for p in parts[:2]
+            ):
+                ids.append((f"{parts[0]}:{parts[1]}", where))
+    return ids

@@ -77,10 +77,19 @@ class Sysfs:
         except OSError:
             return []
 
-    def write(self, rel: str, value: str, *, effect: str = "", device: str | None = None) -> None:
+    def write(
+        self,
+        rel: str,
+        value: str,
+        *,
+        effect: str = "",
+        device: str | None = None,
+        hints: dict[int, str] | None = None,
+    ) -> None:
         """Write value to a sysfs control file (never creating one), bounded in time.
 
-        Raises HostError naming the file, the value and the kernel's error.
+        Raises HostError naming the file, the value and the kernel's error, with a hint for
+        that errno (hints: what an errno means for this file, over ERRNO_HINTS).
         """
         if self.host is None:
             raise UnsafeOperation(f"a read-only view of {self.base} cannot write {rel}")
@@ -94,7 +103,7 @@ class Sysfs:
                 f"writing {value.strip()!r} to {shown}", lambda: self._apply(rel, path, value)
             )
         except OSError as exc:
-            hint = ERRNO_HINTS.get(exc.errno or 0, "")
+            hint = (hints or {}).get(exc.errno or 0) or ERRNO_HINTS.get(exc.errno or 0, "")
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             if exc.errno in (errno.EACCES, errno.EPERM):
                 # Root is refused by a security module, not by file modes: say which and why.

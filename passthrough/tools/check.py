@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ..constants import STUB_DRIVERS
 from ..errors import EXIT_FAILED, EXIT_OK
+from ..host.kernel_model import resize_removals, sysfb_policy
+from ..host.modules import configured_ids
 from ..output import emit
+from ..pci import VFIO_PCI, is_stub_driver, is_vfio_driver
 from ..units import format_bytes, format_mib
 from .common import (
     PROG,
@@ -44,9 +46,15 @@ HOOK_MARKERS = (
     b"installed by passthrough-hook install.sh",
     b"from passthrough.cli import hook_main",
 )
-# A group is viable for vfio when each device is a bridge, has no driver, or is on one of
-# these (pci-stub, like vfio-pci, leaves DMA to its owner); linux drivers/vfio/group.c.
-VFIO_VIABLE_DRIVERS = (None, *STUB_DRIVERS)
+
+
+def vfio_viable(driver: str | None) -> bool:
+    """A group is viable for vfio when each device is a bridge, has no driver, or is on
+    vfio-pci, one of its variant drivers, or pci-stub (which leaves DMA to its owner);
+    linux drivers/vfio/group.c."""
+    return driver is None or is_stub_driver(driver)
+
+
 DAEMONS = (
     "virtqemud",
     "libvirtd",
@@ -173,7 +181,9 @@ class Preflight:
         return (
             findings
             + self.modules()
+            + self.vfio_ids()
             + self.bars()
+            + self.consoles()
             + self.hook()
             + self.policy()
             + self.domain_xml()
@@ -200,7 +210,7 @@ class Preflight:
     def vfio_devices(self) -> bool:
         """Whether any step moves a device to vfio-pci."""
         moves = self.steps("detach") + self.steps("bind")
-        return any(s.action.values.get("driver", "vfio-pci") == "vfio-pci" for s in moves)
+        return any(is_vfio_driver(s.action.values.get("driver", VFIO_PCI)) for s in moves)
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -278,9 +288,7 @@ class Preflight:
             missing = [
                 m
                 for m in members
-                if m.address not in detached
-                and not m.is_bridge
-                and m.driver not in VFIO_VIABLE_DRIVERS
+                if m.address not in detached and not m.is_bridge and not vfio_viable(m.driver)
             ]
             owners = ", ".join(
                 self.label(m.address) for m in members if m.address in profile_addresses
@@ -450,6 +458,74 @@ class Preflight:
                 )
         return findings
 
+    def consoles(self) -> list[Finding]:
+        """A resize of a VGA-class device removes firmware framebuffers: warn when that is
+        the host's console on another GPU (kernels without commit 5ae3716cfdcd)."""
+        findings = []
+        policy = sysfb_policy(self.facts.root)
+        release = self.facts.kernel_release() or "?"
+        for step in self.steps("resize_bar"):
+            address = step.action.values["device"]
+            fn = self.facts.function(address)
+            if fn is None or fn.boot_vga:
+                continue  # the console is this GPU's own: it goes to the VM anyway
+            framebuffers = [
+                name
+                for kind, name in resize_removals(self.facts.sysfs, address, policy)
+                if kind == "framebuffer"
+            ]
+            if not framebuffers:
+                continue
+            console = next(
+                (f.short() for f in self.facts.functions().values() if f.boot_vga), "another GPU"
+            )
+            certainty = (
+                f"kernel {release} does so on a resize of any VGA-class device"
+                if policy
+                else f"kernel {release} may: its upstream version does not show whether it "
+                f"has the fix"
+            )
+            findings.append(
+                Finding(
+                    "warning",
+                    "bars",
+                    f"{step.event} step {step.number} ({step.where}): resizing BAR "
+                    f"{step.action.values['bar']} of {self.label(address)} makes the kernel "
+                    f"remove {', '.join(framebuffers)}, the host's console on {console}, "
+                    f"until reboot: {certainty} (commit 5ae3716cfdcd, in 6.1.47 and 6.5, "
+                    f"limits it to the default VGA device)",
+                    "update the kernel to 6.1.47 / 6.5 or newer, or let the host's GPU driver "
+                    "take over the console at boot (then there is no firmware framebuffer left "
+                    "to remove)",
+                )
+            )
+        return findings
+
+    def vfio_ids(self) -> list[Finding]:
+        """vfio-pci's ids= (modprobe.d, kernel command line) takes every unbound device with
+        those ids, and wins a later drivers_probe when vfio-pci loaded first: a device the
+        host keeps must not match."""
+        passed = set(self.profile.devices.values())
+        findings = []
+        for device_id, where in configured_ids(self.facts.root):
+            for fn in self.facts.functions().values():
+                if fn.ids != device_id or fn.address in passed:
+                    continue
+                findings.append(
+                    Finding(
+                        "warning",
+                        "modules",
+                        f"vfio-pci ids={device_id} ({where}) also matches {fn.short()}, which "
+                        f"the profile leaves to the host: vfio-pci takes it whenever it is "
+                        f"unbound (at boot when vfio-pci loads first, or on a reattach's "
+                        f"drivers_probe)",
+                        f"remove {device_id} from ids= in {where.rsplit(':', 1)[0]}: the "
+                        f"profile's detach binds the VM's devices by address "
+                        f"(driver_override), which never touches an identical card",
+                    )
+                )
+        return findings
+
     def hook(self) -> list[Finding]:
         hooks = self.facts.root / "etc" / "libvirt" / "hooks"
         if not self.facts.is_live and not (self.facts.root / "etc" / "libvirt").is_dir():
@@ -586,13 +662,13 @@ class Preflight:
                 continue
             fn = self.facts.function(hostdev.address)
             what = fn.short() if fn else f"{hostdev.address} (not on this host)"
-            if fn is not None and fn.driver == "vfio-pci":
+            if fn is not None and is_vfio_driver(fn.driver):
                 findings.append(
                     Finding(
                         "info",
                         "xml",
                         f"the domain passes {what}, which the profile does not "
-                        f"name; it is on vfio-pci already",
+                        f"name; it is on {fn.driver} already",
                     )
                 )
             elif hostdev.managed:

@@ -17,6 +17,7 @@ from typing import TextIO
 from ..constants import LOG_FILE, STATE_DIR
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..output import emit
+from ..pci import is_vfio_driver
 from ..units import format_bytes
 from .common import PROG, add_json, add_root, parser_for, wrap
 from .facts import HostFacts
@@ -47,7 +48,7 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     loose = [
         fn.short()
         for fn in facts.functions().values()
-        if fn.driver == "vfio-pci" and fn.address not in held
+        if is_vfio_driver(fn.driver) and fn.address not in held
     ]
     if args.json:
         emit(
