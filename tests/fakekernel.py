@@ -31,6 +31,7 @@ from passthrough.host.kernel_model import KernelModel, sysfb_policy
 from passthrough.host.modules import KernelModules, Modules, canonical, configured_ids, driver_names
 from passthrough.host.procfs import Procfs
 from passthrough.host.sysfs import Sysfs
+from passthrough.pci import is_vfio_driver
 
 CONTROL = re.compile(
     r"(^bus/pci/drivers_probe$|^bus/pci/drivers/[^/]+/(bind|unbind)$|"
@@ -201,6 +202,9 @@ class FakeKernel:
         self.compaction_gain: dict[int, int] = {}
         # The largest window each bridge's parent has room for (absent: no limit).
         self.window_room: dict[str, int] = {}
+        # The vfio-pci variant driver libvirt's detach picks for a device (address -> driver),
+        # as virPCIDeviceFindBestVFIOVariant does from modules.alias.
+        self.libvirt_variant: dict[str, str] = {}
         self.model = KernelModel(
             self.store,
             native_driver=self.native.get,
@@ -460,8 +464,8 @@ class FakeNodeDevices:
 
     def detach(self, address: str, driver: str, effect: str) -> None:
         self.host.record(f"libvirt nodedev-detach {address}", effect)
-        self._call("detach", address, "vfio-pci")
-        if self.kernel.driver(address) != "vfio-pci":
+        self._call("detach", address, self.kernel.libvirt_variant.get(address, "vfio-pci"))
+        if not is_vfio_driver(self.kernel.driver(address)):
             raise HostError(
                 "libvirt detach failed: internal error: Failed to bind PCI device to vfio-pci",
                 device=address,

@@ -52,7 +52,8 @@ def test_a_framebuffer_taken_over_by_a_gpu_driver_is_only_a_warning_on_undo(kern
     code, _, err = run(kernel, None, "release", "end")
     assert code == 0, err
     assert (
-        "efi-framebuffer.0 is gone (a GPU driver took the framebuffer over); nothing to bind"
+        "efi-framebuffer.0 is gone (the kernel removed it when a GPU driver took the "
+        "framebuffer over, or for a BAR resize); nothing to bind until reboot"
         in Path(LOG).read_text()
     )
 

@@ -75,7 +75,8 @@ class Framebuffer(Action):
                 continue
             if not host.sysfs.exists(f"bus/platform/devices/{device}"):
                 ctx.warnings.append(
-                    f"{device} is gone (a GPU driver took the framebuffer over); nothing to bind"
+                    f"{device} is gone (the kernel removed it when a GPU driver took the "
+                    f"framebuffer over, or for a BAR resize); nothing to bind until reboot"
                 )
                 continue
             host.sysfs.write(

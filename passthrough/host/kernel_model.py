@@ -162,7 +162,7 @@ class KernelModel:
     ):
         self.store = store
         # Control files outside the PCI bus (consoles, hugepages, cpufreq, cgroups).
-        self.files = files or SystemFiles(store)  # type: ignore[arg-type]
+        self.files = files or SystemFiles(store)
         # The driver the kernel's id tables would pick for a device without override.
         self.native_driver = native_driver
         # Whether a driver's probe succeeds (vfio-pci fails without an IOMMU, for example).
@@ -248,8 +248,12 @@ class KernelModel:
                 if self.device_id(address) in ids and self.store.exists(f"bus/pci/drivers/{d}")
             ]
             early = [d for d in dynamic if d not in self.late_drivers]
-            native_there = native and self.store.exists(f"bus/pci/drivers/{native}")
-            wanted = (early or ([native] if native_there else dynamic) or [native])[0]
+            if early:
+                wanted = early[0]
+            elif native and self.store.exists(f"bus/pci/drivers/{native}"):
+                wanted = native
+            else:
+                wanted = dynamic[0] if dynamic else native
         # The trap: success is returned whether or not a driver took the device.
         if (
             wanted
@@ -404,7 +408,7 @@ class KernelModel:
                     None,
                 )
                 if dummy is None:  # do_take_over_console registers the dummy console
-                    numbers = [int(c[6:]) for c in consoles if c[6:].isdigit()]
+                    numbers = [int(c[5:]) for c in consoles if c[5:].isdigit()]
                     dummy = f"vtcon{max(numbers, default=-1) + 1}"
                     self.store.set_text(f"{VTCONSOLES}/{dummy}/name", "(S) dummy device")
                 self.store.set_text(f"{VTCONSOLES}/{dummy}/bind", "1")

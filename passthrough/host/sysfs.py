@@ -103,7 +103,8 @@ class Sysfs:
                 f"writing {value.strip()!r} to {shown}", lambda: self._apply(rel, path, value)
             )
         except OSError as exc:
-            hint = (hints or {}).get(exc.errno or 0) or ERRNO_HINTS.get(exc.errno or 0, "")
+            code = exc.errno or 0
+            hint = (hints or {}).get(code) or ERRNO_HINTS.get(code, "")
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             if exc.errno in (errno.EACCES, errno.EPERM):
                 # Root is refused by a security module, not by file modes: say which and why.
