@@ -7,7 +7,6 @@ for editors. Values are converted to plain Python (str, int, bool, list, dict).
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,8 @@ def kind_of(node: Any) -> str:
 
 def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """' (did you mean "x"?)' or ''."""
+    import difflib  # only for a misspelt word: not on every event's import path
+
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f' (did you mean "{match[0]}"?)' if match else ""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from typing import TYPE_CHECKING
 
 from ..errors import HostError, StepTimeout
@@ -31,6 +30,8 @@ class CommandError(HostError):
 def resolve(program: str) -> str:
     if os.path.isabs(program):
         return program
+    import shutil  # here, not at the top: with bz2 and lzma it is a good part of a hook's imports
+
     found = shutil.which(program, path=SYSTEM_PATH)
     if not found:
         raise HostError(

@@ -26,7 +26,13 @@ class SysfsAccess(Protocol):
     def exists(self, rel: str) -> bool: ...
     def listdir(self, rel: str) -> list[str]: ...
     def write(
-        self, rel: str, value: str, *, effect: str = "", device: str | None = None
+        self,
+        rel: str,
+        value: str,
+        *,
+        effect: str = "",
+        device: str | None = None,
+        hints: dict[int, str] | None = None,
     ) -> None: ...
 
 
