@@ -19,9 +19,9 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hosts import HostSpec, write_tree
-from pyfakefs.fake_file import FakeDirectory, FakeFile
 
 from passthrough.errors import HostError, StepTimeout
 from passthrough.host import Host
@@ -132,6 +132,9 @@ class FsStore(TreeStore):
         self.fs.get_object(path).set_initial_contents(text + "\n")
 
 
+if TYPE_CHECKING:  # pyfakefs only where trees are cloned: bench/ imports TreeStore without it
+    from pyfakefs.fake_file import FakeDirectory, FakeFile
+
 # repr(spec) -> (the tree as pyfakefs objects, detached from any filesystem, its control files)
 _TREES: dict[str, tuple[FakeDirectory, list[str]]] = {}
 
@@ -156,6 +159,8 @@ def add_tree(fs, spec: HostSpec, root: Path) -> list[str]:
 def _clone(node: FakeFile, fs) -> FakeFile:
     """A copy of a pyfakefs file or directory and everything under it, owned by fs (None: by
     no filesystem). Contents are immutable bytes and are shared; the rest is copied."""
+    from pyfakefs.fake_file import FakeDirectory
+
     twin = object.__new__(type(node))
     twin.__dict__.update(vars(node))
     twin.stat_result = copy.copy(node.stat_result)
