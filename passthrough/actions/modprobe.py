@@ -243,8 +243,22 @@ class Modprobe(Action):
         return bool(record.get("loaded") or record.get("unloaded"))
 
     @classmethod
+    def held_addresses(cls, record: dict) -> list[str]:
+        return [d["address"] for d in record.get("devices", [])] if record.get("unloaded") else []
+
+    @classmethod
     def held_changes(cls, record: dict) -> dict[str, list]:
-        return {"modules": list(record["loaded"])} if record.get("loaded") else {}
+        changes: dict[str, list] = {}
+        if record.get("loaded"):
+            changes["modules"] = list(record["loaded"])
+        if record.get("unloaded"):
+            # The devices the unload left without a driver; `other` says what undo loads.
+            changes["devices"] = [
+                {"address": d["address"], "name": d.get("name"), "was": d["driver"]}
+                for d in record.get("devices", [])
+            ]
+            changes["other"] = [cls.describe_undo({"unloaded": record["unloaded"]})]
+        return changes
 
     @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:

@@ -78,6 +78,10 @@ class RemoveRescan(Action):
         return bool(record.get("removed")) and not record.get("back")
 
     @classmethod
+    def held_addresses(cls, record: dict) -> list[str]:
+        return list(record.get("removed", [])) if cls.changed(record) else []
+
+    @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
         rescan(ctx, record)
 

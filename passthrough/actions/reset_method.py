@@ -71,6 +71,10 @@ class ResetMethod(Action):
         return bool(record.get("changed"))
 
     @classmethod
+    def held_addresses(cls, record: dict) -> list[str]:
+        return [record["address"]] if cls.changed(record) else []
+
+    @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
         device = PciDevice(ctx.host, record["address"], ctx.label(record["address"]))
         if not device.exists():

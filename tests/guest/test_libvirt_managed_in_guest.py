@@ -134,7 +134,7 @@ def facts(guest, tmp_path_factory) -> dict[str, str]:
         outcome = pytest.fail if os.environ.get("PASSTHROUGH_ALL_TIERS") == "1" else pytest.skip
         outcome(f"libvirt in the guest needs the host's libvirt: {problem}", pytrace=False)
     run: GuestRun = guest(
-        _script(), iommu=True, rebar=True, timeout=600, run_dir=tmp_path_factory.mktemp("managed")
+        _script(), iommu=True, rebar=True, timeout=1500, run_dir=tmp_path_factory.mktemp("managed")
     )
     assert run.returncode == 0, (
         f"scenario failed ({run.returncode}):\n{run.output}\n"
