@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from fakekernel import FakeKernel
 from hosts import Bar, Function, HostSpec
 from system_facts import Process, System
 from toolbox import LOG, STATE, run
 
+REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
 GPU, AUDIO, IGPU = "0000:01:00.0", "0000:01:00.1", "0000:00:02.0"
 STACK = ["nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
