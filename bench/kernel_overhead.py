@@ -235,7 +235,7 @@ class SimulatedModules(Modules):
         super().__init__(kernel.root, host)
         self.kernel = kernel
 
-    def load(self, module: str) -> None:
+    def load(self, module: str, drivers: tuple[str, ...] = ()) -> None:
         self.host.record(f"modprobe {module}")
         self.kernel.timed(self.kernel.load, module)
 

@@ -85,6 +85,15 @@ class PciDevice:
     def binding(self) -> Binding:
         return Binding(self.driver(), self.override())
 
+    def what(self) -> str:
+        """What the function is, as lspci names its class: 'VGA compatible controller'."""
+        from .tools.pcidb import class_name
+
+        try:
+            return class_name(int(self.attribute("class") or "", 16))
+        except ValueError:
+            return "PCI function"
+
     def iommu_group(self) -> str | None:
         return self.sysfs.link_name(f"{self.rel}/iommu_group")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hosts import HostSpec, write_tree
+from hosts import HostSpec, module_of, proc_modules, write_tree
 
 from passthrough.errors import HostError, StepTimeout
 from passthrough.host import Host
@@ -35,7 +35,7 @@ from passthrough.pci import is_vfio_driver
 
 CONTROL = re.compile(
     r"(^bus/pci/drivers_probe$|^bus/pci/drivers/[^/]+/(bind|unbind)$|"
-    r"/driver_override$|/resource\d_resize$|"
+    r"/driver_override$|/resource\d_resize$|/remove$|^bus/pci/rescan$|/reset_method$|"
     # the toolbox's files (passthrough/host/kernel_files.py)
     r"/vtcon\d+/bind$|^bus/platform/drivers/[^/]+/(bind|unbind)$|/nr_hugepages$|"
     r"/scaling_governor$|^fs/cgroup/(.+/)?(cpuset\.cpus|cgroup\.subtree_control)$)"
@@ -58,6 +58,9 @@ class TreeStore:
 
     def __init__(self, root: Path):
         self.sys = root / "sys"
+        # Functions written to `remove`: address -> (device directory, its IOMMU group).
+        self.removed: dict[str, tuple[Path, str | None]] = {}
+        self.holding = root / ".removed-pci"  # outside sys/: where removed directories wait
 
     def read(self, rel: str) -> str | None:
         try:
@@ -102,6 +105,31 @@ class TreeStore:
             driver_dir = self.sys / "bus/pci/drivers" / driver
             os.symlink(os.path.relpath(driver_dir, device), device / "driver")
             os.symlink(os.path.relpath(device, driver_dir), driver_dir / address)
+
+    def remove_device(self, address: str) -> None:
+        """The function leaves the bus: its directory and every link to it go."""
+        link = self.sys / "bus/pci/devices" / address
+        device = Path(os.path.realpath(link))
+        group = self.link_name(f"bus/pci/devices/{address}/iommu_group")
+        os.unlink(link)
+        if group:
+            os.unlink(self.sys / "kernel/iommu_groups" / group / "devices" / address)
+        self.holding.mkdir(exist_ok=True)
+        os.rename(device, self.holding / address)
+        self.removed[address] = (device, group)
+
+    def rescan_devices(self) -> list[str]:
+        """Every removed function comes back where it was; returns their addresses."""
+        back = sorted(self.removed)
+        for address in back:
+            device, group = self.removed.pop(address)
+            os.rename(self.holding / address, device)
+            link = self.sys / "bus/pci/devices" / address
+            os.symlink(os.path.relpath(device, link.parent), link)
+            if group:
+                member = self.sys / "kernel/iommu_groups" / group / "devices" / address
+                os.symlink(os.path.relpath(device, member.parent), member)
+        return back
 
     def set_link(self, rel: str, target: str | None) -> None:
         """Make or remove a symlink outside the PCI bus (platform driver links)."""
@@ -217,7 +245,9 @@ class FakeKernel:
             files=SystemFiles(self.store, hugepage_limit=self.hugepage_limits.get),
             sysfb_any_vga=sysfb_policy(self.root),
             window_room=self.window_room.get,
+            default_reset_method=lambda a: self.reset_defaults.get(a),
         )
+        self.reset_defaults = {f.address: f.reset_method for f in spec.functions}
         self.store.on_create = lambda rel: self._arm(rel) if CONTROL.search(rel) else None
         if "vfio-pci" in spec.drivers:  # loaded at boot, before the host drivers, with its ids=
             ids = {device_id for device_id, _where in configured_ids(self.root)}
@@ -225,6 +255,12 @@ class FakeKernel:
                 self.model.dynamic_ids["vfio-pci"] = ids
         self.writes: list[tuple[str, str]] = []
         self.modules = set(spec.modules)
+        # Module graph (hosts.HostSpec.module_deps) and references other than users.
+        self.module_deps = dict(spec.module_deps)
+        self.module_refs = dict(spec.module_refs)
+        self.driver_modules = {
+            d: module_of(d, spec) for d in (*spec.drivers, "vfio-pci", "pci-stub")
+        }
         self._content_before: dict[str, str] = {}  # what a control file reads back between writes
         for path in controls:
             self._arm(path)
@@ -333,6 +369,28 @@ class FakeKernel:
         for name in ("bind", "unbind", "new_id", "remove_id"):
             self.fs.create_file(str(base / name))
             self._arm(f"bus/pci/drivers/{driver}/{name}")
+        module = self.driver_modules.get(driver)
+        if module in self.modules:
+            os.symlink(os.path.relpath(self.root / "sys/module" / module, base), base / "module")
+
+    def module_drivers(self, module: str) -> list[str]:
+        return [d for d, m in self.driver_modules.items() if m == canonical(module)]
+
+    def module_users(self, module: str) -> list[str]:
+        return sorted(m for m in self.modules if canonical(module) in self.module_deps.get(m, ()))
+
+    def write_proc_modules(self) -> None:
+        """/proc/modules and /sys/module/<name> as the loaded modules are now."""
+        text = proc_modules(self.modules, self.module_deps, self.module_refs, sorted(self.modules))
+        (self.root / "proc/modules").write_text(text + "\n")
+        for module in self.modules:
+            state = self.root / "sys/module" / module / "initstate"
+            if not state.exists():
+                self.fs.create_file(str(state), contents="live\n")
+
+    def addresses(self) -> list[str]:
+        """The functions on the bus now (removed ones are not)."""
+        return [f.address for f in self.spec.functions if f.address not in self.store.removed]
 
     # --- what tests compare --------------------------------------------------------------------
 
@@ -388,8 +446,12 @@ def call_point(kernel: FakeKernel, host: Host, point: str) -> None:
 
 
 class FakeModules(Modules):
-    """modprobe against the fake kernel, with its trap: unloading a driver's module leaves
-    its devices without a driver and with driver_override still set."""
+    """modprobe against the fake kernel, as kmod and the kernel do it. Unloading a module
+    unregisters its PCI drivers: their devices are left without a driver, driver_override
+    kept. `modprobe -r` then removes the module's dependencies that nothing else uses. A
+    module in use (another module uses it, something holds a reference, a process has one
+    of its devices open) is refused: "Module X is in use". Loading loads the dependencies
+    first and registers the module's drivers, which probe the driverless devices they match."""
 
     def __init__(self, kernel: FakeKernel, host: Host):
         super().__init__(kernel.root, host)
@@ -401,7 +463,25 @@ class FakeModules(Modules):
     def is_loaded(self, module: str) -> bool:
         return canonical(module) in self.kernel.modules
 
-    def load(self, module: str) -> None:
+    def usage(self, module: str) -> tuple[int, list[str]]:
+        users = self.kernel.module_users(module)
+        count = len(users) + self.kernel.module_refs.get(canonical(module), 0)
+        return count + len(self._process_refs(module)), users
+
+    def _process_refs(self, module: str) -> list[str]:
+        """Processes with a device of the module's drivers open: each holds a reference."""
+        from passthrough.holders import find_holders
+
+        drivers = self.kernel.module_drivers(module)
+        return [
+            f"{h.command} ({h.pid})"
+            for a in self.kernel.addresses()
+            if self.kernel.driver(a) in drivers
+            for h in find_holders(self.host, a)
+            if h.kind != "sound"
+        ]
+
+    def load(self, module: str, drivers: tuple[str, ...] = ()) -> None:
         self.host.record(f"modprobe {module}")
         call_point(self.kernel, self.host, f"modprobe {module}")
         spec = self.kernel.spec
@@ -413,25 +493,50 @@ class FakeModules(Modules):
                 1,
                 f"modprobe: FATAL: Module {module} not found in directory /lib/modules/{spec.kernel}",
             )
+        self._insert(name)
+        self.kernel.write_proc_modules()
+
+    def _insert(self, name: str) -> None:
+        if name in self.kernel.modules:
+            return
+        for dependency in self.kernel.module_deps.get(name, ()):
+            self._insert(dependency)
         self.kernel.modules.add(name)
-        if module.replace("-", "_") in ("vfio_pci", "pci_stub"):
-            driver = driver_names(module)[0]
+        self.kernel.write_proc_modules()
+        for driver in self.kernel.module_drivers(name):
             self.kernel.add_driver(driver)
+            self.kernel.model.register_driver(driver, self.kernel.addresses())
+        if name in ("vfio_pci", "pci_stub"):
             # Registered now, after the host drivers; its ids= option takes unbound devices.
-            ids = {device_id for device_id, _where in configured_ids(self.kernel.root, module)}
-            self.kernel.model.driver_registered(driver, ids)
+            ids = {device_id for device_id, _where in configured_ids(self.kernel.root, name)}
+            self.kernel.model.driver_registered(driver_names(name)[0], ids)
 
     def unload(self, module: str) -> None:
         self.host.record(f"modprobe -r {module}")
         call_point(self.kernel, self.host, f"modprobe -r {module}")
-        self.kernel.modules.discard(canonical(module))
-        for driver in driver_names(module):
-            for fn in self.kernel.spec.functions:
-                if self.kernel.driver(fn.address) == driver:
-                    self.kernel.store.set_driver_link(fn.address, None)
+        name = canonical(module)
+        argv = ["modprobe", "-r", module]
+        if name not in self.kernel.modules:
+            raise CommandError(argv, 1, f"modprobe: FATAL: Module {name} is not currently loaded.")
+        if self.usage(name)[0]:
+            raise CommandError(argv, 1, f"modprobe: FATAL: Module {name} is in use.")
+        self._remove(name)
+        self.kernel.write_proc_modules()
+
+    def _remove(self, name: str) -> None:
+        for driver in self.kernel.module_drivers(name):
+            self.kernel.model.unregister_driver(driver, self.kernel.addresses())
             driver_dir = self.kernel.root / "sys/bus/pci/drivers" / driver
-            if driver_dir.exists() and driver not in self.kernel.spec.drivers:
+            if driver_dir.exists():
                 self.kernel.fs.remove_object(str(driver_dir))
+        self.kernel.modules.discard(name)
+        module_dir = self.kernel.root / "sys/module" / name
+        if module_dir.exists():
+            self.kernel.fs.remove_object(str(module_dir))
+        # kmod: "If the modules it depends on are also unused, modprobe will try to remove them too."
+        for dependency in self.kernel.module_deps.get(name, ()):
+            if dependency in self.kernel.modules and not self.usage(dependency)[0]:
+                self._remove(dependency)
 
 
 class FakeNodeDevices:

@@ -26,6 +26,22 @@ PCI_IDS = Path(__file__).resolve().parent / "pci.ids"
 MiB = 1 << 20
 GiB = 1 << 30
 
+# PCI drivers whose module has another name (the `module` link of a driver directory);
+# any other driver is registered by the module of its own name.
+DRIVER_MODULES = {
+    "xhci_hcd": "xhci_pci",
+    "nvidia-gpu": "i2c_nvidia_gpu",
+    "bochs-drm": "bochs",
+    "vfio-pci": "vfio_pci",
+    "pci-stub": "pci_stub",
+}
+
+
+def module_of(driver: str, spec: HostSpec | None = None) -> str:
+    """The module that registers a PCI driver."""
+    known = {**DRIVER_MODULES, **(spec.driver_modules if spec else {})}
+    return known.get(driver, driver.replace("-", "_"))
+
 
 @dataclass
 class Bar:
@@ -83,6 +99,12 @@ class HostSpec:
     # Other files of the host, path relative to the root -> content (security policy state).
     files: dict[str, str] = field(default_factory=dict)
     iommu: bool = True  # False: the IOMMU is off (no intel_iommu=on), so no IOMMU groups
+    # Module dependencies: module -> the modules it uses (nvidia_drm -> nvidia_modeset, drm).
+    # /proc/modules shows them from the other side: refcount and the used-by column.
+    module_deps: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # References to a module other than its users (nvidia-persistenced holding /dev/nvidia*).
+    module_refs: dict[str, int] = field(default_factory=dict)
+    driver_modules: dict[str, str] = field(default_factory=dict)  # beyond DRIVER_MODULES
     # Consoles, framebuffers, CPUs, hugepages, cgroups, systemd, processes (system_facts.py).
     system: System = field(default_factory=System)
 
@@ -612,6 +634,22 @@ prepare/begin:
 """
 
 
+def proc_modules(
+    modules: list[str] | set[str],
+    deps: dict[str, tuple[str, ...]],
+    refs: dict[str, int],
+    order: list[str] | None = None,
+) -> str:
+    """/proc/modules for these loaded modules: `name size refcount used,by, Live address`."""
+    lines = []
+    for module in order or modules:
+        users = [m for m in (order or modules) if module in deps.get(m, ())]
+        used_by = "".join(f"{u}," for u in users) or "-"
+        count = len(users) + refs.get(module, 0)
+        lines.append(f"{module} 65536 {count} {used_by} Live 0x0000000000000000")
+    return "\n".join(lines)
+
+
 def write_tree(spec: HostSpec, root: Path) -> None:
     """Write spec as a sysfs-like tree under root (sys/, proc/)."""
     sys_dir = root / "sys"
@@ -637,7 +675,11 @@ def write_tree(spec: HostSpec, root: Path) -> None:
     for driver in spec.drivers:
         for name in ("bind", "unbind", "new_id", "remove_id"):
             put(drivers / driver / name, "")
+        module = module_of(driver, spec)
+        if module in spec.modules or module in spec.builtin:
+            link(drivers / driver / "module", sys_dir / "module" / module)
     put(sys_dir / "bus" / "pci" / "drivers_probe", "")
+    put(sys_dir / "bus" / "pci" / "rescan", "")
     put(sys_dir / "bus" / "pci" / "drivers_autoprobe", "1")
     for fn in spec.functions:
         d = device_dir(fn)
@@ -649,6 +691,7 @@ def write_tree(spec: HostSpec, root: Path) -> None:
             ("subsystem_device", "0x0000"),
             ("driver_override", "(null)"),
             ("reset_method", fn.reset_method),
+            ("remove", ""),
             ("enable", "1"),
             ("numa_node", "-1"),
             (
@@ -689,7 +732,7 @@ def write_tree(spec: HostSpec, root: Path) -> None:
     for module in spec.builtin:
         (sys_dir / "module" / module).mkdir(parents=True, exist_ok=True)
     proc = root / "proc"
-    put(proc / "modules", "\n".join(f"{m} 65536 0 - Live 0x0000000000000000" for m in spec.modules))
+    put(proc / "modules", proc_modules(spec.modules, spec.module_deps, spec.module_refs))
     put(proc / "cmdline", spec.cmdline)
     put(proc / "cpuinfo", f"processor\t: 0\nvendor_id\t: {spec.cpu_vendor}\n")
     put(proc / "sys" / "kernel" / "osrelease", spec.kernel)

@@ -67,9 +67,9 @@ def test_restore_false_is_shown_as_not_undone(files):
 
 
 def test_a_file_that_cannot_be_read_needs_an_undo_value(files):
-    code, _, err = run(files, step("{path: /sys/bus/pci/rescan, value: 1}"), "prepare", "begin")
+    code, _, err = run(files, step("{path: /sys/power/state, value: mem}"), "prepare", "begin")
     assert code == 1
-    assert "cannot read /sys/bus/pci/rescan to restore it after the VM" in err
+    assert "cannot read /sys/power/state to restore it after the VM" in err
     assert "give undo_value, or restore: false" in err
 
 

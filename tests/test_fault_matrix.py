@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from fakekernel import FakeKernel, Killed
 from hosts import SEED_PROFILE, Bar, Function, HostSpec, demo_host
+from test_actions_modprobe_remove import PROFILE as NVIDIA_STACK
+from test_actions_modprobe_remove import nvidia_host as nvidia_stack_host
 
 from passthrough.cli import main
 
@@ -62,7 +64,13 @@ def nvidia_host() -> HostSpec:
     )
 
 
-CASES = {"seed": (demo_host, SEED_PROFILE), "nvidia-4fn": (nvidia_host, NVIDIA)}
+CASES = {
+    "seed": (demo_host, SEED_PROFILE),
+    "nvidia-4fn": (nvidia_host, NVIDIA),
+    # The proprietary stack unloaded before the detach (modprobe -r takes nvidia_modeset and
+    # nvidia along); release loads it back and checks the card is on nvidia again.
+    "nvidia-stack": (nvidia_stack_host, NVIDIA_STACK),
+}
 WRITE_KINDS = ("EBUSY", "EINVAL", "ENODEV", "deadline", "kill")
 
 

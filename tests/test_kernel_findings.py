@@ -59,7 +59,7 @@ class DependentModules:
     def without_loading(self, module: str) -> None:
         return None  # a 6.1 kernel: every one of these is a module to load
 
-    def load(self, module: str) -> None:
+    def load(self, module: str, drivers: tuple[str, ...] = ()) -> None:
         if module in self.modules:
             return
         for dependency in DEPENDS.get(module, ()):

@@ -12,6 +12,8 @@ from .governor import Governor
 from .hugepages import Hugepages
 from .kill_holders import KillHolders
 from .modprobe import Modprobe
+from .remove_rescan import RemoveRescan
+from .reset_method import ResetMethod
 from .resize_bar import ResizeBar
 from .scripts import Scripts
 from .sysfs_write import SysfsWrite
@@ -27,6 +29,8 @@ REGISTRY: dict[str, type[Action]] = {
         Unbind,
         Bind,
         ResizeBar,
+        RemoveRescan,
+        ResetMethod,
         Undo,
         # the toolbox: single-GPU hosts, tuning, escape hatches, legacy scripts
         DisplayManager,

@@ -63,6 +63,7 @@ class DeviceStep(Action):
                 "name": self.names.get(address),
                 "before": before.to_json(),
                 "changed": True,
+                "to": self.target(),
             }
             if self.already_done(before):
                 entry["changed"] = False
@@ -110,6 +111,18 @@ class DeviceStep(Action):
                 raise HostError(
                     "the device disappeared; nothing to restore", device=entry["address"]
                 )
+            now = device.driver()
+            if (
+                before.driver is None
+                and now not in (None, entry.get("to"))
+                and not is_stub_driver(now)
+            ):
+                # Driverless before this step (a module unload left it so), and its host driver
+                # has taken it back since (that module's undo ran first): leave it there.
+                ctx.host.record(
+                    f"{entry['address']} is on {now} again", "left there (it had no driver before)"
+                )
+                continue
             if (
                 record.get("via") == "libvirt"
                 and before.driver

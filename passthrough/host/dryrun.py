@@ -21,6 +21,7 @@ from .sysfs import Sysfs
 
 _DRIVER_LINK = re.compile(r"^bus/pci/devices/([^/]+)/driver$")
 _DRIVER_DIR = re.compile(r"^bus/pci/drivers/([^/]+)$")
+_DEVICE_PATH = re.compile(r"^bus/pci/devices/([^/]+)(/.*)?$")
 
 
 class Overlay:
@@ -32,21 +33,28 @@ class Overlay:
         self.drivers: dict[str, str | None] = {}
         self.added: set[str] = set()
         self.removed: set[str] = set()
+        self.off_bus: set[str] = set()  # functions written to `remove`, until a rescan
 
     def _gone(self, rel: str) -> bool:
-        """rel, or a link on its path, was removed (a platform device unregistered)."""
+        """rel is under a function written to `remove`, or rel or a link on its path was
+        removed (a platform device unregistered)."""
+        match = _DEVICE_PATH.match(rel)
+        if match is not None and match.group(1) in self.off_bus:
+            return True
         parts = rel.split("/")
         return any("/".join(parts[:n]) in self.removed for n in range(1, len(parts) + 1))
 
     def read(self, rel: str) -> str | None:
-        if rel in self.texts:
-            return self.texts[rel]
-        return None if self._gone(rel) else self.real.read(rel)
+        if self._gone(rel):
+            return None
+        return self.texts[rel] if rel in self.texts else self.real.read(rel)
 
     def set_text(self, rel: str, text: str) -> None:
         self.texts[rel] = text
 
     def link_name(self, rel: str) -> str | None:
+        if self._gone(rel):
+            return None
         match = _DRIVER_LINK.match(rel)
         if match and match.group(1) in self.drivers:
             return self.drivers[match.group(1)]
@@ -59,6 +67,13 @@ class Overlay:
         """A symlink outside the PCI bus appears (target given) or goes (platform drivers)."""
         (self.added if target else self.removed).add(rel)
         (self.removed if target else self.added).discard(rel)
+
+    def remove_device(self, address: str) -> None:
+        self.off_bus.add(address)
+
+    def rescan_devices(self) -> list[str]:
+        back, self.off_bus = sorted(self.off_bus), set()
+        return back
 
     def listdir(self, rel: str) -> list[str]:
         """The real entries, less those removed, with those the model made (files it wrote)."""
@@ -77,6 +92,8 @@ class Overlay:
         )
 
     def exists(self, rel: str) -> bool:
+        if self._gone(rel):
+            return False
         if rel in self.added or rel in self.texts:
             return True
         if self._gone(rel):
@@ -93,7 +110,12 @@ class DryRunSysfs(Sysfs):
         real = Sysfs(root, host)
         self.overlay = Overlay(real)
         self.model = KernelModel(
-            self.overlay, native_driver=self.native_driver, sysfb_any_vga=sysfb_policy(root)
+            self.overlay,
+            native_driver=self.native_driver,
+            sysfb_any_vga=sysfb_policy(root),
+            default_reset_method=lambda address: real.read(
+                f"bus/pci/devices/{address}/reset_method"
+            ),
         )
         self.native_hints: dict[str, str] = {}
         # vfio-pci loaded already (at boot, with its ids= option): its ids are live.
@@ -101,6 +123,10 @@ class DryRunSysfs(Sysfs):
             ids = {device_id for device_id, _where in configured_ids(root)}
             if ids:
                 self.model.dynamic_ids["vfio-pci"] = ids
+
+    def addresses(self) -> list[str]:
+        """The functions on the bus, as predicted."""
+        return self.listdir("bus/pci/devices")
 
     def native_driver(self, address: str) -> str | None:
         """Predicted choice of the kernel's id tables: the driver the device has now, or the one
@@ -128,6 +154,8 @@ class DryRunSysfs(Sysfs):
         if not self.exists(rel):
             return []
         entries = set(self.overlay.listdir(rel))
+        if rel == "bus/pci/devices":
+            entries -= self.overlay.off_bus
         match = _DRIVER_DIR.match(rel)
         if match:
             for address, driver in self.overlay.drivers.items():
@@ -142,37 +170,67 @@ class DryRunSysfs(Sysfs):
 
 
 class PredictedModules(Modules):
+    """modprobe predicted on the overlay: an unload unregisters the module's PCI drivers
+    (their devices left driverless) and takes the dependencies nothing else uses with it,
+    as `modprobe -r` does; a load registers the drivers, which probe the driverless devices
+    they match."""
+
     def __init__(self, root: Path, host: Host, sysfs: DryRunSysfs):
         super().__init__(root, host)
         self.sysfs = sysfs
         self.changed: dict[str, bool] = {}
+        self.drivers_of: dict[str, list[str]] = {}  # drivers an unload predicted gone
 
     def is_loaded(self, module: str) -> bool:
         return self.changed.get(canonical(module), super().is_loaded(module))
 
-    def load(self, module: str) -> None:
+    def loaded(self) -> set[str]:
+        names = super().loaded() | {m for m, now in self.changed.items() if now}
+        return {m for m in names if self.changed.get(m, True)}
+
+    def usage(self, module: str) -> tuple[int, list[str]]:
+        """What /proc/modules shows now, less the users predicted unloaded."""
+        count, users = super().usage(module)
+        gone = [u for u in users if not self.is_loaded(u)]
+        return max(0, count - len(gone)), [u for u in users if u not in gone]
+
+    def load(self, module: str, drivers: tuple[str, ...] = ()) -> None:
         self.host.record(f"modprobe {module}", f"{module}: not loaded → loaded")
-        self.changed[canonical(module)] = True
-        driver = driver_names(module)[0]
-        driver_dir = f"bus/pci/drivers/{driver}"
-        self.sysfs.overlay.added.add(driver_dir)
-        self.sysfs.overlay.removed.discard(driver_dir)
+        name = canonical(module)
+        self.changed[name] = True
         configured = configured_ids(self.root, module)
         ids = {device_id for device_id, _where in configured}
-        for address in self.sysfs.model.driver_registered(driver, ids):
-            device_id = self.sysfs.model.device_id(address)
-            where = next(w for i, w in configured if i == device_id)
-            self.host.record(
-                f"{driver} takes {address}: unbound and listed in ids={device_id} ({where})",
-                f"no driver → {driver}",
-            )
+        for driver in self.drivers_of.pop(name, None) or list(drivers) or [driver_names(module)[0]]:
+            driver_dir = f"bus/pci/drivers/{driver}"
+            self.sysfs.overlay.added.add(driver_dir)
+            self.sysfs.overlay.removed.discard(driver_dir)
+            for address in self.sysfs.model.driver_registered(driver, ids):
+                device_id = self.sysfs.model.device_id(address)
+                where = next(w for i, w in configured if i == device_id)
+                self.host.record(
+                    f"{driver} takes {address}: unbound and listed in ids={device_id} ({where})",
+                    f"no driver → {driver}",
+                )
+            self.sysfs.model.register_driver(driver, self.sysfs.addresses())
 
     def unload(self, module: str) -> None:
         self.host.record(f"modprobe -r {module}", f"{module}: loaded → not loaded")
-        self.changed[canonical(module)] = False
-        driver_dir = f"bus/pci/drivers/{driver_names(module)[0]}"
-        self.sysfs.overlay.removed.add(driver_dir)
-        self.sysfs.overlay.added.discard(driver_dir)
+        self._remove(canonical(module))
+
+    def _remove(self, name: str) -> None:
+        drivers = self.pci_drivers(name) or [driver_names(name)[0]]
+        dependencies = self.dependencies(name)
+        self.drivers_of[name] = drivers
+        for driver in drivers:
+            for address in self.sysfs.model.unregister_driver(driver, self.sysfs.addresses()):
+                self.sysfs.native_hints.setdefault(address, driver)
+            driver_dir = f"bus/pci/drivers/{driver}"
+            self.sysfs.overlay.removed.add(driver_dir)
+            self.sysfs.overlay.added.discard(driver_dir)
+        self.changed[name] = False
+        for dependency in dependencies:
+            if self.usage(dependency)[0] == 0 and not self.is_builtin(dependency):
+                self._remove(dependency)
 
 
 class PredictedNodeDevices:

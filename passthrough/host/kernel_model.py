@@ -55,6 +55,8 @@ BRIDGE_MEM_WINDOW, BRIDGE_PREFETCH_WINDOW = 14, 15  # lines of a bridge's `resou
 MIB = 1 << 20
 
 NO_OVERRIDE = "(null)"
+# The names the kernel accepts in reset_method (drivers/pci/pci.c pci_reset_fn_methods).
+RESET_METHODS = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")
 
 
 def sysfb_on_any_vga(release: str, version: str = "") -> bool | None:
@@ -108,6 +110,8 @@ class Store(Protocol):
     def listdir(self, rel: str) -> list[str]: ...
     def set_link(self, rel: str, target: str | None) -> None: ...
     def upstream(self, address: str) -> str | None: ...
+    def remove_device(self, address: str) -> None: ...
+    def rescan_devices(self) -> list[str]: ...
 
 
 class Reader(Protocol):
@@ -159,6 +163,7 @@ class KernelModel:
         files: SystemFiles | None = None,
         sysfb_any_vga: bool | None = False,
         window_room: Callable[[str], int | None] = lambda bridge: None,
+        default_reset_method: Callable[[str], str | None] = lambda address: None,
     ):
         self.store = store
         # Control files outside the PCI bus (consoles, hugepages, cpufreq, cgroups).
@@ -174,6 +179,8 @@ class KernelModel:
         # the drivers that registered during this run (after the devices' own drivers).
         self.dynamic_ids: dict[str, set[str]] = {}
         self.late_drivers: set[str] = set()
+        # The reset methods the kernel found for a device at enumeration (`default`).
+        self.default_reset_method = default_reset_method
 
     def write(self, rel: str, value: str) -> None:
         """Apply a write; raises OSError with the kernel's errno."""
@@ -182,6 +189,8 @@ class KernelModel:
             return self.files.write(rel, value)
         if rel == "bus/pci/drivers_probe":
             return self.probe(text)
+        if rel == "bus/pci/rescan":
+            return self.rescan(text)
         match = _DRIVER_FILE.match(rel)
         if match:
             driver, verb = match.groups()
@@ -202,6 +211,10 @@ class KernelModel:
             if self.driver(address) is None:
                 raise OSError(errno.ENOENT, "No such file or directory")
             return self.store.set_driver_link(address, None)
+        if name == "remove":
+            return self.remove(address, text)
+        if name == "reset_method":
+            return self.set_reset_method(rel, text)
         resize = _RESIZE.match(name)
         if resize:
             return self.resize(address, int(resize.group(1)), text)
@@ -412,6 +425,76 @@ class KernelModel:
                     dummy = f"vtcon{max(numbers, default=-1) + 1}"
                     self.store.set_text(f"{VTCONSOLES}/{dummy}/name", "(S) dummy device")
                 self.store.set_text(f"{VTCONSOLES}/{dummy}/bind", "1")
+
+    # --- modules: driver registration ---------------------------------------------------------
+
+    def unregister_driver(self, driver: str, addresses: list[str]) -> list[str]:
+        """A module unload unregisters its driver: every device on it is unbound and stays
+        driverless (its driver_override is kept). Returns those devices."""
+        left = [a for a in addresses if self.driver(a) == driver]
+        for address in left:
+            self.store.set_driver_link(address, None)
+        return left
+
+    def register_driver(self, driver: str, addresses: list[str]) -> list[str]:
+        """A module load registers its driver, which probes every driverless device it
+        matches: its driver_override, or without one its id table. Returns those bound."""
+        bound = []
+        for address in addresses:
+            if self.driver(address) is not None:
+                continue
+            if (self.override(address) or self.native_driver(address)) != driver:
+                continue
+            if self.can_bind(address, driver):
+                self.store.set_driver_link(address, driver)
+                bound.append(address)
+        return bound
+
+    # --- remove and rescan ----------------------------------------------------------------------
+
+    def remove(self, address: str, value: str) -> None:
+        """`echo 1 > remove`: the driver is unbound and the function leaves the bus (its
+        directory is gone); other values are ignored, as the kernel ignores them."""
+        try:
+            if int(value, 0) == 0:
+                return
+        except ValueError:
+            raise OSError(errno.EINVAL, "Invalid argument") from None
+        if self.driver(address) is not None:
+            self.store.set_driver_link(address, None)
+        self.store.remove_device(address)
+
+    def rescan(self, value: str) -> None:
+        """`echo 1 > /sys/bus/pci/rescan`: removed functions come back as new devices (no
+        driver_override) and are probed (their native driver binds)."""
+        try:
+            if int(value, 0) == 0:
+                return
+        except ValueError:
+            raise OSError(errno.EINVAL, "Invalid argument") from None
+        for address in self.store.rescan_devices():
+            self.store.set_text(f"bus/pci/devices/{address}/driver_override", NO_OVERRIDE)
+            default = self.default_reset_method(address)
+            if default is not None:
+                self.store.set_text(f"bus/pci/devices/{address}/reset_method", default)
+            self.probe(address)
+
+    def set_reset_method(self, rel: str, text: str) -> None:
+        """`default`, empty (all methods off), or supported method names in order; any
+        other name is EINVAL."""
+        if text == "":
+            return self.store.set_text(rel, "")
+        if text == "default":
+            default = self.default_reset_method(rel.split("/")[3])
+            return self.store.set_text(rel, default if default is not None else text)
+        names = text.split()
+        # Only methods the device supports: those found at enumeration (device_specific
+        # needs a quirk or vendor-reset).
+        default = self.default_reset_method(rel.split("/")[3])
+        supported = default.split() if default is not None else RESET_METHODS
+        if any(name not in supported for name in names) or len(set(names)) != len(names):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return self.store.set_text(rel, " ".join(names))
 
 
 def resource_line(start: int, end: int, flags: int) -> str:

@@ -201,7 +201,9 @@ class Modules:
                 f"kernel, not on the tree; use --dry-run"
             )
 
-    def load(self, module: str) -> None:
+    def load(self, module: str, drivers: tuple[str, ...] = ()) -> None:
+        """modprobe the module. `drivers`: the PCI drivers it is known to register (from a
+        journal record), for a dry run to predict; the real kernel needs no telling."""
         self._guard("load", module)
         self.host.record(f"modprobe {module}", f"{module}: not loaded → loaded")
         try:
@@ -236,6 +238,47 @@ class Modules:
         except OSError:
             pass
         return self.is_builtin(module)
+
+    def usage(self, module: str) -> tuple[int, list[str]]:
+        """(reference count, modules using it) as /proc/modules shows them: `nvidia 56M 2
+        nvidia_uvm,nvidia_modeset, Live ...`. The count includes those modules and every
+        other reference (a process with the driver's device open, fbcon...)."""
+        name = canonical(module)
+        try:
+            with open(self.root / "proc" / "modules", encoding="utf-8") as handle:
+                for line in handle:
+                    fields = line.split()
+                    if fields and fields[0] == name and len(fields) >= 4:
+                        users = [u for u in fields[3].split(",") if u and u != "-"]
+                        return int(fields[2]) if fields[2].isdigit() else 0, users
+        except OSError:
+            pass
+        return 0, []
+
+    def dependencies(self, module: str) -> list[str]:
+        """Loaded modules this one uses (it is in their used-by column): what `modprobe -r`
+        also removes once nothing else uses them."""
+        name = canonical(module)
+        return sorted(m for m in self.loaded() if name in self.usage(m)[1])
+
+    def pci_drivers(self, module: str) -> list[str]:
+        """The PCI drivers the module registers: drivers whose `module` link names it
+        (bochs registers bochs-drm, xhci_pci registers xhci_hcd), else by its name."""
+        sysfs = self.host.sysfs
+        name = canonical(module)
+        found = [
+            driver
+            for driver in sysfs.listdir("bus/pci/drivers")
+            if sysfs.link_name(f"bus/pci/drivers/{driver}/module") == name
+        ]
+        if found:
+            return found
+        return [
+            driver
+            for driver in driver_names(module)
+            if sysfs.exists(f"bus/pci/drivers/{driver}")
+            and sysfs.link_name(f"bus/pci/drivers/{driver}/module") in (None, name)
+        ][:1]
 
     def unload(self, module: str) -> None:
         self._guard("unload", module)
