@@ -142,8 +142,8 @@ def fleet(ansible_bin, collections_path, debian_tarball, tmp_path_factory):
     fleet.before = {name: tree_digest(root) for name, root in targets.items()}
     fleet.runs = {}
     yield fleet
-    for root in targets.values():
-        shutil.rmtree(root)
+    # rm(1) is much quicker than shutil.rmtree on these trees (nothing is mounted in them).
+    subprocess.run(["rm", "-rf", "--one-file-system", *map(str, targets.values())], check=True)
 
 
 def write_readme_files(fleet: Fleet) -> tuple[Path, Path]:
