@@ -80,18 +80,18 @@ def send_signal(host: Host, processes: list[Process], signal: str) -> None:
 def wait_for_exit(host: Host, processes: list[Process], timeout: float) -> list[Process]:
     """Poll /proc until the processes have exited; return those still running after timeout.
 
-    The wait is recorded in the plan. A dry run ends nothing, so it has nothing to wait for:
-    it reports none left, and the plan shows the wait that would happen.
+    The wait is recorded in the plan. In a dry run /proc is the predicted one
+    (host.dryrun.PredictedProcfs): processes the recorded commands would end are gone.
     """
     if not processes:
         return []
     host.record(
-        "wait until " + ", ".join(str(p) for p in processes) + " have exited",
+        "wait until "
+        + ", ".join(str(p) for p in processes)
+        + (" has exited" if len(processes) == 1 else " have exited"),
         # Whole seconds up from 1 s: the rest of a step's time is 59.97 s, not 60, by the
         # time the plan gets here, and the plan must read the same on a busy machine.
         f"up to {math.ceil(timeout) if timeout >= 1 else round(timeout, 1):g} s",
     )
-    if host.dry_run:
-        return []
     host.wait_until("processes to exit", lambda: not still_running(host, processes), timeout)
     return still_running(host, processes)

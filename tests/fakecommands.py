@@ -4,9 +4,11 @@ runs act on the fake tree as the real ones act on a host:
 - `kill -s SIG -- PID...` ends those processes (their /proc/<pid> goes), except the ones
   in `stubborn`, which ignore signals; an absent pid fails like kill(1) does.
 - `systemctl stop UNIT` ends the processes of the unit's cgroup (and, for a display
-  manager, the X servers it started); `systemctl start UNIT` brings back what stop ended.
+  manager, the X servers it started and its graphical sessions); `systemctl start UNIT`
+  brings back what stop ended.
 - `systemctl --user --machine=USER@.host stop graphical-session.target` ends that user's
-  session processes (not the user manager).
+  graphical user units (not the user manager, not pipewire).
+What stop and kill end is passthrough.desktop.stopped_by, the rule the dry run predicts with.
 - `systemctl set-property --runtime UNIT AllowedCPUs=X` writes the unit's cpuset.cpus.
 - anything else runs a handler from `handlers` (by full argv[0], then by its base name),
   or fails as a program that is not installed.
@@ -23,11 +25,11 @@ from dataclasses import dataclass, field
 
 from system_facts import Process, System, write_system
 
+from passthrough.desktop import KNOWN, stopped_by
 from passthrough.errors import HostError
 from passthrough.host.commands import CommandError
-
-DISPLAY_MANAGERS = {"gdm.service", "gdm3.service", "sddm.service", "lightdm.service"}
-DISPLAY_SERVERS = {"Xorg", "X", "Xwayland"}
+from passthrough.host.procfs import Procfs
+from passthrough.processes import all_processes
 
 
 @dataclass
@@ -73,53 +75,44 @@ class CommandBook:
     def kill(self, argv: list[str]) -> str:
         pids = [int(a) for a in argv[argv.index("--") + 1 :]]
         absent = [pid for pid in pids if not self.running(pid)]
-        for pid in pids:
-            if pid not in absent and pid not in self.stubborn:
-                shutil.rmtree(self.kernel.root / "proc" / str(pid))
+        for pid in self.ending(argv) - self.stubborn:
+            shutil.rmtree(self.kernel.root / "proc" / str(pid))
         if absent:
             raise CommandError(argv, 1, f"kill: ({absent[0]}) - No such process")
         return ""
 
+    def ending(self, argv: list[str]) -> set[int]:
+        """The pids the command ends on this host (passthrough.desktop's rule)."""
+        reader = _ProcReader(Procfs(self.kernel.root, None))
+        return {p.pid for p in stopped_by(self.kernel.root, argv, all_processes(reader))}
+
     def systemctl(self, argv: list[str]) -> str:
         words = [a for a in argv[1:] if not a.startswith("--")]
-        machine = next((a.split("=", 1)[1] for a in argv if a.startswith("--machine=")), None)
         verb, unit = words[0], words[-1]
         if verb == "set-property":
             cpus = words[2].split("=", 1)[1]
             self.kernel.store.set_text(f"fs/cgroup/{words[1]}/cpuset.cpus", cpus)
-        elif verb == "stop" and machine:
-            uid = self.uid_of(machine.split("@")[0])
-            self.end(
-                [
-                    p
-                    for p in self.processes()
-                    if p.uid == uid
-                    and p.comm != "systemd"
-                    and ("/session-" in p.cgroup or "/session.slice/" in p.cgroup)
-                ]
-            )
         elif verb == "stop":
-            ours = [
-                p
-                for p in self.processes()
-                if p.cgroup.endswith(f"/{unit}")
-                or (unit in DISPLAY_MANAGERS and p.comm in DISPLAY_SERVERS)
-            ]
-            self.stopped.setdefault(unit, []).extend(self.end(ours))
+            ending = self.ending(argv)
+            ended = self.end([p for p in self.processes() if p.pid in ending])
+            self.stopped.setdefault(unit, []).extend(ended)
         elif verb == "start":
-            for process in self.stopped.pop(unit, []):
+            # A display manager started again: the user logs in again, their desktop comes back.
+            logins = (
+                self.stopped.pop("graphical-session.target", []) if unit in KNOWN.values() else []
+            )
+            for process in self.stopped.pop(unit, []) + logins:
                 write_system(System(processes=(process,)), self.kernel.root)
         else:
             raise CommandError(argv, 1, f"Unknown command verb {verb}.")
         return ""
 
-    def uid_of(self, user: str) -> int:
-        passwd = self.kernel.root / "etc/passwd"
-        for line in passwd.read_text().splitlines() if passwd.exists() else []:
-            fields = line.split(":")
-            if fields[0] == user:
-                return int(fields[2])
-        return int(user)
+
+class _ProcReader:
+    """Enough of a Host for passthrough.processes to read the fake /proc."""
+
+    def __init__(self, procfs: Procfs):
+        self.procfs = procfs
 
 
 class FakeCommands:

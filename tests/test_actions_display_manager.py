@@ -24,11 +24,14 @@ def test_stops_gdm_waits_for_it_and_release_starts_it(kernel, book):
     code, _, err = run(kernel, PROFILE, "prepare", "begin")
     assert code == 0, err
     assert book.calls == [["systemctl", "stop", "gdm3.service"]]
-    assert not alive(1021) and not alive(1577)  # gdm3 and the Xwayland it started
-    assert alive(1502)  # gnome-shell is the session's, not the unit's
+    # gdm3, and its GNOME session logged out: gnome-shell and Xwayland of session-2.scope
+    assert not alive(1021) and not alive(1502) and not alive(1577)
+    assert alive(1560) and alive(1490)  # pipewire and the user manager are user units: they stay
     log = Path(LOG).read_text()
     assert "systemctl stop gdm3.service   [gdm3.service: active → inactive]" in log
-    assert "wait until gdm3 (pid 1021), Xwayland (pid 1577) have exited" in log
+    assert (
+        "wait until gdm3 (pid 1021), gnome-shell (pid 1502), Xwayland (pid 1577) have exited" in log
+    )
     code, _, err = run(kernel, None, "release", "end")
     assert code == 0, err
     assert book.calls[-1] == ["systemctl", "start", "gdm3.service"]
@@ -47,7 +50,8 @@ def test_graphical_sessions_are_stopped_first_when_asked(kernel, book):
         ["systemctl", "--user", "--machine=1000@.host", "stop", "graphical-session.target"],
         ["systemctl", "stop", "gdm3.service"],
     ]
-    assert not alive(1502) and not alive(1560) and alive(1490)  # the user manager itself stays
+    assert not alive(1502) and alive(1490)  # the user manager itself stays
+    assert alive(1560)  # pipewire is not part of graphical-session.target
 
 
 def test_a_stopped_display_manager_is_left_alone(kernel, book):
@@ -83,7 +87,10 @@ def test_dry_run_shows_the_stop_and_the_wait(kernel, book):
     code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
     assert code == 0, out
     assert "systemctl stop gdm3.service   [gdm3.service: active → inactive]" in out
-    assert "wait until gdm3 (pid 1021), Xwayland (pid 1577) have exited   [up to 60 s]" in out
+    assert (
+        "wait until gdm3 (pid 1021), gnome-shell (pid 1502), Xwayland (pid 1577) have exited   "
+        "[up to 60 s]" in out
+    )
     assert book.calls == [] and system_state(kernel) == start
 
 

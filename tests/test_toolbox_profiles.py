@@ -58,8 +58,10 @@ def test_single_gpu_dry_run_on_the_demo_host(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for line in [
+        "systemctl --user --machine=1000@.host stop graphical-session.target   "
+        "[1000's graphical session: stopped]",
         "systemctl stop gdm3.service   [gdm3.service: active → inactive]",
-        "wait until gdm3 (pid 1021), Xwayland (pid 1577) have exited   [up to 60 s]",
+        "wait until gdm3 (pid 1021), gnome-shell (pid 1502), Xwayland (pid 1577) have exited   [up to 60 s]",
         "no process holds 0000:03:00.0, 0000:03:00.1   [nothing to do]",
         "write 0 > /sys/class/vtconsole/vtcon1/bind   [vtcon1 (M) frame buffer device: bound → unbound]",
         "write efi-framebuffer.0 > /sys/bus/platform/drivers/efi-framebuffer/unbind   "
@@ -115,6 +117,7 @@ def test_prepare_then_release_puts_the_host_back(kernel, profile):
     assert system_state(kernel) == start
     if profile == "single-gpu":
         assert book.calls == [
+            ["systemctl", "--user", "--machine=1000@.host", "stop", "graphical-session.target"],
             ["systemctl", "stop", "gdm3.service"],
             ["systemctl", "start", "gdm3.service"],
         ]

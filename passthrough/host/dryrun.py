@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..desktop import stopped_by
 from ..pci import is_stub_driver
+from ..processes import all_processes
 from ..units import nodedev_name
 from . import Host
 from .commands import RecordedCommands
@@ -259,6 +261,51 @@ class PredictedNodeDevices:
         self._reprobe(address, "\n")
 
 
+class PredictedProcfs(RecordedProcfs):
+    """/proc without the processes that the recorded commands would have ended, so a later
+    step's holder scan sees the GPU free once a display manager stop or a kill_holders
+    step would have ended its users."""
+
+    def __init__(self, root: Path, host: Host):
+        super().__init__(root, host)
+        self.ended: set[str] = set()
+
+    def end(self, pids: list[int]) -> None:
+        self.ended.update(str(pid) for pid in pids)
+        self.host.step_cache.pop("open_files", None)  # the holder scan of this step is stale
+
+    def _gone(self, rel: str) -> bool:
+        return rel.split("/", 1)[0] in self.ended
+
+    def read(self, rel: str) -> str | None:
+        return None if self._gone(rel) else super().read(rel)
+
+    def link(self, rel: str) -> str | None:
+        return None if self._gone(rel) else super().link(rel)
+
+    def listdir(self, rel: str = "") -> list[str]:
+        if rel and self._gone(rel):
+            return []
+        return [name for name in super().listdir(rel) if rel or name not in self.ended]
+
+
+class PredictedCommands(RecordedCommands):
+    """Commands are recorded, not run; what they would do to processes (systemctl stop,
+    kill) is predicted with passthrough.desktop.stopped_by, as the fake systemd does it."""
+
+    def run(
+        self,
+        argv: list[str],
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        effect: str = "",
+    ) -> str:
+        super().run(argv, timeout, stdin, effect)
+        procfs = self.host.procfs
+        procfs.end([p.pid for p in stopped_by(self.root, argv, all_processes(self.host))])
+        return ""
+
+
 def make_dry_run_host(root: str | Path = "/") -> Host:
     root_path = Path(root)
     host = Host(root=root_path, dry_run=True)
@@ -266,6 +313,6 @@ def make_dry_run_host(root: str | Path = "/") -> Host:
     host.sysfs = sysfs
     host.modules = PredictedModules(root_path, host, sysfs)
     host.nodedev = PredictedNodeDevices(sysfs, host)
-    host.commands = RecordedCommands(root_path, host)
-    host.procfs = RecordedProcfs(root_path, host)
+    host.commands = PredictedCommands(root_path, host)
+    host.procfs = PredictedProcfs(root_path, host)
     return host
