@@ -33,6 +33,7 @@ from .common import (
     parser_for,
     wrap,
 )
+from .desktop_needs import FirstUnbind, NeededStep
 from .facts import VFIO_MODULES, HostFacts, PciFunction, card_conflicts
 from .libvirt_domain import DomainXml, DomainXmlError, hostdev_snippet
 from .naming import suggest_names
@@ -178,6 +179,7 @@ class Preflight:
         findings = self.trusted() + self.iommu() + self.devices()
         if self.facts.groups():
             findings += self.groups()
+        findings += self.desktop()
         return (
             findings
             + self.modules()
@@ -337,6 +339,90 @@ class Preflight:
                 f"{them} to the VM as {hostdevs}"
             )
         return Finding("error", "groups", message, fix)
+
+    def desktop(self) -> list[Finding]:
+        """What holds the devices when a prepare/begin step first takes them from their
+        drivers (the dry run fails there), and what a single-GPU host's GPU still needs."""
+        from .desktop_needs import analyse, needed_steps, simulate
+
+        present = [a for a in self.profile.devices.values() if self.facts.function(a)]
+        if not present:
+            return []
+        needs = analyse(self.facts, present)
+        simulation = simulate(self.facts, self.profile, needs)
+        names = {a: n for n, a in self.profile.devices.items()}
+        findings = []
+        for step, refused in simulation.refused:
+            shown = "; ".join(
+                f"{h} holds {h.holder.path} of {self.label(h.address)}" for h in refused
+            )
+            findings.append(
+                Finding(
+                    "error",
+                    "desktop",
+                    f"{step.event} step {step.number} ({step.where}) will refuse to end what "
+                    f"holds the devices: {shown}; kill_holders ends only the names in allow:",
+                    f"add {', '.join(dict.fromkeys(h.holder.command for h in refused))} to allow: "
+                    f"at {step.where} if they may be ended, or stop them in an earlier step",
+                )
+            )
+        for address, first in simulation.unbinds.items():
+            gpu = needs.gpus.get(address)
+            missing = needed_steps(needs, names, first)
+            if not first.held and not (gpu and missing):
+                continue
+            findings.append(self.desktop_problem(address, gpu, first, missing))
+        for address, why in needs.gpus.items():
+            unbind = simulation.unbinds.get(address)
+            if unbind and not unbind.held and not needed_steps(needs, names, unbind):
+                findings.append(
+                    Finding(
+                        "ok",
+                        "desktop",
+                        f"{self.label(address)} is {why}: the profile frees it from the "
+                        f"desktop, the consoles and the framebuffer before step {unbind.step.number}",
+                    )
+                )
+        return findings
+
+    def desktop_problem(
+        self, address: str, gpu: str | None, first: FirstUnbind, missing: list[NeededStep]
+    ) -> Finding:
+        step = first.step
+        action = "unload" if step.action.name == "modprobe" else step.action.name
+        what = f"{self.label(address)} is {gpu}" if gpu else self.label(address)
+        held = ", ".join(dict.fromkeys(str(h) for h in first.held))
+        if first.held:
+            paths = ", ".join(dict.fromkeys(h.holder.path for h in first.held))
+            message = (
+                f"{what} and {held} {'holds' if len(first.held) == 1 else 'hold'} it ({paths}) "
+                f"when {step.event} step {step.number} ({step.where}) would {action} it: an "
+                f"unbind of a device in use blocks, so the step fails"
+            )
+        else:
+            message = (
+                f"{what}, and nothing before {step.event} step {step.number} ({step.where}) "
+                f"lets the host's desktop, consoles or driver go of it: "
+                + ", ".join(s.action for s in missing)
+                + " missing"
+            )
+        unknown = [h for h in first.held if not h.ended_by]
+        fix = []
+        if missing:
+            fix.append(
+                f"add before step {step.number}, in this order: "
+                + "; ".join(f"`{s.yaml}`" for s in missing)
+                + f" (or write the profile again: `{PROG} init --force {self.domain}`)"
+            )
+        if unknown:
+            fix.append(
+                "close "
+                + ", ".join(str(h) for h in unknown)
+                + " before starting the VM, or add "
+                + ("its name" if len(unknown) == 1 else "their names")
+                + " to a kill_holders step's allow:"
+            )
+        return Finding("error", "desktop", message, "; ".join(fix))
 
     def modules(self) -> list[Finding]:
         wanted = []

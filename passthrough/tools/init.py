@@ -163,9 +163,10 @@ def profile_text(domain: str, devices: dict[str, tuple[PciFunction, str]], facts
             else "not found"
         )
         lines.append(f"{entry:<{width}}# {what}; {why}")
+    lines += ["", "prepare/begin:                 # before libvirt starts QEMU"]
+    desktop = desktop_lines(devices, facts)
+    lines += desktop
     lines += [
-        "",
-        "prepare/begin:                 # before libvirt starts QEMU",
         f"  - modprobe: [{', '.join(VFIO_MODULES)}]",
         f"  - detach: [{', '.join(devices)}]",
     ]
@@ -178,10 +179,46 @@ def profile_text(domain: str, devices: dict[str, tuple[PciFunction, str]], facts
     lines += [
         "",
         "# release/end omitted: after the VM stops, everything prepare/begin changed is undone in",
-        "# reverse order (devices back to their drivers, the vfio modules prepare loaded unloaded).",
+        "# reverse order (devices back to their drivers, the vfio modules prepare loaded unloaded"
+        + (
+            ",\n# the host driver modules loaded again, consoles and framebuffer bound, services and\n"
+            "# the display manager started; ended processes are not restarted)."
+            if desktop
+            else ")."
+        ),
         "",
     ]
     return "\n".join(lines)
+
+
+def desktop_lines(devices: dict[str, tuple[PciFunction, str]], facts: HostFacts) -> list[str]:
+    """The steps the host's desktop needs before the detach (tools.desktop_needs), each with a
+    comment saying why; none when nothing of the desktop holds the devices."""
+    from .desktop_needs import analyse, needed_steps
+
+    addresses = [fn.address for fn, _ in devices.values() if fn.pci_class or fn.driver]
+    needs = analyse(facts, addresses)
+    steps = needed_steps(needs, {fn.address: name for name, (fn, _) in devices.items()})
+    if not steps:
+        return []
+    lines = []
+    for address, why in needs.gpus.items():
+        name = next(n for n, (fn, _) in devices.items() if fn.address == address)
+        lines += wrap_comment(
+            f"{name} is {why}: a single-GPU host. The desktop, the text consoles, the "
+            f"firmware framebuffer and the host driver let go of the card first, and get it "
+            f"back when the VM stops."
+        )
+    for step in steps:
+        lines += wrap_comment(step.why + ".")
+        lines.append(f"  {'# ' if step.optional else ''}- {step.yaml}")
+    return lines
+
+
+def wrap_comment(text: str, width: int = 92) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent="  # ", subsequent_indent="  # ")
 
 
 def rebar_hint(fn: PciFunction, facts: HostFacts) -> bool:
