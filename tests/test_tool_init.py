@@ -94,9 +94,14 @@ def test_four_function_card_gets_its_usb_and_serial_functions(tmp_path):
         "IOMMU group 16 of gpu (0000:0a:00.0), gpu-audio (0000:0a:00.1), gpu-usb (0000:0a:00.2), gpu-serial "
         "(0000:0a:00.3) holds nothing else that a host driver keeps" in flat
     )
+    # Detached only so that the group is viable: no <hostdev> is needed, and none is asked for.
     assert (
-        "the profile detaches gpu-usb (0000:0a:00.2) but the domain has no <hostdev> for it" in flat
+        "gpu-usb (0000:0a:00.2, USB controller) has no <hostdev>: it is detached so that IOMMU "
+        "group 16 is viable, which needs no <hostdev>; the VM does not see it" in flat
     )
+    assert "gpu-serial (0000:0a:00.3, Serial bus controller) has no <hostdev>" in flat
+    # init's note still offers the <hostdev>, for a guest that should use the port
+    assert "the profile detaches gpu-usb" not in flat
 
 
 def test_mixed_group_profile_is_written_and_check_says_what_is_wrong(tmp_path):
@@ -142,11 +147,11 @@ def test_address_not_on_the_host_is_kept_and_reported(tmp_path):
     assert load_profile(tmp_path / "profiles/win10.yaml").devices == {
         "gpu": "0000:03:00.0",
         "gpu-audio": "0000:03:00.1",
-        "device": "0000:0b:00.0",
+        "missing": "0000:0b:00.0",
     }
     flat = " ".join(out.split())
     assert "Note: 0000:0b:00.0 from the XML is not a PCI device of this host" in flat
-    assert "device (0000:0b:00.0) is not a PCI device of this host" in flat
+    assert "missing (0000:0b:00.0) is not a PCI device of this host" in flat
 
 
 def fn(address, pci_class, group="1"):
@@ -174,7 +179,7 @@ def test_names_follow_the_card_and_the_class():
         "0000:08:00.0": "gpu2",
         "0000:08:00.1": "gpu2-audio",
         "0000:08:00.2": "gpu2-usb",
-        "0000:09:00.0": "device",
+        "0000:09:00.0": "signal-processing",  # by its class name, never a bare "device"
     }
     # A card the profile already names keeps that name as the prefix of its other functions.
     assert (

@@ -179,7 +179,7 @@ class Preflight:
         findings = self.trusted() + self.iommu() + self.devices()
         if self.facts.groups():
             findings += self.groups()
-        findings += self.desktop()
+        findings += self.desktop() + self.reset_bug()
         return (
             findings
             + self.modules()
@@ -339,6 +339,43 @@ class Preflight:
                 f"{them} to the VM as {hostdevs}"
             )
         return Finding("error", "groups", message, fix)
+
+    def reset_bug(self) -> list[Finding]:
+        """AMD GPUs that a bus reset does not reset (Polaris, Vega 10/20, Navi 10/14): after
+        the first VM run the card stays hung until the host reboots, unless vendor-reset
+        resets it or the release removes it and rescans the bus."""
+        findings = []
+        vendor_reset = self.facts.module_source("vendor_reset")
+        for address in self.profile.devices.values():
+            fn = self.facts.function(address)
+            family = amd_reset_bug_family(fn) if fn else None
+            if not fn or not family or fn.reset_methods != ("bus",):
+                continue
+            rel = f"/sys/bus/pci/devices/{address}/reset_method"
+            message = (
+                f"{self.label(address)} is an AMD {family} GPU ({fn.ids}), which has the AMD reset "
+                f"bug: its only reset method is bus, which does not reset it, so after the VM "
+                f"stops the card stays hung (a black screen at the next start, a guest that "
+                f"cannot load its driver) until the host reboots"
+            )
+            how = (
+                f"set its reset method before the VM starts: a prepare/begin step "
+                f"`sysfs: {{path: {rel}, value: device_specific}}` (undone on release)"
+            )
+            if vendor_reset is None:
+                how = (
+                    "install vendor-reset (https://github.com/gnif/vendor-reset, DKMS), load it at "
+                    "boot (`vendor-reset` in /etc/modules-load.d/), and " + how
+                )
+            else:
+                how = f"vendor-reset is available ({_source_text(self.facts, vendor_reset)}): {how}"
+            fix = (
+                f"either {how}; or, without vendor-reset, reset the card on release/end by "
+                f"removing it and rescanning the bus (echo 1 > /sys/bus/pci/devices/{address}/remove, "
+                f"then echo 1 > /sys/bus/pci/rescan) with a remove/rescan step"
+            )
+            findings.append(Finding("warning", "reset", message, fix))
+        return findings
 
     def desktop(self) -> list[Finding]:
         """What holds the devices when a prepare/begin step first takes them from their
@@ -780,8 +817,34 @@ class Preflight:
                         f"managed='yes' on its <hostdev> (`virsh edit {self.domain}`)",
                     )
                 )
+        passed_groups = {
+            fn.group
+            for fn in (self.facts.function(h.address) for h in self.given_xml.hostdevs)
+            if fn and fn.group is not None
+        }
         for name, address in self.profile.devices.items():
-            if self.given_xml.hostdev(address) is None:
+            fn = self.facts.function(address)
+            # The card's video and audio are for the guest; its other functions (USB-C, UCSI)
+            # are often detached only because vfio needs the whole group.
+            if (
+                self.given_xml.hostdev(address) is None
+                and fn
+                and fn.group in passed_groups
+                and not fn.is_gpu
+                and fn.pci_class >> 8 != 0x0403
+            ):
+                # On vfio-pci only so that the group is viable: QEMU needs it off its host
+                # driver, not in the VM.
+                findings.append(
+                    Finding(
+                        "info",
+                        "xml",
+                        f"{name} ({address}, {fn.class_name}) has no <hostdev>: it is detached so "
+                        f"that IOMMU group {fn.group} is viable, which needs no <hostdev>; the VM "
+                        f"does not see it",
+                    )
+                )
+            elif self.given_xml.hostdev(address) is None:
                 findings.append(
                     Finding(
                         "warning",
@@ -814,6 +877,17 @@ class Preflight:
             for fn in (self.facts.function(a) for a in addresses)
             if fn is not None and fn.is_gpu and fn.vendor in ("1002", "10de")
         ]
+        if gpus and self.given_xml.guest_os not in (None, "windows"):
+            guest = {"macos": "macOS", "linux": "not Windows"}.get(self.given_xml.guest_os, "")
+            shown = f" ({self.given_xml.os_id})" if self.given_xml.os_id else ""
+            return [
+                Finding(
+                    "ok",
+                    "xml",
+                    f"Code 43 checks skipped: the guest is {guest}{shown}; Code 43 is a "
+                    f"Windows driver's error",
+                )
+            ]
         findings = []
         for gpu in gpus:
             vendor = "NVIDIA" if gpu.vendor == "10de" else "AMD"
@@ -852,6 +926,27 @@ class Preflight:
                 )
             )
         return findings
+
+
+# PCI device ids of AMD GPUs with the reset bug, by family (those vendor-reset handles).
+AMD_RESET_BUG = (
+    ("Polaris", ((0x67C0, 0x67FF), (0x6980, 0x699F), (0x6FDF, 0x6FDF))),
+    ("Vega 10", ((0x6860, 0x687F),)),
+    ("Vega 20", ((0x66A0, 0x66AF),)),
+    ("Navi 10", ((0x7310, 0x731F),)),
+    ("Navi 14", ((0x7340, 0x734F),)),
+)
+
+
+def amd_reset_bug_family(fn: PciFunction) -> str | None:
+    """The family of an AMD GPU with the reset bug, or None."""
+    if fn.vendor != "1002" or not fn.is_gpu:
+        return None
+    device = int(fn.device, 16)
+    for family, ranges in AMD_RESET_BUG:
+        if any(low <= device <= high for low, high in ranges):
+            return family
+    return None
 
 
 # --- the hook file and the libvirt daemon ------------------------------------------------------

@@ -39,6 +39,10 @@ class DomainXml:
     hyperv: bool = False  # <features><hyperv> present
     vendor_id: str | None = None  # <hyperv><vendor_id state='on' value=.../>
     kvm_hidden: bool = False  # <kvm><hidden state='on'/>
+    # The guest's OS: "windows", "macos", "linux" (or another non-Windows OS), None when the
+    # XML does not say; os_id is virt-manager's libosinfo id (http://microsoft.com/win/10).
+    guest_os: str | None = None
+    os_id: str | None = None
     problems: list[str] = field(default_factory=list)  # hostdevs that could not be read
     uuid: str | None = None
     # (PCI address, file) of each <hostdev><rom file=.../>: QEMU opens the file at start.
@@ -116,6 +120,7 @@ def parse(text: str, source: str) -> DomainXml:
     tree = ElementTree.fromstring(text)
     result.uuid = (tree.findtext("uuid") or "").strip() or None
     result.roms = tuple(_roms(tree))
+    result.os_id, result.guest_os = guest_os(tree)
     features = tree.find("./features")
     if features is not None:
         hyperv = features.find("./hyperv")
@@ -142,6 +147,32 @@ def _roms(tree: ElementTree.Element) -> list[tuple[str, str]]:
             continue
         found.append((address, rom.get("file", "")))
     return found
+
+
+LIBOSINFO = "{http://libosinfo.org/xmlns/libvirt/domain/1.0}"
+QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+
+
+def guest_os(root: ElementTree.Element) -> tuple[str | None, str | None]:
+    """(libosinfo id, OS family) of the guest. virt-manager records the OS it was told in
+    <metadata><libosinfo:os id='http://microsoft.com/win/10'/>; macOS setups (OSX-KVM) pass
+    Apple's SMC on the QEMU command line; Hyper-V enlightenments are set for Windows only."""
+    element = root.find(f"./metadata/{LIBOSINFO}libosinfo/{LIBOSINFO}os")
+    os_id = element.get("id") if element is not None else None
+    if os_id:
+        if "microsoft.com/win" in os_id:
+            return os_id, "windows"
+        if "apple.com" in os_id:
+            return os_id, "macos"
+        return os_id, "linux"
+    arguments = " ".join(
+        arg.get("value", "") for arg in root.iterfind(f"./{QEMU_NS}commandline/{QEMU_NS}arg")
+    )
+    if "applesmc" in arguments:
+        return None, "macos"
+    if root.find("./features/hyperv") is not None:
+        return None, "windows"
+    return None, None
 
 
 def hostdev_snippet(address: str) -> str:

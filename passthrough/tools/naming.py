@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .facts import PciFunction
 
 # (class mask, class value, role); the first match wins. Classes are 24-bit: base, sub, prog-if.
@@ -21,11 +23,22 @@ ROLES = (
 )
 
 
+# Words of a class name that say nothing about what the device is.
+_FILLER = {"controller", "device", "compatible", "class", "other", "non-volatile"}
+
+
 def role(fn: PciFunction) -> str:
+    """What the function is, as a name: `audio`, `usb`..., else from its class name
+    ("Signal processing controller" is `signal-processing`), never a bare `device`."""
     for mask, value, name in ROLES:
         if fn.pci_class & mask == value:
             return name
-    return "device"
+    if fn.vendor == "0000":  # not on the host (init keeps an address from the XML)
+        return "missing"
+    if fn.class_name.startswith("Class "):  # a class without a name
+        return f"class-{fn.class_code}"
+    words = [w for w in re.split(r"[^a-z0-9]+", fn.class_name.lower()) if w and w not in _FILLER]
+    return "-".join(words[:3]) or f"class-{fn.class_code}"
 
 
 def suggest_names(
