@@ -18,6 +18,8 @@ Each comes with the domain XML a user would have for it (DOMAIN_XML).
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from hosts import Bar, Function, HostSpec, _bridge
 from system_facts import Process, System
 
@@ -26,6 +28,19 @@ GiB = 1 << 30
 USER = "/user.slice/user-1000.slice"
 UNITS = f"{USER}/user@1000.service"
 CONSOLES = (("(S) dummy device", False), ("(M) frame buffer device", True))
+
+
+# Which NVIDIA module uses which (/proc/modules shows them as used-by), where the host
+# model has module dependencies (issue 11 part 4).
+NVIDIA_DEPS = {
+    "nvidia_drm": ("nvidia_modeset",),
+    "nvidia_modeset": ("nvidia",),
+    "nvidia_uvm": ("nvidia",),
+}
+
+
+def _module_deps(deps: dict[str, tuple[str, ...]]) -> dict:
+    return {"module_deps": deps} if "module_deps" in {f.name for f in fields(HostSpec)} else {}
 
 
 def _user(pid: int) -> Process:
@@ -189,6 +204,7 @@ def single_nvidia() -> HostSpec:
     shell = f"{UNITS}/session.slice/org.gnome.Shell@wayland.service"
     nvidia = {30: "/dev/nvidiactl", 31: "/dev/nvidia0", 32: "/dev/nvidia-modeset"}
     return HostSpec(
+        **_module_deps(NVIDIA_DEPS),
         **_platform(
             _bridge("0000:00:01.0", 2),
             *_nvidia_card("0000:01:00.0", "0x2484", "0x228b", True, 2, "0000:00:01.0"),
@@ -290,6 +306,7 @@ def dual_gpu() -> HostSpec:
     session = f"{USER}/session-2.scope"
     nvidia = {30: "/dev/nvidiactl", 31: "/dev/nvidia0"}
     return HostSpec(
+        **_module_deps(NVIDIA_DEPS),
         **_platform(
             *_amd_card("0x687f", "0xaaf8", False, "AMD Radeon RX Vega 64 (Vega 10)"),
             _bridge("0000:00:01.1", 1),
@@ -338,6 +355,7 @@ def laptop() -> HostSpec:
         boot_vga=True,
     )
     return HostSpec(
+        **_module_deps(NVIDIA_DEPS),
         **_platform(
             igpu,
             _bridge("0000:00:01.0", 2),

@@ -311,6 +311,7 @@ class NeededStep:
     yaml: str  # the step in flow style: `display_manager: stop`
     why: str  # a comment for the profile
     optional: bool = False  # written commented out: for when the host shows it is needed
+    block: tuple[str, ...] = ()  # the step in block style, for a profile, when too long for a line
 
 
 def needed_steps(
@@ -359,6 +360,11 @@ def needed_steps(
                 f"command: {{argv: [systemctl, stop, {unit}], undo_argv: [systemctl, start, {unit}]}}",
                 f"Stop {unit} ({', '.join(holders)} holds the card) rather than kill it: "
                 "undo starts it again",
+                block=(
+                    "command:",
+                    f"    argv: [systemctl, stop, {unit}]",
+                    f"    undo_argv: [systemctl, start, {unit}]",
+                ),
             )
         )
     kill_left = [h for h in (first.held if first else needs.held) if h.ended_by == "kill"]

@@ -178,13 +178,10 @@ def profile_text(domain: str, devices: dict[str, tuple[PciFunction, str]], facts
             )
     lines += [
         "",
-        "# release/end omitted: after the VM stops, everything prepare/begin changed is undone in",
-        "# reverse order (devices back to their drivers, the vfio modules prepare loaded unloaded"
-        + (
-            ",\n# the host driver modules loaded again, consoles and framebuffer bound, services and\n"
-            "# the display manager started; ended processes are not restarted)."
-            if desktop
-            else ")."
+        *wrap_comment(
+            "release/end omitted: after the VM stops, everything prepare/begin changed is undone "
+            "in reverse order: " + ", ".join(undone(desktop)) + ".",
+            indent="# ",
         ),
         "",
     ]
@@ -211,14 +208,33 @@ def desktop_lines(devices: dict[str, tuple[PciFunction, str]], facts: HostFacts)
         )
     for step in steps:
         lines += wrap_comment(step.why + ".")
-        lines.append(f"  {'# ' if step.optional else ''}- {step.yaml}")
+        first, *rest = step.block or (step.yaml,)
+        lines.append(f"  {'# ' if step.optional else ''}- {first}")
+        lines += [f"  {'# ' if step.optional else ''}{line}" for line in rest]
     return lines
 
 
-def wrap_comment(text: str, width: int = 92) -> list[str]:
+def undone(desktop: list[str]) -> list[str]:
+    """What the default release/end puts back, for the profile's closing comment."""
+    text = "\n".join(line for line in desktop if line.lstrip().startswith("- "))
+    parts = ["devices back to their drivers", "the vfio modules prepare loaded unloaded"]
+    if "modprobe: {remove:" in text:
+        parts.append("the host driver modules loaded again")
+    if "framebuffer: unbind" in text or "vtconsoles: unbind" in text:
+        parts.append("consoles and framebuffer bound again")
+    if "- command:" in text:
+        parts.append("the services it stopped started")
+    if "display_manager:" in text:
+        parts.append("the display manager started (the desktop comes back at the next login)")
+    if "kill_holders:" in text:
+        parts.append("ended processes are not restarted (audio daemons start again on their own)")
+    return parts
+
+
+def wrap_comment(text: str, width: int = 92, indent: str = "  # ") -> list[str]:
     import textwrap
 
-    return textwrap.wrap(text, width, initial_indent="  # ", subsequent_indent="  # ")
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
 
 
 def rebar_hint(fn: PciFunction, facts: HostFacts) -> bool:
