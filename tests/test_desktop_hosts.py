@@ -7,7 +7,9 @@ import json
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 from desktop_hosts import DESKTOP_HOSTS, DOMAIN_XML
 from fakecommands import install_fake_commands
 from fakekernel import FakeKernel
@@ -202,3 +204,40 @@ def test_when_check_finds_no_error_the_dry_run_does_not_fail(fs, name):
     # Leaving out any of the steps a single-GPU host needs is caught by check.
     if name.startswith(("single", "kde")):
         assert seen["errors"] >= 2
+
+
+# --- the example profiles in config/, written by init on these hosts ---------------------------
+
+EXAMPLES = {
+    "single-gpu-nvidia": "single-nvidia",
+    "single-gpu-amd": "single-amd",
+    "dual-gpu": "dual-gpu",
+    "laptop-dgpu": "laptop",
+}
+
+
+def body(profile: str) -> str:
+    return profile[profile.index("devices:") :]
+
+
+@pytest.mark.parametrize("example", list(EXAMPLES))
+def test_example_profile_is_what_init_writes_and_runs_on_its_host(fs, example):
+    name = EXAMPLES[example]
+    kernel = desktop_kernel(fs, name)
+    text = (REPO / "config" / f"{example}.yaml").read_text()
+    schema = json.loads((REPO / "passthrough" / "profile.schema.json").read_text())
+    assert text.startswith("# yaml-language-server: $schema=../passthrough/profile.schema.json\n")
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(text))) == []
+    install_fake_commands(kernel)
+    start = system_state(kernel)
+    assert body(init_profile(name)) == body(text), f"config/{example}.yaml differs from init's"
+    (PROFILES / "win11.yaml").write_text(text)
+    assert [f for f in check_findings() if f["severity"] == "error"] == []
+    if name in NEEDS_STACK_UNLOAD and not STACK_UNLOAD:
+        pytest.xfail("needs modprobe remove of a driver stack (issue 11 part 4)")
+    code, out, _ = run(kernel, None, "prepare", "begin", dry_run=True, domain="win11")
+    assert code == 0, out
+    for event in (("prepare", "begin"), ("release", "end")):
+        code, _, err = run(kernel, None, *event, xml=DOMAIN_XML[name], domain="win11")
+        assert code == 0, err
+    assert without_pids(system_state(kernel)) == without_pids(start)

@@ -165,7 +165,7 @@ def profile_text(domain: str, devices: dict[str, tuple[PciFunction, str]], facts
         lines.append(f"{entry:<{width}}# {what}; {why}")
     lines += ["", "prepare/begin:                 # before libvirt starts QEMU"]
     desktop = desktop_lines(devices, facts)
-    lines += desktop
+    lines += desktop + reset_bug_lines(devices)
     lines += [
         f"  - modprobe: [{', '.join(VFIO_MODULES)}]",
         f"  - detach: [{', '.join(devices)}]",
@@ -211,6 +211,27 @@ def desktop_lines(devices: dict[str, tuple[PciFunction, str]], facts: HostFacts)
         first, *rest = step.block or (step.yaml,)
         lines.append(f"  {'# ' if step.optional else ''}- {first}")
         lines += [f"  {'# ' if step.optional else ''}{line}" for line in rest]
+    return lines
+
+
+def reset_bug_lines(devices: dict[str, tuple[PciFunction, str]]) -> list[str]:
+    """For an AMD GPU with the reset bug and only a bus reset: the vendor-reset step, to
+    uncomment once the module is installed (check explains the choices)."""
+    from .check import amd_reset_bug_family
+
+    lines = []
+    for name, (fn, _) in devices.items():
+        family = amd_reset_bug_family(fn)
+        if family and fn.reset_methods == ("bus",):
+            lines += wrap_comment(
+                f"{name} is an AMD {family} GPU: its only reset (bus) does not reset it (the AMD "
+                f"reset bug). With vendor-reset installed and loaded, uncomment this (undone on "
+                f"release); `{PROG} check` says the other choice."
+            )
+            lines.append(
+                f"  # - sysfs: {{path: /sys/bus/pci/devices/{fn.address}/reset_method, "
+                f"value: device_specific}}"
+            )
     return lines
 
 
