@@ -114,7 +114,7 @@ def init_profile(name: str) -> str:
 
 
 def check_findings(profile_dir: Path = PROFILES) -> list[dict]:
-    code, out, _ = tool(
+    code, out, err = tool(
         "check",
         "--json",
         "--root",
@@ -125,6 +125,7 @@ def check_findings(profile_dir: Path = PROFILES) -> list[dict]:
         "/xml/win11.xml",
         "win11",
     )
+    assert out.startswith("{"), out + err
     findings = json.loads(out)["findings"]
     assert code == (1 if any(f["severity"] == "error" for f in findings) else 0)
     return findings
@@ -170,7 +171,10 @@ def variants(profile: str) -> list[tuple[str, str]]:
     for index in steps:
         if lines[index].startswith(("  - modprobe: [vfio", "  - detach:")):
             continue
-        kept = [line for i, line in enumerate(lines) if i != index]
+        end = index + 1
+        while end < len(lines) and lines[end].startswith("      "):  # a step in block style
+            end += 1
+        kept = lines[:index] + lines[end:]
         found.append((f"without `{lines[index].strip()[2:]}`", "\n".join(kept) + "\n"))
     found.append(("single-gpu.yaml", (REPO / "config" / "single-gpu.yaml").read_text()))
     return found
