@@ -4,7 +4,10 @@ kernel's real run does the same."""
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -13,6 +16,7 @@ import yaml
 from desktop_hosts import DESKTOP_HOSTS, DOMAIN_XML
 from fakecommands import install_fake_commands
 from fakekernel import FakeKernel
+from hosts import write_tree
 from toolbox import PROFILES, run, system_state
 
 from passthrough.cli import main
@@ -245,3 +249,75 @@ def test_example_profile_is_what_init_writes_and_runs_on_its_host(fs, example):
         code, _, err = run(kernel, None, *event, xml=DOMAIN_XML[name], domain="win11")
         assert code == 0, err
     assert without_pids(system_state(kernel)) == without_pids(start)
+
+
+# --- the README's single-GPU init output -------------------------------------------------------
+
+INSTALLED_SCHEMA = "/usr/local/lib/passthrough-hook/passthrough/profile.schema.json"
+
+
+def readme_init_output(tmp_path: Path) -> str:
+    """`init` on the single-nvidia host, run as the README shows it (relative paths, the
+    schema path as installed)."""
+    write_tree(DESKTOP_HOSTS["single-nvidia"](), tmp_path / "single-nvidia")
+    (tmp_path / "win11.xml").write_text(DOMAIN_XML["single-nvidia"])
+    result = subprocess.run(
+        [sys.executable, "-m", "passthrough", "init", "--root", "single-nvidia"]
+        + ["--config-dir", "profiles", "--xml", "win11.xml", "win11"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.replace(
+        str(REPO / "passthrough" / "profile.schema.json"), INSTALLED_SCHEMA
+    )
+
+
+def test_the_readme_shows_init_on_a_single_gpu_host(tmp_path):
+    out = readme_init_output(tmp_path)
+    assert "/tmp" not in out and str(REPO) not in out
+    assert out in (REPO / "README.md").read_text(), (
+        "README.md shows an outdated init output; paste the new one:\n" + out
+    )
+
+
+OLD_INIT = """\
+devices:
+  gpu: "0000:03:00.0"
+  gpu-audio: "0000:03:00.1"
+
+prepare/begin:
+  - modprobe: [vfio, vfio_iommu_type1, vfio_pci]
+  - detach: [gpu, gpu-audio]
+"""
+
+
+def readme_check_error(tmp_path: Path) -> str:
+    """check of a profile without the single-GPU steps on the single-amd host: its error."""
+    write_tree(DESKTOP_HOSTS["single-amd"](), tmp_path / "single-amd")
+    (tmp_path / "win11.xml").write_text(DOMAIN_XML["single-amd"])
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "win11.yaml").write_text(OLD_INIT)
+    result = subprocess.run(
+        [sys.executable, "-m", "passthrough", "check", "--root", "single-amd"]
+        + ["--config-dir", "profiles", "--xml", "win11.xml", "win11"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  error"))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("   "))
+    return "\n".join(lines[start:end]) + "\n"
+
+
+def test_the_readme_shows_check_without_the_single_gpu_steps(tmp_path):
+    out = readme_check_error(tmp_path)
+    assert "Xorg (pid 1400), gnome-shell (pid" in out and "`display_manager: stop`" in out
+    assert out in (REPO / "README.md").read_text(), "paste the new check error:\n" + out
