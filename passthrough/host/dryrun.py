@@ -302,6 +302,7 @@ class PredictedCommands(RecordedCommands):
     ) -> str:
         super().run(argv, timeout, stdin, effect)
         procfs = self.host.procfs
+        assert isinstance(procfs, PredictedProcfs)  # make_dry_run_host pairs them
         procfs.end([p.pid for p in stopped_by(self.root, argv, all_processes(self.host))])
         return ""
 

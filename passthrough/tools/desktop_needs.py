@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ..desktop import (
     COMPOSITORS,
@@ -48,7 +48,7 @@ UNBINDING = ("detach", "unbind", "bind", "resize_bar")
 
 def read_only_host(root: str | os.PathLike) -> Host:
     """A Host for reading sysfs and /proc of a root (nothing here writes)."""
-    host = Host(root=Path(root), sysfs=None, modules=None, nodedev=None)
+    host = Host(root=Path(root))
     host.sysfs = Sysfs(Path(root), host)
     host.procfs = Procfs(Path(root), host)
     return host
@@ -192,7 +192,7 @@ def driver_stack(
 
 
 def _drives_only(host: Host, driver: str, profile: set[str]) -> bool:
-    sysfs = cast(Sysfs, host.sysfs)
+    sysfs = host.sysfs
     bound = [e for e in sysfs.listdir(f"bus/pci/drivers/{driver}") if ":" in e and "." in e]
     return bool(bound) and set(bound) <= profile
 
@@ -293,7 +293,7 @@ def _ended_by(
 def _module_of_devices(host: Host, addresses: list[str]) -> dict[str, str]:
     """address -> the module of its driver (the driver's name when sysfs does not say)."""
     found = {}
-    sysfs = cast(Sysfs, host.sysfs)
+    sysfs = host.sysfs
     for address in addresses:
         driver = sysfs.link_name(f"bus/pci/devices/{address}/driver")
         if driver:
