@@ -19,6 +19,13 @@ from fakekernel import FakeKernel
 from hosts import write_tree
 from toolbox import PROFILES, run, system_state
 
+# The tools run inside pyfakefs here: import them first outside it (pyfakefs unloads modules
+# first imported inside a test, and a module imported there keeps the fake os, so a later
+# test outside pyfakefs would call a fake os.getxattr).
+import passthrough.tools.check  # noqa: F401, E402
+import passthrough.tools.init  # noqa: F401, E402
+import passthrough.tools.policy_checks  # noqa: F401, E402
+import passthrough.tools.security  # noqa: F401, E402
 from passthrough.cli import main
 from passthrough.host.modules import Modules
 from passthrough.profile import load_profile
