@@ -27,7 +27,6 @@ import passthrough.tools.init  # noqa: F401, E402
 import passthrough.tools.policy_checks  # noqa: F401, E402
 import passthrough.tools.security  # noqa: F401, E402
 from passthrough.cli import main
-from passthrough.host.modules import Modules
 from passthrough.profile import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,11 +101,6 @@ def test_kde_plasma_units_outlive_the_display_manager_unless_sessions_are_stoppe
 
 # --- every desktop host: init -> check -> dry run -> prepare -> release ----------------------
 
-# NVIDIA's driver stack unload (`modprobe: {remove: [...]}` of modules that drive the profile's
-# devices) is issue 11 part 4; until it lands, the NVIDIA hosts' prepare is refused there.
-STACK_UNLOAD = hasattr(Modules, "pci_drivers")
-NEEDS_STACK_UNLOAD = {"single-nvidia", "laptop"}
-
 
 def tool(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
@@ -144,8 +138,6 @@ def check_findings(profile_dir: Path = PROFILES) -> list[dict]:
 
 @pytest.mark.parametrize("name", list(DESKTOP_HOSTS))
 def test_init_check_dry_run_prepare_and_release_end_where_they_began(fs, name):
-    if name in NEEDS_STACK_UNLOAD and not STACK_UNLOAD:
-        pytest.xfail("needs modprobe remove of a driver stack (issue 11 part 4)")
     kernel = desktop_kernel(fs, name)
     book = install_fake_commands(kernel)
     start = system_state(kernel)
@@ -210,8 +202,6 @@ def test_when_check_finds_no_error_the_dry_run_does_not_fail(fs, name):
             continue
         seen["clean"] += 1
         failure = re.search(r"FAILS: (.*)", out)
-        if failure and name in NEEDS_STACK_UNLOAD and not STACK_UNLOAD and "module nvidia" in out:
-            continue  # the unload itself (issue 11 part 4), not something check could see
         assert code == 0 and not failure, (
             f"{name}, profile {what}: check found no error, but\n{out}"
         )
@@ -248,8 +238,6 @@ def test_example_profile_is_what_init_writes_and_runs_on_its_host(fs, example):
     assert body(init_profile(name)) == body(text), f"config/{example}.yaml differs from init's"
     (PROFILES / "win11.yaml").write_text(text)
     assert [f for f in check_findings() if f["severity"] == "error"] == []
-    if name in NEEDS_STACK_UNLOAD and not STACK_UNLOAD:
-        pytest.xfail("needs modprobe remove of a driver stack (issue 11 part 4)")
     code, out, _ = run(kernel, None, "prepare", "begin", dry_run=True, domain="win11")
     assert code == 0, out
     for event in (("prepare", "begin"), ("release", "end")):
