@@ -192,8 +192,20 @@ from a distribution package (/usr/lib/passthrough-hook); remove that package fir
     reload_libvirt
 }
 
+refuse_while_in_use() {
+    # A journal means a domain runs with devices the hook changed; without the hook its
+    # release/end would never give them back.
+    for journal in "$DESTDIR"/run/passthrough-hook/*.json; do
+        [ -f "$journal" ] || continue
+        domain=$(basename "$journal" .json)
+        die "$domain still has devices set up by its profile (journal /run/passthrough-hook/$domain.json):
+stop it first (virsh shutdown $domain), or give them back with \`passthrough-hook recover $domain\`"
+    done
+}
+
 do_uninstall() {
     [ -f "$DESTDIR$MANIFEST" ] || { [ "${1:-}" = quiet ] || say "not installed (no $MANIFEST)"; return 0; }
+    [ "${1:-}" = quiet ] || refuse_while_in_use
     # Files first, then directories deepest first, and a directory only if it is empty
     # (profiles you wrote stay).
     grep '^file ' "$DESTDIR$MANIFEST" | cut -c6- | while read -r path; do rm -f "$DESTDIR$path"; done

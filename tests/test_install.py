@@ -246,3 +246,22 @@ def test_apparmor_a_profile_without_the_hooks_rule_gets_the_lines_to_add(tmp_pat
         "/etc/apparmor.d/usr.sbin.libvirtd",
     ]
     assert log.read_text() == ""
+def test_uninstall_refuses_while_a_domain_holds_devices_the_hook_changed(tmp_path):
+    (tmp_path / "var/lib").mkdir(parents=True)
+    assert install(tmp_path).returncode == 0
+    (tmp_path / "run/passthrough-hook").mkdir(parents=True)
+    (tmp_path / "run/passthrough-hook/win10.json").write_text("{}")
+    result = install(tmp_path, "--uninstall")
+    assert result.returncode == 1
+    assert "win10 still has devices set up by its profile" in result.stderr
+    assert "passthrough-hook recover win10" in result.stderr
+    assert (tmp_path / "etc/libvirt/hooks/qemu").exists()
+
+
+def test_install_puts_a_logrotate_file_for_the_hook_log(tmp_path):
+    (tmp_path / "var/lib").mkdir(parents=True)
+    assert install(tmp_path).returncode == 0
+    logrotate = tmp_path / "etc/logrotate.d/passthrough-hook"
+    assert logrotate.read_text() == (REPO / "packaging/passthrough-hook.logrotate").read_text()
+    assert install(tmp_path, "--uninstall").returncode == 0
+    assert not (tmp_path / "etc/logrotate.d").exists()
