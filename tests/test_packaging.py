@@ -300,3 +300,70 @@ def test_the_pkgbuild_builds_the_same_files_as_the_deb_ships(tmp_path: Path) -> 
         assert path in shipped, path
     assert os.access(pkg / "usr/lib/passthrough-hook/qemu", os.X_OK)
     assert (pkg / "usr/lib/passthrough-hook/qemu").read_text().startswith("#!/usr/bin/python3 -I")
+
+
+# Debian has rpmbuild but not Fedora's pyproject-rpm-macros: these stand in for them with the
+# same tools (build, installer), so that %prep, %build, %install, %check and %files run for
+# real, including rpmbuild's check that every installed file is packaged. One line each: a
+# continued macro line keeps its newline, which would split the shell command.
+PYPROJECT_MACROS = """\
+%python3 /usr/bin/python3
+%python3_sitelib {sitelib}
+%pyproject_files %{{_builddir}}/pyproject-files
+%pyproject_buildrequires echo
+%pyproject_wheel %{{python3}} -m build --wheel --no-isolation --outdir pyproject-wheeldir
+%pyproject_install %{{python3}} -m installer --prefix=/usr --destdir=%{{buildroot}} pyproject-wheeldir/*.whl; if [ -d %{{buildroot}}/usr/local ]; then cp -a %{{buildroot}}/usr/local/. %{{buildroot}}/usr/ && rm -rf %{{buildroot}}/usr/local; fi
+%pyproject_save_files() echo '%{{python3_sitelib}}/%1/' > %{{pyproject_files}}; echo '%{{python3_sitelib}}/passthrough_hook-%{{version}}.dist-info/' >> %{{pyproject_files}}
+%pyproject_check_import %{{python3}} -c 'import sys; sys.path.insert(0, "%{{buildroot}}%{{python3_sitelib}}"); import passthrough.cli'
+"""
+PURELIB = 'import sysconfig; print(sysconfig.get_paths(vars={"base": "/usr", "platbase": "/usr"})["purelib"])'
+
+
+@pytest.mark.skipif(not shutil.which("rpmbuild"), reason="needs rpmbuild (Debian package rpm)")
+def test_rpmbuild_builds_the_rpm_with_every_installed_file_packaged(tmp_path: Path) -> None:
+    pytest.importorskip("build")
+    pytest.importorskip("installer")
+    # Where `installer --prefix=/usr` of the system python puts packages, without Debian's
+    # /usr/local.
+    purelib = subprocess.run(
+        ["/usr/bin/python3", "-c", PURELIB], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    sitelib = purelib.replace("/usr/local/", "/usr/", 1)
+    (tmp_path / "macros").write_text(PYPROJECT_MACROS.format(sitelib=sitelib))
+    top = tmp_path / "rpmbuild"
+    src = copy_source_tree(tmp_path / f"passthrough-hook-{VERSION}")
+    (top / "SOURCES").mkdir(parents=True)
+    subprocess.run(
+        ["tar", "-czf", str(top / "SOURCES" / f"passthrough-hook-{VERSION}.tar.gz"), src.name],
+        cwd=tmp_path,
+        check=True,
+    )
+    result = subprocess.run(
+        ["rpmbuild", "-bb", "--nodeps", "--define", f"_topdir {top}"]
+        + ["--load", str(tmp_path / "macros"), str(SPEC)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    (rpm,) = (top / "RPMS" / "noarch").glob(f"passthrough-hook-{VERSION}-1*.noarch.rpm")
+    files = subprocess.run(
+        ["rpm", "-qlp", str(rpm)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for path in (
+        "/usr/bin/passthrough-hook",
+        "/usr/lib/passthrough-hook/qemu",
+        "/usr/lib/passthrough-hook/hook-setup",
+        "/usr/share/bash-completion/completions/passthrough-hook",
+        "/usr/share/zsh/site-functions/_passthrough-hook",
+        "/etc/logrotate.d/passthrough-hook",
+        f"{sitelib}/passthrough/cli.py",
+        f"{sitelib}/passthrough/profile.schema.json",
+    ):
+        assert path in files, path
+    assert any(path.endswith("/examples/win10.yaml") for path in files), files
+    configs = subprocess.run(
+        ["rpm", "-qcp", str(rpm)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert configs == ["/etc/logrotate.d/passthrough-hook"]
