@@ -65,7 +65,8 @@ def test_build_files_makes_the_system_python_hook_and_both_completions(tmp_path:
             REPO / "docs" / "passthrough-hook.8"
         ).read_bytes()
     else:
-        assert "the package has no man page" in result.stderr
+        assert "build-files: no man page" in result.stderr
+        assert not (tmp_path / "passthrough-hook.8").exists()
 
 
 def test_the_packaged_hook_exits_at_once_for_a_domain_without_profile(root: Path) -> None:

@@ -205,6 +205,15 @@ def test_apt_install_starts_a_domain_with_a_profile_and_purge_restores_the_host(
     assert hook.read_bytes() == Path("/usr/lib/passthrough-hook/qemu").read_bytes()
     assert hook.stat().st_mode & 0o777 == 0o755
     assert not (HOOKS_DIR / "qemu.d").exists()
+    for path in (
+        "/usr/share/bash-completion/completions/passthrough-hook",
+        "/usr/share/zsh/vendor-completions/_passthrough-hook",
+        "/usr/share/doc/passthrough-hook/examples/win10.yaml",
+        "/etc/logrotate.d/passthrough-hook",
+    ) + ("/usr/share/man/man8/passthrough-hook.8.gz",) * (
+        REPO / "docs/passthrough-hook.8"
+    ).exists():
+        assert Path(path).is_file(), path
     # The program is the distribution python's, with the distribution's bindings.
     version = _run(["passthrough-hook", "--version"]).stdout.strip()
     assert version == f"passthrough-hook {VERSION}"
