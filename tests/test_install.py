@@ -246,6 +246,8 @@ def test_apparmor_a_profile_without_the_hooks_rule_gets_the_lines_to_add(tmp_pat
         "/etc/apparmor.d/usr.sbin.libvirtd",
     ]
     assert log.read_text() == ""
+
+
 def test_uninstall_refuses_while_a_domain_holds_devices_the_hook_changed(tmp_path):
     (tmp_path / "var/lib").mkdir(parents=True)
     assert install(tmp_path).returncode == 0

@@ -364,6 +364,10 @@ def test_rpmbuild_builds_the_rpm_with_every_installed_file_packaged(tmp_path: Pa
     ):
         assert path in files, path
     assert any(path.endswith("/examples/win10.yaml") for path in files), files
+    if (REPO / "docs/passthrough-hook.8").exists():
+        assert any(path.startswith("/usr/share/man/man8/passthrough-hook.8") for path in files)
+    if (REPO / "LICENSE").exists():
+        assert any(path.endswith("/LICENSE") for path in files), files
     configs = subprocess.run(
         ["rpm", "-qcp", str(rpm)], capture_output=True, text=True, check=True
     ).stdout.split()
