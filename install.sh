@@ -163,7 +163,7 @@ from a distribution package (/usr/lib/passthrough-hook); remove that package fir
     put_dir "$PREFIX/bin" 0755
     put_file "$tmp" "$PREFIX/bin/passthrough-hook" 0755
 
-    sed -e "1s|.*|#!$PYTHON -I -S|" -e "s|^LIBDIR = \"@LIBDIR@\".*|LIBDIR = \"$LIBDIR\"  # $MARKER|" \
+    sed -e "1s|.*|#!$PYTHON -IS|" -e "s|^LIBDIR = \"@LIBDIR@\".*|LIBDIR = \"$LIBDIR\"  # $MARKER|" \
         "$SRC/hooks/qemu" > "$tmp"
     put_dir /etc/libvirt 0755
     put_dir "$HOOKS" 0755

@@ -55,7 +55,7 @@ def test_build_files_makes_the_system_python_hook_and_both_completions(tmp_path:
         [str(BUILD_FILES), str(tmp_path)], capture_output=True, text=True, check=True
     )
     hook = (tmp_path / "qemu").read_text()
-    assert hook.startswith("#!/usr/bin/python3 -I\n")
+    assert hook.startswith("#!/usr/bin/python3 -IS\n")
     assert f'LIBDIR = ""  # {MARKER}\n' in hook
     assert os.access(tmp_path / "qemu", os.X_OK)
     assert "complete -F" in (tmp_path / "passthrough-hook.bash").read_text()
@@ -300,7 +300,9 @@ def test_the_pkgbuild_builds_the_same_files_as_the_deb_ships(tmp_path: Path) -> 
     ):
         assert path in shipped, path
     assert os.access(pkg / "usr/lib/passthrough-hook/qemu", os.X_OK)
-    assert (pkg / "usr/lib/passthrough-hook/qemu").read_text().startswith("#!/usr/bin/python3 -I")
+    assert (
+        (pkg / "usr/lib/passthrough-hook/qemu").read_text().startswith("#!/usr/bin/python3 -IS\n")
+    )
 
 
 # Debian has rpmbuild but not Fedora's pyproject-rpm-macros: these stand in for them with the
