@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install or uninstall passthrough-hook as libvirt's qemu hook.
 #
-#   sudo ./install.sh              install (distro packages, program, hook, config dir)
+#   sudo ./install.sh              install (distro packages, program, hook, config dir, logrotate)
 #   sudo ./install.sh --uninstall  remove exactly what the install put there
 #   ./install.sh --destdir DIR     stage into DIR (no packages, no daemon reload); for tests
 #
@@ -138,6 +138,9 @@ install_deps() {
 
 do_install() {
     [ -x "$PYTHON" ] || die "$PYTHON not found; give the interpreter with --python /path/to/python3"
+    # Both installs would run every profile twice.
+    [ ! -e "$DESTDIR/usr/lib/passthrough-hook/hook-setup" ] || die "passthrough-hook is installed \
+from a distribution package (/usr/lib/passthrough-hook); remove that package first, or keep using it"
     install_deps
     [ ! -f "$DESTDIR$MANIFEST" ] || { say "already installed; reinstalling"; do_uninstall quiet; }
     state=$(dirname "$MANIFEST")
@@ -160,7 +163,7 @@ do_install() {
     put_dir "$PREFIX/bin" 0755
     put_file "$tmp" "$PREFIX/bin/passthrough-hook" 0755
 
-    sed -e "1s|.*|#!$PYTHON -I -S|" -e "s|^LIBDIR = \"@LIBDIR@\".*|LIBDIR = \"$LIBDIR\"  # $MARKER|" \
+    sed -e "1s|.*|#!$PYTHON -IS|" -e "s|^LIBDIR = \"@LIBDIR@\".*|LIBDIR = \"$LIBDIR\"  # $MARKER|" \
         "$SRC/hooks/qemu" > "$tmp"
     put_dir /etc/libvirt 0755
     put_dir "$HOOKS" 0755
@@ -178,6 +181,8 @@ do_install() {
     put_file "$SRC/config/win10.yaml" "$CONFDIR/win10.yaml.example" 0644
     # Profiles name it as $schema=profile.schema.json (editors with the YAML language server).
     put_file "$SRC/passthrough/profile.schema.json" "$CONFDIR/profile.schema.json" 0644
+    put_dir /etc/logrotate.d 0755
+    put_file "$SRC/packaging/passthrough-hook.logrotate" /etc/logrotate.d/passthrough-hook 0644
     mv "$DESTDIR$MANIFEST.new" "$DESTDIR$MANIFEST"
     say "installed $PREFIX/bin/passthrough-hook and the hook $hook"
     say "write a profile as $CONFDIR/<domain>.yaml (see $CONFDIR/win10.yaml.example), then:"
@@ -187,8 +192,20 @@ do_install() {
     reload_libvirt
 }
 
+refuse_while_in_use() {
+    # A journal means a domain runs with devices the hook changed; without the hook its
+    # release/end would never give them back.
+    for journal in "$DESTDIR"/run/passthrough-hook/*.json; do
+        [ -f "$journal" ] || continue
+        domain=$(basename "$journal" .json)
+        die "$domain still has devices set up by its profile (journal /run/passthrough-hook/$domain.json):
+stop it first (virsh shutdown $domain), or give them back with \`passthrough-hook recover $domain\`"
+    done
+}
+
 do_uninstall() {
     [ -f "$DESTDIR$MANIFEST" ] || { [ "${1:-}" = quiet ] || say "not installed (no $MANIFEST)"; return 0; }
+    [ "${1:-}" = quiet ] || refuse_while_in_use
     # Files first, then directories deepest first, and a directory only if it is empty
     # (profiles you wrote stay).
     grep '^file ' "$DESTDIR$MANIFEST" | cut -c6- | while read -r path; do rm -f "$DESTDIR$path"; done

@@ -77,6 +77,12 @@ GLOBAL_OPTIONS = (
     GlobalOption("--json", None, "print exactly one JSON document on stdout (see the README)"),
     GlobalOption("--dry-run", None, "show the plan; change nothing"),
     GlobalOption(
+        "--debug",
+        None,
+        "log (and print) every operation of each step, as `log_level: debug` in the profile "
+        "does for libvirt's calls",
+    ),
+    GlobalOption(
         "--yes",
         None,
         "do not ask before stopping the display manager or taking a GPU from the host",
@@ -172,6 +178,8 @@ def run_event(
     """One event for one domain. `typed`: a person typed it (strict: a profile is needed, the
     XML is never awaited on stdin, a real run at a terminal asks first); otherwise libvirt
     called (tolerant and silent: no profile, no work, exit 0)."""
+    import logging
+
     from .journal import Journal
     from .log import log_path, setup
     from .profile import check_trusted, find_profile, is_plain_name, load_profile
@@ -229,8 +237,11 @@ def run_event(
 
         host_factory = make_dry_run_host if args.dry_run else make_host
     host = host_factory(root)
+    debug = getattr(args, "debug", False) or (profile is not None and profile.log_level == "debug")
     logger = setup(
-        None if args.dry_run else log_file, use_syslog=not args.dry_run and str(root) == "/"
+        None if args.dry_run else log_file,
+        use_syslog=not args.dry_run and str(root) == "/",
+        level=logging.DEBUG if debug else logging.INFO,
     )
     host.domain_xml = xml
     state = StateDir(state_dir)
@@ -254,6 +265,9 @@ def run_event(
                 f"({outcome.seconds * 1000:.0f} ms)",
                 file=err,
             )
+            if getattr(args, "debug", False):
+                for op in outcome.operations:
+                    print(f"    {op}", file=err)
 
     addresses = [address for step in steps for address in step.action.addresses()]
     if args.dry_run:

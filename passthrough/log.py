@@ -1,5 +1,6 @@
 """Logging: every step with its duration and outcome to syslog (when /dev/log exists) and
-to a log file; the terminal gets concise lines only."""
+to a log file; the terminal gets concise lines only. At DEBUG (`--debug`, or `log_level: debug`
+in the domain's profile) the file also gets every operation of each step."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 LOGGER = "passthrough-hook"
 
 
-def setup(log_file: Path | None, use_syslog: bool) -> logging.Logger:
+def setup(log_file: Path | None, use_syslog: bool, level: int = logging.INFO) -> logging.Logger:
     logger = logging.getLogger(LOGGER)
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(level)
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)

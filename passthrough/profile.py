@@ -19,6 +19,9 @@ from .schema import Bool, Context, Invalid, PciAddress, Seconds, closest, kind_o
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 16
+# `log_level:` in a profile: what the hook logs for that domain (libvirt passes the hook no
+# environment and no options, so the profile is where a user asks for more).
+LOG_LEVELS = ("info", "debug")
 
 # The events libvirt's qemu driver calls the hook with, as "<operation>/<sub-operation>".
 EVENTS = (
@@ -61,6 +64,7 @@ class Profile:
     path: str
     devices: dict[str, str]  # name -> PCI address, in file order
     events: dict[str, tuple[Step, ...]]
+    log_level: str = "info"  # "debug" also logs every operation of each step
 
     def name_of(self, address: str) -> str | None:
         for name, addr in self.devices.items():
@@ -148,17 +152,25 @@ def parse_profile(data: bytes, shown: str) -> Profile:
         ) from None
 
     devices: dict[str, str] = {}
+    log_level = "info"
     event_nodes = []
     for key, key_node, value_node in items:
         if key == "devices":
             devices = _devices(value_node, report)
+        elif key == "log_level":
+            value = getattr(value_node, "value", None)
+            if isinstance(value, str) and value in LOG_LEVELS:
+                log_level = value
+            else:
+                report(value_node, f"log_level is {' or '.join(LOG_LEVELS)}")
         elif key in EVENTS:
             event_nodes.append((key, value_node))
         else:
-            hint = closest(key, ("devices",) + EVENTS)
+            hint = closest(key, ("devices", "log_level") + EVENTS)
             report(
                 key_node,
-                f'unknown key "{key}"{hint}; expected `devices:` or an event such as prepare/begin',
+                f'unknown key "{key}"{hint}; expected `devices:`, `log_level:` or an event '
+                "such as prepare/begin",
             )
 
     ctx = Context(devices=devices, events=EVENTS)
@@ -167,7 +179,7 @@ def parse_profile(data: bytes, shown: str) -> Profile:
         events[event] = tuple(_steps(event, node, ctx, shown, report))
     if problems:
         raise ProfileError(problems)
-    return Profile(path=shown, devices=devices, events=events)
+    return Profile(path=shown, devices=devices, events=events, log_level=log_level)
 
 
 def _compose(text: str, shown: str) -> Any:

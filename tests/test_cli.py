@@ -227,7 +227,8 @@ def test_validate(tmp_path):
 # --- the hook file libvirt runs ---------------------------------------------------------------
 
 
-# The interpreter line install.sh keeps (only the path changes): `/usr/bin/python3 -I -S`.
+# The interpreter line install.sh keeps (only the path changes): `/usr/bin/python3 -IS`
+# (one word: the kernel passes a #! line's options as a single argument).
 HOOK_COMMAND = HOOK.read_text().split("\n", 1)[0][2:].split()
 
 
@@ -278,7 +279,7 @@ def test_hook_runs_the_profile_for_a_domain_that_has_one(tmp_path):
 def test_hook_starts_without_site_and_its_copies_of_the_program_constants_agree():
     from passthrough import profile
 
-    assert HOOK_COMMAND == ["/usr/bin/python3", "-I", "-S"]
+    assert HOOK_COMMAND == ["/usr/bin/python3", "-IS"]
     namespace: dict = {}
     exec(compile(HOOK.read_text(), str(HOOK), "exec"), namespace)
     assert namespace["EVENTS"] == profile.EVENTS

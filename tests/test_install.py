@@ -28,7 +28,7 @@ def test_install_and_uninstall_into_a_staging_root(tmp_path):
     assert result.returncode == 0, result.stderr
     hook = tmp_path / "etc/libvirt/hooks/qemu"
     text = hook.read_text()
-    assert text.startswith("#!/usr/bin/python3 -I -S\n")
+    assert text.startswith("#!/usr/bin/python3 -IS\n")
     assert 'LIBDIR = "/usr/local/lib/passthrough-hook"' in text
     assert os.access(hook, os.X_OK)
     assert (tmp_path / "usr/local/lib/passthrough-hook/passthrough/actions/resize_bar.py").is_file()
@@ -246,3 +246,40 @@ def test_apparmor_a_profile_without_the_hooks_rule_gets_the_lines_to_add(tmp_pat
         "/etc/apparmor.d/usr.sbin.libvirtd",
     ]
     assert log.read_text() == ""
+
+
+def test_uninstall_refuses_while_a_domain_holds_devices_the_hook_changed(tmp_path):
+    (tmp_path / "var/lib").mkdir(parents=True)
+    assert install(tmp_path).returncode == 0
+    (tmp_path / "run/passthrough-hook").mkdir(parents=True)
+    (tmp_path / "run/passthrough-hook/win10.json").write_text("{}")
+    result = install(tmp_path, "--uninstall")
+    assert result.returncode == 1
+    assert "win10 still has devices set up by its profile" in result.stderr
+    assert "passthrough-hook recover win10" in result.stderr
+    assert (tmp_path / "etc/libvirt/hooks/qemu").exists()
+
+
+def test_install_puts_a_logrotate_file_for_the_hook_log(tmp_path):
+    (tmp_path / "var/lib").mkdir(parents=True)
+    assert install(tmp_path).returncode == 0
+    logrotate = tmp_path / "etc/logrotate.d/passthrough-hook"
+    assert logrotate.read_text() == (REPO / "packaging/passthrough-hook.logrotate").read_text()
+    assert install(tmp_path, "--uninstall").returncode == 0
+    assert not (tmp_path / "etc/logrotate.d").exists()
+
+
+def test_the_installed_hook_runs_when_executed_as_libvirt_does(tmp_path):
+    """libvirt execs the file: the kernel passes the #! line's options as one argument, so
+    they must be one word (`-IS`; `-I -S` makes python exit 2 on every event)."""
+    (tmp_path / "var/lib").mkdir(parents=True)
+    assert install(tmp_path).returncode == 0
+    result = subprocess.run(
+        [str(tmp_path / "etc/libvirt/hooks/qemu"), "no-such-domain", "prepare", "begin", "-"],
+        input="<domain/>",
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

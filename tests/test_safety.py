@@ -27,7 +27,8 @@ def run(kernel, *args, config="/profiles"):
     if argv[0] == "recover":
         argv = ["recover", *options, *argv[1:]]
     else:
-        argv = ["--config-dir", config, *options, *argv]
+        # --debug: the tests read each step's operations from the log.
+        argv = ["--debug", "--config-dir", config, *options, *argv]
     code = main(argv, stdin=io.StringIO(""), host_factory=kernel.host, out=out, err=err)
     return code, out.getvalue() + err.getvalue()
 

@@ -37,6 +37,7 @@ def run(
     code = main(
         [
             *(["--dry-run"] if dry_run else []),
+            "--debug",  # the tests read each step's operations from the log
             "--root",
             "/host",
             "--config-dir",

@@ -44,7 +44,7 @@ def render() -> str:
 
 def profile_schema() -> dict:
     from ..actions import REGISTRY
-    from ..profile import EVENTS, STEP_OPTIONS
+    from ..profile import EVENTS, LOG_LEVELS, STEP_OPTIONS
     from ..schema import PciAddress
 
     options = {name: option.json_schema() for name, option in STEP_OPTIONS.items()}
@@ -75,6 +75,11 @@ def profile_schema() -> dict:
                 "type": "object",
                 "propertyNames": {"pattern": DEVICE_NAME},
                 "additionalProperties": PciAddress().json_schema(),
+            },
+            "log_level": {
+                "description": "what the hook logs for this domain: info (each step, its time "
+                "and outcome; the default) or debug (also every operation of each step)",
+                "enum": list(LOG_LEVELS),
             },
             **{
                 event: {"$ref": "#/definitions/steps", "description": _event_description(event)}

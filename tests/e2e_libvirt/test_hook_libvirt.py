@@ -34,6 +34,7 @@ INSTALLED_OUTSIDE_ETC = (
     Path("/usr/local/lib/passthrough-hook"),
     Path("/usr/local/bin/passthrough-hook"),
     Path("/var/lib/passthrough-hook"),
+    Path("/etc/logrotate.d/passthrough-hook"),
 )
 PROFILES = HOOKS_DIR / "passthrough"
 HOOK_LOG = Path("/var/log/libvirt/passthrough-hook.log")
