@@ -11,6 +11,7 @@ import hostdeps
 import pytest
 from fakekernel import Killed
 from hosts import SEED_PROFILE
+from test_json_output import one_document
 
 from passthrough.cli import main
 from passthrough.errors import HostError
@@ -298,6 +299,11 @@ def test_a_write_stuck_in_the_kernel_fails_the_step_and_the_rest_is_rolled_back(
             in status
         )
         assert f"(helper pid {seed.helpers[0]}, state S)" in status
+        out = io.StringIO()
+        main(["status", "--root", "/host", "--state-dir", STATE, "--json"], out=out, err=out)
+        [win10] = one_document(out.getvalue())["domains"]
+        [stuck] = [p for p in win10["problems"] if p["kind"] == "stuck"]
+        assert (stuck["address"], stuck["helper"]) == (AUDIO, seed.helpers[0])
         code, text = run(seed, "recover", "win10")
         assert code == 1
         assert f"not recovering win10 yet: {AUDIO} is still stuck in the kernel" in text
