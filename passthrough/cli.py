@@ -37,7 +37,7 @@ from .profile import EVENTS
 
 if TYPE_CHECKING:
     from .host import Host
-    from .runner import Outcome
+    from .runner import Outcome, Runner
 
     # Builds the Host for a root (tests pass a fake kernel's).
     HostFactory = Callable[[Path], Host]
@@ -278,7 +278,10 @@ def run_event(
         with state.lock(args.domain, event):
             check_ownership(state, args.domain, addresses)
             journal = Journal.load(state_dir, args.domain)
-            result = Runner(host, journal, profile, args.domain, on_outcome=report).run(event)
+            runner = Runner(host, journal, profile, args.domain, on_outcome=report)
+            if recovering:
+                _refuse_while_stuck(runner, args.domain)
+            result = runner.run(event)
     result.warnings[:0] = xml_warnings
     if profile_problem:
         result.warnings.insert(
@@ -372,6 +375,24 @@ def _confirmed(
     err.flush()
     answer = stream.readline().strip().lower()
     return answer in ("y", "yes")
+
+
+def _refuse_while_stuck(runner: Runner, domain: str) -> None:
+    """recover changes nothing while a write it would retry still waits in the kernel."""
+    stuck = runner.stuck_devices()
+    if not stuck:
+        return
+    parts = [
+        f"{record['address']} is still stuck in the kernel ({record.get('write', 'a write')} "
+        f"since {str(record.get('since', '?'))[11:19]}; helper pid {record.get('pid', '?')} "
+        f"still waits there){runner.holders_note([record['address']])}"
+        for record in stuck
+    ]
+    raise PassthroughError(
+        f"not recovering {domain} yet: " + "; ".join(parts) + ". End the processes holding "
+        f"it: the kernel then finishes that write, and `{PROG} recover {domain}` puts "
+        f"everything back."
+    )
 
 
 # --- subcommands ---------------------------------------------------------------------------

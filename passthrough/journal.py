@@ -28,10 +28,19 @@ class JournalError(PassthroughError):
 
 
 class Journal:
-    def __init__(self, path: Path | None, domain: str, entries: list[dict] | None = None):
+    def __init__(
+        self,
+        path: Path | None,
+        domain: str,
+        entries: list[dict] | None = None,
+        stuck: dict[str, dict] | None = None,
+    ):
         self.path = path  # None: kept in memory only (dry run)
         self.domain = domain
         self.entries: list[dict] = entries or []
+        # Devices a write left stuck in the kernel: address -> {write, since, pid, ...}
+        # (passthrough/host/detached.py). Kept until a later run sees the helper gone.
+        self.stuck: dict[str, dict] = stuck or {}
 
     @classmethod
     def load(cls, state_dir: Path | None, domain: str) -> Journal:
@@ -56,11 +65,18 @@ class Journal:
             raise JournalError(
                 f"{path}: not a journal of format {FORMAT}; written by another version?"
             )
-        return cls(path, domain, data["entries"])
+        stuck = data.get("stuck")
+        return cls(path, domain, data["entries"], stuck if isinstance(stuck, dict) else None)
 
     @classmethod
     def in_memory(cls, copy_of: Journal) -> Journal:
-        return cls(None, copy_of.domain, json.loads(json.dumps(copy_of.entries)))
+        copy = json.loads(json.dumps({"entries": copy_of.entries, "stuck": copy_of.stuck}))
+        return cls(None, copy_of.domain, copy["entries"], copy["stuck"])
+
+    def set_stuck(self, stuck: dict[str, dict]) -> None:
+        if stuck != self.stuck:
+            self.stuck = dict(stuck)
+            self.save()
 
     def begin(self, event: str, step: Step, describe: str) -> dict:
         entry = {
@@ -103,14 +119,16 @@ class Journal:
     def save(self) -> None:
         if self.path is None:
             return
-        if not self.entries:
+        if not self.entries and not self.stuck:
             try:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
             return
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        data = {"format": FORMAT, "domain": self.domain, "entries": self.entries}
+        data: dict = {"format": FORMAT, "domain": self.domain, "entries": self.entries}
+        if self.stuck:
+            data["stuck"] = self.stuck
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

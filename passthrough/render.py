@@ -76,6 +76,13 @@ def failure_text(result: EventResult, log_path: str | None) -> str:
             lines.append("Nothing had been changed, so nothing was rolled back.")
     for outcome in result.not_restored:
         lines.append(f"NOT restored: {outcome.title}: {outcome.error}")
+    for stuck in result.stuck:
+        lines.append(
+            f"STUCK: {stuck['address']}: `{stuck.get('write', 'a write')}` has not returned "
+            f"(helper pid {stuck.get('pid', '?')} waits in the kernel); nothing more was "
+            f"written to the device. Once the processes holding it exit, the kernel finishes "
+            f"that write; then `passthrough-hook recover {result.domain}` puts it back."
+        )
     if result.not_restored:
         lines.append(
             "The journal keeps what is left; `passthrough-hook recover "
@@ -113,4 +120,5 @@ def result_json(result: EventResult, root: str) -> dict:
         "rollback": [outcome(o) for o in result.rollback],
         "failed_at": result.failed.where if result.failed else None,
         "warnings": result.warnings,
+        "stuck": result.stuck,
     }

@@ -44,6 +44,7 @@ class EventResult:
     failed: Outcome | None = None
     warnings: list[str] = field(default_factory=list)
     note: str = ""
+    stuck: list[dict] = field(default_factory=list)  # devices left stuck in the kernel
 
     @property
     def ok(self) -> bool:
@@ -74,6 +75,27 @@ class Runner:
         result = EventResult(
             self.domain, event, self.profile.path if self.profile else "-", self.host.dry_run
         )
+        try:
+            return self._run(event, result)
+        finally:
+            result.stuck = list(self.host.stuck.values())
+
+    def stuck_devices(self) -> list[dict]:
+        """Devices the journal says a write left stuck in the kernel, whose helper process
+        still waits there. Those whose helper is gone are dropped: that write returned."""
+        from .host.detached import process_state
+
+        procfs = self.host.procfs
+        if not self.host.stuck:
+            for address, record in self.journal.stuck.items():
+                stat = procfs.read(f"{record.get('pid')}/stat")
+                if process_state(stat, record.get("started")) != "gone":
+                    self.host.stuck[address] = record
+            self.journal.set_stuck(self.host.stuck)
+        return list(self.host.stuck.values())
+
+    def _run(self, event: str, result: EventResult) -> EventResult:
+        self.stuck_devices()
         steps = self.profile.events.get(event) if self.profile else None
         if steps is None:
             if event == "release/end" and not self.journal.entries:
@@ -130,7 +152,7 @@ class Runner:
             self.journal.update(entry, entry["record"], status="failed")
             message = str(exc)
             if isinstance(exc, StepTimeout):
-                message += self._holders_note(action.addresses())
+                message += self.holders_note(action.addresses())
             return entry, Outcome(
                 title,
                 str(step.where),
@@ -139,6 +161,8 @@ class Runner:
                 "failed",
                 message,
             )
+        finally:
+            self.journal.set_stuck(self.host.stuck)
         result.warnings.extend(ctx.warnings)
         if action.undoable:
             self.journal.update(entry, record, status="done")
@@ -161,7 +185,7 @@ class Runner:
             )
         return None
 
-    def _holders_note(self, addresses: list[str]) -> str:
+    def holders_note(self, addresses: list[str]) -> str:
         from .holders import find_holders
 
         self.host.step_cache.clear()  # what holds the devices now, after the wait
@@ -206,13 +230,16 @@ class Runner:
                         raise PassthroughError(f"this version has no action {entry['action']!r}")
                     action_class.undo(ctx, record)
             except PassthroughError as exc:
+                message = str(exc)
+                if isinstance(exc, StepTimeout):
+                    message += self.holders_note(list(self.host.stuck))
                 outcome = Outcome(
                     title,
                     entry["where"],
                     self.host.take_operations(),
                     time.monotonic() - started,
                     "not-undone",
-                    str(exc),
+                    message,
                 )
                 self.journal.update(entry, record, status="undo-failed")
             else:
@@ -224,6 +251,8 @@ class Runner:
                     "undone",
                 )
                 self.journal.remove(entry)
+            finally:
+                self.journal.set_stuck(self.host.stuck)
             result.warnings.extend(ctx.warnings)
             outcomes.append(outcome)
             self.on_outcome(outcome)

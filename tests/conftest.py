@@ -14,8 +14,15 @@ import pytest
 import yaml  # noqa: F401  loaded once here: pyfakefs unloads modules first imported inside a test,
 
 # and PyYAML's C parser keeps building nodes of the first import's classes.
+from pyfakefs.fake_filesystem_unittest import Patcher
+
 from passthrough.errors import UnsafeOperation
+from passthrough.host import detached
 from passthrough.host import sysfs as sysfs_module
+
+# The detached writer's plumbing is processes and pipes, never a file of the host tree:
+# pyfakefs leaves it real (the fake kernel's stuck writes fork a real helper through it).
+Patcher.SKIPMODULES.add(detached)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,6 +6,13 @@ gets a pyfakefs side effect that runs passthrough.host.kernel_model.KernelModel,
 writes behave like the real kernel's, traps included. Faults can be injected per file
 (an errno, a probe that binds nothing, a write that hangs, the process being killed).
 Module loading and libvirt's node-device calls are faked at the same level.
+
+The "stuck" fault is the kernel's uninterruptible wait (an unbind while a process holds
+the device, ../shared/notes/real-hosts.md): the hook's detached helper
+(passthrough/host/detached.py) really forks and blocks on a pipe this kernel holds, so
+nothing the hook does can interrupt it. `release_stuck()` is the holder letting go: the
+write completes and the helper exits. Until then any other write to that device blocks
+too, as on the device lock of a real kernel (and is listed in `writes_on_stuck`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import copy
 import errno
 import fnmatch
 import os
+import posix  # the hold pipe is a real one, shared with helper processes (pyfakefs fakes os)
 import re
 import threading
 import weakref
@@ -24,7 +32,7 @@ from typing import TYPE_CHECKING
 from hosts import HostSpec, module_of, proc_modules, write_tree
 
 from passthrough.errors import HostError, StepTimeout
-from passthrough.host import Host
+from passthrough.host import Host, detached
 from passthrough.host.commands import CommandError, Commands
 from passthrough.host.kernel_files import SystemFiles
 from passthrough.host.kernel_model import KernelModel, sysfb_policy
@@ -46,11 +54,29 @@ class Killed(BaseException):
     """Stands for kill -9 in the middle of a step: nothing in the program catches it."""
 
 
+class StuckInKernel(Exception):
+    """Raised by a control file's side effect: this write waits in the kernel. Only the
+    detached-write path turns it into a helper process blocked on the hold pipe; a write
+    the hook makes in its own process would hang it (the test then sees exit 3)."""
+
+
 @dataclass
 class Fault:
     pattern: str  # fnmatch pattern on the path relative to /sys, or a libvirt call name
-    kind: str  # errno name (EBUSY...), "hang" (until released), "deadline", "kill", "libvirt"
+    kind: str  # errno name (EBUSY...), "hang" (until released), "deadline", "stuck", "kill", "libvirt"
     times: int = 1
+
+
+ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+
+
+def device_of(rel: str, value: str) -> str | None:
+    """The PCI function a control write acts on (its directory, or the address written)."""
+    match = re.match(r"^bus/pci/devices/([^/]+)/", rel)
+    if match:
+        return match.group(1)
+    value = value.strip()
+    return value if ADDRESS.fullmatch(value) else None
 
 
 class TreeStore:
@@ -227,8 +253,17 @@ class FakeKernel:
         self.faults: list[Fault] = []
         self.points: list[str] = []  # every write, module change and libvirt call, in order
         self.fail_nth: tuple[int, str] | None = None  # (index in points, kind)
+        self.in_libvirt = False  # a libvirt call is running: its writes are libvirtd's
+        self.libvirt_points: set[int] = set()  # indices in points of writes libvirtd made
         self.operation_timeout = 20.0
         self.release_hang = threading.Event()
+        self.stuck_writes: list[tuple[str, str]] = []  # (path, value) waiting in the kernel
+        self.writes_on_stuck: list[tuple[str, str]] = []  # later writes to a stuck device
+        self.helpers: list[int] = []  # pids of the hook's helpers blocked on the hold pipe
+        # How long the hook waits for a stuck write (None: the step's time left). It never
+        # returns, so the wait changes nothing but the test's duration.
+        self.stuck_wait: float | None = None
+        self._hold: tuple[int, int] | None = None  # the pipe they block on (read, write)
         # Hugepages: the most pages of a size (kB) the kernel can hold (absent: no limit), and
         # how many more each write to /proc/sys/vm/compact_memory makes room for.
         self.hugepage_limits: dict[int, int] = {}
@@ -284,6 +319,8 @@ class FakeKernel:
     def take_fault(self, name: str) -> Fault | None:
         """Called at every injection point; returns the fault to apply there, if any."""
         self.points.append(name)
+        if self.in_libvirt:
+            self.libvirt_points.add(len(self.points) - 1)
         if self.fail_nth and self.fail_nth[0] == len(self.points) - 1:
             kind, self.fail_nth = self.fail_nth[1], None  # fires once
             return Fault(name, kind)
@@ -314,6 +351,65 @@ class FakeKernel:
         code = getattr(errno, fault.kind)
         raise OSError(code, os.strerror(code))
 
+    # --- writes stuck in the kernel ------------------------------------------------------------
+
+    def stuck_devices(self) -> set[str]:
+        return {d for d in (device_of(rel, value) for rel, value in self.stuck_writes) if d}
+
+    def hold_fd(self) -> int:
+        """The end of the hold pipe a stuck helper blocks on (created on first use)."""
+        if self._hold is None:
+            self._hold = posix.pipe()
+        return self._hold[0]
+
+    def blocked_job(self):
+        """A helper's job for a stuck write: wait until the holder lets go (the pipe closes)."""
+        fd = self.hold_fd()
+
+        def job() -> int:
+            posix.read(fd, 1)
+            return 0
+
+        return job
+
+    def helper_started(self, pid: int) -> None:
+        """A helper stays blocked: it shows in <root>/proc like any process."""
+        self.helpers.append(pid)
+        stat = f"{pid} (python3) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {7000 + pid}"
+        base = self.root / "proc" / str(pid)
+        self.fs.create_file(str(base / "stat"), contents=stat + "\n")
+        self.fs.create_file(str(base / "comm"), contents="python3\n")
+
+    def hold_open(self, pid: int, command: str, address: str) -> str:
+        """A process maps the device's BAR 0 (as QEMU does once it has the device); returns
+        the path. Only this function is held, not its whole IOMMU group."""
+        device = os.path.realpath(self.root / "sys/bus/pci/devices" / address)
+        path = "/" + os.path.relpath(device, self.root) + "/resource0"
+        base = self.root / "proc" / str(pid)
+        self.fs.create_file(str(base / "comm"), contents=command + "\n")
+        self.fs.create_file(
+            str(base / "maps"),
+            contents=f"7f0000000000-7f0000004000 rw-s 00000000 00:05 77   {path}\n",
+        )
+        return path
+
+    def release_stuck(self) -> None:
+        """The holder lets go: every stuck write completes and its helper exits."""
+        for rel, value in self.stuck_writes:
+            try:
+                self.model.write(rel, value)
+            except OSError:
+                pass
+        self.stuck_writes.clear()
+        if self._hold is not None:
+            for fd in self._hold:
+                posix.close(fd)
+            self._hold = None
+        for pid in self.helpers:
+            posix.waitpid(pid, 0)
+            self.fs.remove_object(str(self.root / "proc" / str(pid)))
+        self.helpers.clear()
+
     # --- control files -------------------------------------------------------------------------
 
     def _arm(self, rel: str) -> None:
@@ -330,7 +426,13 @@ class FakeKernel:
             # Reading a control file gives its state, not the last value written to it.
             file_object.set_initial_contents(kernel._content_before.get(path, ""))
             kernel.writes.append((canonical_rel, value.strip()))
+            if device_of(canonical_rel, value) in kernel.stuck_devices():
+                kernel.writes_on_stuck.append((canonical_rel, value.strip()))
+                raise StuckInKernel(canonical_rel)  # its device lock is held
             fault = kernel.take_fault(canonical_rel)
+            if fault and fault.kind == "stuck":
+                kernel.stuck_writes.append((canonical_rel, value))
+                raise StuckInKernel(canonical_rel)
             if fault and fault.kind == "nobind":
                 return  # the write "succeeds" and nothing binds: a probe that failed quietly
             if fault:
@@ -426,7 +528,7 @@ class FakeKernel:
             bind_wait=0.02,
             operation_timeout=self.operation_timeout,
         )
-        host.sysfs = Sysfs(self.root, host)
+        host.sysfs = FakeSysfs(self, host)
         host.modules = FakeModules(self, host)
         host.nodedev = FakeNodeDevices(self, host)
         host.procfs = Procfs(self.root, host)
@@ -436,6 +538,29 @@ class FakeKernel:
     def make_commands(self, host: Host):
         """Commands refuse here (the root is a tree); tests that need them replace this method."""
         return Commands(self.root, host)
+
+
+class FakeSysfs(Sysfs):
+    """Writes that may block run here, where the fake kernel's side effects are; one the
+    kernel holds goes, as on a real host, to a detached helper, which blocks on the hold pipe."""
+
+    def __init__(self, kernel: FakeKernel, host: Host):
+        super().__init__(kernel.root, host)
+        self.kernel = kernel
+
+    def _write_detached(self, rel: str, path: Path, value: str, what: str) -> None:
+        try:
+            self._apply(rel, path, value)
+        except StuckInKernel:
+            job = self.kernel.blocked_job()
+            try:
+                wait = self.host.time_left()
+                if self.kernel.stuck_wait is not None:
+                    wait = min(wait, self.kernel.stuck_wait)
+                detached.run(job, wait, what, keep_fds=(self.kernel.hold_fd(),))
+            except detached.StuckWrite as exc:
+                self.kernel.helper_started(exc.pid)
+                raise
 
 
 def call_point(kernel: FakeKernel, host: Host, point: str) -> None:
@@ -512,6 +637,7 @@ class FakeModules(Modules):
             self.kernel.model.driver_registered(driver_names(name)[0], ids)
 
     def unload(self, module: str) -> None:
+        self.host.refuse_if_driver_stuck(driver_names(module), f"unload {module}")
         self.host.record(f"modprobe -r {module}")
         call_point(self.kernel, self.host, f"modprobe -r {module}")
         name = canonical(module)
@@ -553,6 +679,12 @@ class FakeNodeDevices:
         try:
             with open(self.kernel.root / "sys" / rel, "w") as handle:
                 handle.write(value)
+        except StuckInKernel:
+            # libvirtd's worker waits in the kernel; the hook only waits for its answer.
+            self.kernel.release_hang.wait(30)
+            raise HostError(
+                f"libvirt: the write to /sys/{rel} was interrupted", device=address
+            ) from None
         except OSError as exc:
             raise HostError(
                 f"libvirt: Failed to write to '/sys/{rel}': {os.strerror(exc.errno)}",
@@ -564,15 +696,20 @@ class FakeNodeDevices:
             fault = self.kernel.take_fault(f"libvirt {verb} {address}")
             if fault:
                 self.kernel.trigger(fault)
-            self._write(address, f"bus/pci/devices/{address}/driver_override", override)
-            if self.kernel.driver(address):
-                self._write(address, f"bus/pci/devices/{address}/driver/unbind", address)
-            self._write(address, "bus/pci/drivers_probe", address)
+            self.kernel.in_libvirt = True
+            try:
+                self._write(address, f"bus/pci/devices/{address}/driver_override", override)
+                if self.kernel.driver(address):
+                    self._write(address, f"bus/pci/devices/{address}/driver/unbind", address)
+                self._write(address, "bus/pci/drivers_probe", address)
+            finally:
+                self.kernel.in_libvirt = False
 
         self.calls.append((verb, address))
         self.host.bounded(f"libvirt {verb} of {address}", libvirt_call)
 
     def detach(self, address: str, driver: str, effect: str) -> None:
+        self.host.refuse_if_stuck(address, "detach it through libvirt")
         self.host.record(f"libvirt nodedev-detach {address}", effect)
         self._call("detach", address, self.kernel.libvirt_variant.get(address, "vfio-pci"))
         if not is_vfio_driver(self.kernel.driver(address)):
@@ -582,5 +719,6 @@ class FakeNodeDevices:
             )
 
     def reattach(self, address: str, effect: str, previous_driver: str | None = None) -> None:
+        self.host.refuse_if_stuck(address, "reattach it through libvirt")
         self.host.record(f"libvirt nodedev-reattach {address}", effect)
         self._call("reattach", address, "\n")

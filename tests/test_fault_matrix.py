@@ -12,6 +12,13 @@ never meets the fault meant for release. A write that blocks is injected as "dea
 fails as the step's time runs out, without waiting for the clock), so no outcome depends on
 how busy the machine is; tests/test_safety.py times a real blocked write.
 
+"stuck" is a write that does not return while the test holds it (an unbind while a process
+holds the device; tests/fakekernel.py): the hook's real helper process blocks on a pipe
+the test holds. The hook must return anyway, name the stuck device, write nothing more to
+it, restore every other device, and refuse `recover` until the test lets the write finish;
+`recover` then restores everything. Such a write never returns, so how long the hook waits
+for it (FakeKernel.stuck_wait) changes nothing in the outcome.
+
 The exhaustive matrix (every point × every kind) is marked slow: `tools/test` runs it, plain
 `pytest` runs one kind per point, a different kind at each point.
 """
@@ -26,6 +33,7 @@ from test_actions_modprobe_remove import PROFILE as NVIDIA_STACK
 from test_actions_modprobe_remove import nvidia_host as nvidia_stack_host
 
 from passthrough.cli import main
+from passthrough.host.sysfs import BLOCKING
 
 MiB = 1 << 20
 
@@ -74,14 +82,19 @@ CASES = {
 WRITE_KINDS = ("EBUSY", "EINVAL", "ENODEV", "deadline", "kill")
 
 
-def kinds_for(point: str) -> tuple[str, ...]:
+def kinds_for(point: str, by_libvirt: bool = False) -> tuple[str, ...]:
+    """by_libvirt: a write libvirtd makes inside a node-device call. Stuck there, it is
+    libvirtd's worker that waits in the kernel; the hook sees a libvirt call that times out
+    ("deadline" at the libvirt point). The hook's own writes that can wait in the kernel
+    run in a detached helper: they get "stuck" instead of "deadline"."""
     if point.startswith("modprobe"):
         return ("command", "deadline", "kill")
     if point.startswith("libvirt"):
         return ("libvirt", "deadline", "kill")
-    if point == "bus/pci/drivers_probe" or point.endswith("/bind"):
-        return WRITE_KINDS + ("nobind",)
-    return WRITE_KINDS
+    probes = ("nobind",) if point == "bus/pci/drivers_probe" or point.endswith("/bind") else ()
+    if by_libvirt or not BLOCKING.search(point):
+        return WRITE_KINDS + probes
+    return tuple(k for k in WRITE_KINDS if k != "deadline") + ("stuck",) + probes
 
 
 class Case:
@@ -93,6 +106,7 @@ class Case:
         Case.count += 1
         spec, text = CASES[shape]
         self.kernel = FakeKernel(fs, spec(), root=f"/hosts/{Case.count}")
+        self.kernel.stuck_wait = 1.0
         self.root = self.kernel.root
         profiles = self.root / "profiles"
         profiles.mkdir()
@@ -102,6 +116,7 @@ class Case:
     def run(self, *args: str, fault: tuple[int, str] | None = None) -> tuple[int | str, str]:
         """One hook run; `fault` = (index of the injection point in this run, kind)."""
         self.kernel.points.clear()
+        self.kernel.libvirt_points.clear()
         self.kernel.fail_nth = fault
         out, err = io.StringIO(), io.StringIO()
         options = [
@@ -128,24 +143,61 @@ class Case:
             self.kernel.release_hang.set()
         return code, out.getvalue() + err.getvalue()
 
+    def stuck_problems(self, label: str, code: int | str, text: str) -> list[str]:
+        """After a run that left a write stuck: what is wrong. Then the write is let go, and
+        recover must restore everything."""
+        stuck = self.kernel.stuck_devices()
+        problems = []
+        if code != 1:
+            problems.append(f"{label}: exit {code} with a stuck write: {text[-300:]}")
+        problems += [
+            f"{label}: stuck {d} not reported: {text[-400:]}"
+            for d in stuck
+            if f"STUCK: {d}:" not in text
+        ]
+        if self.kernel.writes_on_stuck:
+            problems.append(f"{label}: wrote to the stuck device: {self.kernel.writes_on_stuck}")
+        now = self.kernel.snapshot()
+        problems += [
+            f"{label}: {address} not restored while {', '.join(sorted(stuck))} is stuck"
+            for address in now
+            if address not in stuck
+            and address not in ("modules", "drivers")
+            and now[address] != self.start[address]
+        ]
+        code, text = self.run("recover")
+        if code != 1 or not all(f"{d} is still stuck in the kernel" in text for d in stuck):
+            problems.append(f"{label}: recover went on while stuck (exit {code}): {text[-300:]}")
+        self.kernel.release_stuck()
+        code, text = self.run("recover")
+        if code != 0 or self.kernel.snapshot() != self.start:
+            problems.append(
+                f"{label}: not restored by recover once free (exit {code}): {text[-400:]}"
+            )
+        return problems
 
-def clean_points(fs, shape: str) -> tuple[list[str], list[str], dict]:
+
+Point = tuple[str, bool]  # an injection point, and whether libvirtd makes that write
+
+
+def clean_points(fs, shape: str) -> tuple[list[Point], list[Point], dict]:
     case = Case(fs, shape)
+    kernel = case.kernel
     assert case.run("prepare", "begin")[0] == 0
-    prepare_points, prepared = list(case.kernel.points), case.kernel.snapshot()
+    prepare_points = [(p, i in kernel.libvirt_points) for i, p in enumerate(kernel.points)]
+    prepared = kernel.snapshot()
     assert case.run("release", "end")[0] == 0
-    assert case.kernel.snapshot() == case.start
-    return prepare_points, list(case.kernel.points), prepared
+    assert kernel.snapshot() == case.start
+    release_points = [(p, i in kernel.libvirt_points) for i, p in enumerate(kernel.points)]
+    return prepare_points, release_points, prepared
 
 
-def injections(points: list[str], exhaustive: bool) -> list[tuple[int, str, str]]:
+def injections(points: list[Point], exhaustive: bool) -> list[tuple[int, str, str]]:
     """(index, point, kind): every kind at every point, or one kind per point, taking the
     kinds in turn so that the sample still meets each kind at many points."""
     if exhaustive:
-        return [(i, point, kind) for i, point in enumerate(points) for kind in kinds_for(point)]
-    return [
-        (i, point, kinds_for(point)[i % len(kinds_for(point))]) for i, point in enumerate(points)
-    ]
+        return [(i, p, kind) for i, (p, lv) in enumerate(points) for kind in kinds_for(p, lv)]
+    return [(i, p, kinds_for(p, lv)[i % len(kinds_for(p, lv))]) for i, (p, lv) in enumerate(points)]
 
 
 EXHAUSTIVE = [
@@ -158,10 +210,15 @@ EXHAUSTIVE = [
 @pytest.mark.parametrize("shape", sorted(CASES))
 def test_every_fault_in_prepare_is_rolled_back(fs, shape, exhaustive, record_property):
     points, _, prepared = clean_points(fs, shape)
-    problems, covered = [], 0
+    problems, covered, stuck_cases = [], 0, 0
     for index, point, kind in injections(points, exhaustive):
         case = Case(fs, shape)
         code, text = case.run("prepare", "begin", fault=(index, kind))
+        if kind == "stuck":
+            problems += case.stuck_problems(f"{point} {kind}", code, text)
+            stuck_cases += 1
+            covered += 1
+            continue
         if code == "killed":
             code, text = case.run("recover")
         elif code == 0:
@@ -178,7 +235,10 @@ def test_every_fault_in_prepare_is_rolled_back(fs, shape, exhaustive, record_pro
             problems.append(f"{point} {kind}: journal left behind")
         covered += 1
     record_property("injection_points", covered)
-    print(f"\n{shape}: prepare: {covered} injections at {len(points)} points, host restored in all")
+    print(
+        f"\n{shape}: prepare: {covered} injections ({stuck_cases} stuck) at {len(points)} "
+        f"points, host restored in all"
+    )
     assert not problems, "\n".join(problems)
     assert covered >= (3 if exhaustive else 1) * len(points)
 
@@ -187,11 +247,16 @@ def test_every_fault_in_prepare_is_rolled_back(fs, shape, exhaustive, record_pro
 @pytest.mark.parametrize("shape", sorted(CASES))
 def test_every_fault_in_release_is_recovered(fs, shape, exhaustive, record_property):
     _, points, _ = clean_points(fs, shape)
-    problems, covered = [], 0
+    problems, covered, stuck_cases = [], 0, 0
     for index, point, kind in injections(points, exhaustive):
         case = Case(fs, shape)
         assert case.run("prepare", "begin")[0] == 0
         code, text = case.run("release", "end", fault=(index, kind))
+        if kind == "stuck":
+            problems += case.stuck_problems(f"{point} {kind}", code, text)
+            stuck_cases += 1
+            covered += 1
+            continue
         if code != 0:
             code, text = case.run("recover")
         if code != 0 or case.kernel.snapshot() != case.start:
@@ -200,5 +265,8 @@ def test_every_fault_in_release_is_recovered(fs, shape, exhaustive, record_prope
             )
         covered += 1
     record_property("injection_points", covered)
-    print(f"\n{shape}: release: {covered} injections at {len(points)} points, host restored in all")
+    print(
+        f"\n{shape}: release: {covered} injections ({stuck_cases} stuck) at {len(points)} "
+        f"points, host restored in all"
+    )
     assert not problems, "\n".join(problems)

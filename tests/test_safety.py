@@ -11,8 +11,10 @@ import hostdeps
 import pytest
 from fakekernel import Killed
 from hosts import SEED_PROFILE
+from test_json_output import one_document
 
 from passthrough.cli import main
+from passthrough.errors import HostError
 from passthrough.state import StateDir, StateError
 
 GPU, AUDIO, NVME, NIC = "0000:03:00.0", "0000:03:00.1", "0000:01:00.0", "0000:02:00.0"
@@ -255,23 +257,64 @@ def test_a_sound_device_in_use_is_only_noted(seed):
     )
 
 
-def test_a_blocked_write_times_out_and_is_rolled_back(seed):
+def test_a_write_stuck_in_the_kernel_fails_the_step_and_the_rest_is_rolled_back(seed):
+    """The audio function's unbind never returns (a process holds it, as QEMU would): the
+    hook gives up after the step's timeout, leaves the helper in the kernel, restores the
+    GPU and the module, names the stuck device and its holder, and writes nothing more to
+    it. recover refuses while the write is stuck and restores everything once it is not."""
     profile(
         "win10",
         'devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}\nprepare/begin:\n'
         "  - modprobe: [vfio_pci]\n  - detach: {devices: [gpu, gpu-audio], via: sysfs}\n"
-        "    timeout: 3\n",  # time is the subject: the steps before the hang fit at 4x load
+        "    timeout: 3\n    force: true\n",  # the steps before the stuck write fit at 4x load
     )
     start = seed.snapshot()
-    seed.fail("bus/pci/drivers/snd_hda_intel/unbind", "hang")
+    mapped = seed.hold_open(4321, "qemu-system-x86", AUDIO)
+    seed.fail("bus/pci/drivers/snd_hda_intel/unbind", "stuck")
     try:
         code, text = run(seed, "win10", "prepare", "begin", "-")
+        assert code == 1, text
+        unbind = f"/sys/bus/pci/devices/{AUDIO}/driver/unbind"
+        assert f"{AUDIO}: writing '{AUDIO}' to {unbind} did not return within " in text
+        assert "it is stuck in the kernel (helper pid " in text
+        assert f"still open: qemu-system-x86 (pid 4321) holds {mapped} of {AUDIO}" in text
+        assert f"STUCK: {AUDIO}: `write {AUDIO} > {unbind}` has not returned" in text
+        assert "passthrough-hook recover win10" in text
+        assert seed.writes_on_stuck == []
+        now = seed.snapshot()
+        assert now[GPU] == start[GPU]  # the other device is back
+        assert now[AUDIO][1] == "vfio-pci"  # the override set before the stuck unbind stays
+        host = seed.host()
+        host.stuck[AUDIO] = {"address": AUDIO, "write": "unbind"}
+        with pytest.raises(HostError, match="not going to read /sys/bus/pci/devices/.*stuck"):
+            host.sysfs.read(f"bus/pci/devices/{AUDIO}/driver_override")  # it takes the device lock
+        journal = json.loads(Path(STATE, "win10.json").read_text())
+        assert journal["stuck"][AUDIO]["pid"] == seed.helpers[0]
+
+        out = io.StringIO()
+        code = main(["status", "--root", "/host", "--state-dir", STATE], out=out, err=out)
+        status = " ".join(out.getvalue().split())
+        assert code == 1
+        assert (
+            f"PROBLEM (stuck): {AUDIO}: `write {AUDIO} > {unbind}` is stuck in the kernel since "
+            in status
+        )
+        assert f"(helper pid {seed.helpers[0]}, state S)" in status
+        out = io.StringIO()
+        main(["status", "--root", "/host", "--state-dir", STATE, "--json"], out=out, err=out)
+        [win10] = one_document(out.getvalue())["domains"]
+        [stuck] = [p for p in win10["problems"] if p["kind"] == "stuck"]
+        assert (stuck["address"], stuck["helper"]) == (AUDIO, seed.helpers[0])
+        code, text = run(seed, "recover", "win10")
+        assert code == 1
+        assert f"not recovering win10 yet: {AUDIO} is still stuck in the kernel" in text
+        assert "qemu-system-x86 (pid 4321)" in text
     finally:
-        seed.release_hang.set()
-    assert code == 1
-    assert "did not finish within 3 s" in text or "did not finish within 2 s" in text
-    assert "no process holds the device open" in text
+        seed.release_stuck()
+    code, text = run(seed, "recover", "win10")
+    assert code == 0, text
     assert seed.snapshot() == start
+    assert not Path(STATE, "win10.json").exists()
 
 
 # --- root-owned configuration and bad input -----------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import yaml
 
-from ..errors import HostError
+from ..errors import HostError, StepTimeout
 from ..guard import check_not_needed
 from ..pci import VFIO_PCI, Binding, PciDevice, is_stub_driver, is_vfio_driver, show
 from ..schema import Args, Device, Field, Invalid, ListOf, Str
@@ -102,44 +102,52 @@ class DeviceStep(Action):
 
     @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:
+        stuck: list[str] = []
+        timeout: StepTimeout | None = None
         for entry in reversed(record.get("devices", [])):
             if not entry.get("changed"):
                 continue
-            before = Binding.from_json(entry["before"])
-            device = PciDevice(ctx.host, entry["address"], ctx.label(entry["address"]))
-            if not device.exists():
-                raise HostError(
-                    "the device disappeared; nothing to restore", device=entry["address"]
-                )
-            now = device.driver()
-            if (
-                before.driver is None
-                and now not in (None, entry.get("to"))
-                and not is_stub_driver(now)
-            ):
-                # Driverless before this step (a module unload left it so), and its host driver
-                # has taken it back since (that module's undo ran first): leave it there.
-                ctx.host.record(
-                    f"{entry['address']} is on {now} again", "left there (it had no driver before)"
-                )
+            if entry["address"] in ctx.host.stuck:
+                stuck.append(entry["address"])  # its lock is held; the others go on
                 continue
-            if (
-                record.get("via") == "libvirt"
-                and before.driver
-                and device.driver() != before.driver
-            ):
-                now = device.driver()
-                ctx.host.nodedev.reattach(
-                    entry["address"], f"{show(now)} → {before.driver}", before.driver
-                )
-                if device.wait_for_driver(before.driver):
-                    device.set_override(before.override)
-                    continue
-                ctx.warnings.append(
-                    f"{entry['address']}: libvirt reattach left it on {show(device.driver())}; "
-                    f"binding {before.driver} through sysfs"
-                )
-            device.restore(before)
+            try:
+                cls._undo_device(ctx, record, entry)
+            except StepTimeout as exc:
+                if entry["address"] not in ctx.host.stuck:
+                    raise
+                timeout = timeout or exc  # stuck now: the other devices go on
+        if timeout is not None:
+            raise timeout
+        if stuck:
+            ctx.host.refuse_if_stuck(stuck[0], "restore its driver")
+
+    @classmethod
+    def _undo_device(cls, ctx: StepContext, record: dict, entry: dict) -> None:
+        before = Binding.from_json(entry["before"])
+        device = PciDevice(ctx.host, entry["address"], ctx.label(entry["address"]))
+        if not device.exists():
+            raise HostError("the device disappeared; nothing to restore", device=entry["address"])
+        now = device.driver()
+        if before.driver is None and now not in (None, entry.get("to")) and not is_stub_driver(now):
+            # Driverless before this step (a module unload left it so), and its host driver
+            # has taken it back since (that module's undo ran first): leave it there.
+            ctx.host.record(
+                f"{entry['address']} is on {now} again", "left there (it had no driver before)"
+            )
+            return
+        if record.get("via") == "libvirt" and before.driver and device.driver() != before.driver:
+            now = device.driver()
+            ctx.host.nodedev.reattach(
+                entry["address"], f"{show(now)} → {before.driver}", before.driver
+            )
+            if device.wait_for_driver(before.driver):
+                device.set_override(before.override)
+                return
+            ctx.warnings.append(
+                f"{entry['address']}: libvirt reattach left it on {show(device.driver())}; "
+                f"binding {before.driver} through sysfs"
+            )
+        device.restore(before)
 
     @classmethod
     def describe_undo(cls, record: dict) -> str:

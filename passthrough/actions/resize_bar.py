@@ -104,6 +104,11 @@ class ResizeBar(Action):
         binding = device.binding()
         if binding.driver is None:
             binding = Binding.from_json(record["binding"])
+        if binding.driver and not device.driver_exists(binding.driver):
+            # Its module is gone (the undo of the step that loaded it ran first, while this
+            # device was stuck in the kernel): leave it without a driver for the undo of the
+            # step that bound it, which comes next.
+            binding = Binding(None, binding.override)
         if device.bar_size(record["bar"]) == record["before_size"]:
             device.restore(
                 binding

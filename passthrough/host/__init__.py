@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import StepTimeout
+from ..errors import HostError, StepTimeout
 from .parts import (
     CommandRunner,
     ModuleControl,
@@ -72,6 +72,10 @@ class Host:
     on_operation: Callable[[Operation], None] | None = None
     domain_xml: str = ""  # what libvirt wrote on the hook's stdin (cli.run_event sets it)
     _parsed_domain: tuple = field(default=(), init=False, repr=False, compare=False)
+    # Devices a write left stuck in the kernel (address -> what, since, the helper's pid):
+    # their device lock is held, so nothing more is written to them. Loaded from the
+    # journal at the start of a run, saved to it after each step.
+    stuck: dict[str, dict] = field(default_factory=dict)
 
     @property
     def domain(self) -> DomainXml:
@@ -108,6 +112,27 @@ class Host:
             yield
         finally:
             self.deadline, self.force = saved
+
+    def refuse_if_stuck(self, address: str, doing: str) -> None:
+        """Raise HostError when a write on address is stuck in the kernel: the device's lock
+        is held, so this would block too (or act behind that write's back)."""
+        stuck = self.stuck.get(address)
+        if stuck is None:
+            return
+        raise HostError(
+            f"not going to {doing}: the device is stuck in the kernel since "
+            f"{stuck.get('since', '?')[11:19]} ({stuck.get('write', 'a write')}, helper pid "
+            f"{stuck.get('pid', '?')})",
+            device=address,
+            hint="end the processes holding it; `passthrough-hook recover` then puts it back",
+        )
+
+    def refuse_if_driver_stuck(self, drivers: tuple[str, ...], doing: str) -> None:
+        """Raise HostError when a device stuck in the kernel is on one of drivers: unloading
+        its module would wait on that device's lock too."""
+        for address, stuck in self.stuck.items():
+            if stuck.get("driver") in drivers:
+                self.refuse_if_stuck(address, doing)
 
     def time_left(self, default: float | None = None) -> float:
         default = self.operation_timeout if default is None else default

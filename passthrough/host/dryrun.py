@@ -170,6 +170,9 @@ class DryRunSysfs(Sysfs):
     def _apply(self, rel: str, path: Path, value: str) -> None:
         self.model.write(rel, value)
 
+    def _write_detached(self, rel: str, path: Path, value: str, what: str) -> None:
+        self.model.write(rel, value)  # predicted in this process: no helper, nothing can block
+
 
 class PredictedModules(Modules):
     """modprobe predicted on the overlay: an unload unregisters the module's PCI drivers
@@ -216,6 +219,7 @@ class PredictedModules(Modules):
             self.sysfs.model.register_driver(driver, self.sysfs.addresses())
 
     def unload(self, module: str) -> None:
+        self.host.refuse_if_driver_stuck(driver_names(module), f"unload {module}")
         self.host.record(f"modprobe -r {module}", f"{module}: loaded → not loaded")
         self._remove(canonical(module))
 
@@ -251,10 +255,12 @@ class PredictedNodeDevices:
         model.write("bus/pci/drivers_probe", address)
 
     def detach(self, address: str, driver: str, effect: str) -> None:
+        self.host.refuse_if_stuck(address, "detach it through libvirt")
         self.host.record(f"libvirt nodedev-detach {nodedev_name(address)} --driver vfio", effect)
         self._reprobe(address, "vfio-pci")
 
     def reattach(self, address: str, effect: str, previous_driver: str | None = None) -> None:
+        self.host.refuse_if_stuck(address, "reattach it through libvirt")
         self.host.record(f"libvirt nodedev-reattach {nodedev_name(address)}", effect)
         if previous_driver:
             self.sysfs.native_hints[address] = previous_driver

@@ -64,6 +64,7 @@ class NodeDevices:
 
     def detach(self, address: str, driver: str, effect: str) -> None:
         """virNodeDeviceDetachFlags(dev, "vfio"): libvirt sets driver_override, unbinds and probes."""
+        self.host.refuse_if_stuck(address, "detach it through libvirt")
         self.host.record(f"libvirt nodedev-detach {nodedev_name(address)} --driver vfio", effect)
         device = self._lookup(address)
         self._call(address, "detach", lambda: device.detachFlags(driver, 0))
@@ -73,6 +74,7 @@ class NodeDevices:
 
         previous_driver is what the caller expects back; only the dry run's prediction uses it.
         """
+        self.host.refuse_if_stuck(address, "reattach it through libvirt")
         self.host.record(f"libvirt nodedev-reattach {nodedev_name(address)}", effect)
         device = self._lookup(address)
         self._call(address, "reattach", device.reAttach)

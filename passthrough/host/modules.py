@@ -282,6 +282,7 @@ class Modules:
 
     def unload(self, module: str) -> None:
         self._guard("unload", module)
+        self.host.refuse_if_driver_stuck(driver_names(module), f"unload {module}")
         self.host.record(f"modprobe -r {module}", f"{module}: loaded → not loaded")
         try:
             self.host.bounded(

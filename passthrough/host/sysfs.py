@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import HostError, UnsafeOperation
+from ..errors import HostError, StepTimeout, UnsafeOperation
+from . import detached
+
+# Control files whose write can wait in the kernel for as long as a process holds the
+# device (unbind, and what unbinds or probes: bind, drivers_probe, remove, rescan, a BAR
+# resize). They run in a detached helper (host/detached.py); the others, quick ones such
+# as driver_override, in the hook's process.
+# Attributes whose read takes the device lock (driver_override_show does): on a device
+# stuck in the kernel the read would wait as long as the write does.
+LOCKED_READ = re.compile(r"^bus/pci/devices/([^/]+)/driver_override$")
+BLOCKING = re.compile(
+    r"(/unbind|/bind|^bus/pci/drivers_probe|/remove|/rescan|/resource\d+_resize)$"
+)
 
 if TYPE_CHECKING:
     from . import Host
@@ -42,6 +56,9 @@ class Sysfs:
 
     def read(self, rel: str) -> str | None:
         """The content of a sysfs file, stripped; None when it does not exist or cannot be read."""
+        locked = LOCKED_READ.match(rel)
+        if locked and self.host is not None:  # it waits for the lock a stuck write holds
+            self.host.refuse_if_stuck(locked.group(1), f"read /sys/{rel}")
         try:
             with open(self.path(rel), encoding="utf-8", errors="replace") as handle:
                 return handle.read().strip()
@@ -95,13 +112,18 @@ class Sysfs:
             raise UnsafeOperation(f"a read-only view of {self.base} cannot write {rel}")
         path = self.path(rel)
         shown = "/sys/" + rel
+        if device:
+            self.host.refuse_if_stuck(device, f"write {value.strip()!r} to {shown}")
         self.host.record(f"write {value.strip() or repr(value)} > {shown}", effect)
-
-        host = self.host
+        what = f"writing {value.strip()!r} to {shown}"
         try:
-            host.bounded(
-                f"writing {value.strip()!r} to {shown}", lambda: self._apply(rel, path, value)
-            )
+            if BLOCKING.search(rel):
+                self._write_detached(rel, path, value, what)
+            else:
+                self.host.bounded(what, lambda: self._apply(rel, path, value))
+        except detached.StuckWrite as exc:
+            self._stuck(device, rel, value, exc)
+            raise StepTimeout(str(exc), device=device) from None
         except OSError as exc:
             code = exc.errno or 0
             hint = (hints or {}).get(code) or ERRNO_HINTS.get(code, "")
@@ -118,6 +140,33 @@ class Sysfs:
                 device=device,
                 hint=hint or None,
             ) from None
+
+    def _write_detached(self, rel: str, path: Path, value: str, what: str) -> None:
+        """The write in a helper process; raises OSError with the kernel's errno, or StuckWrite."""
+        assert self.host is not None  # write() refused a read-only view
+        code = detached.run(detached.writer(str(path), value.encode()), self.host.time_left(), what)
+        if code == detached.NO_ANSWER:
+            raise HostError(f"{what}: the helper process died without an answer")
+        if code:
+            raise OSError(code, os.strerror(code))
+
+    def _stuck(self, device: str | None, rel: str, value: str, exc: detached.StuckWrite) -> None:
+        """Note the device stuck: nothing more is written to it in this run, the journal
+        keeps the helper's pid, and recover waits until that helper is gone."""
+        assert self.host is not None  # write() refused a read-only view
+        match = re.match(r"^bus/pci/devices/([^/]+)/", rel)
+        address = device or (match.group(1) if match else None)
+        if address is None:
+            return
+        stat = self.host.procfs.read(f"{exc.pid}/stat") if self.host.procfs else None
+        self.host.stuck[address] = {
+            "address": address,
+            "write": f"write {value.strip()} > /sys/{rel}",
+            "driver": self.link_name(f"bus/pci/devices/{address}/driver"),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pid": exc.pid,
+            "started": detached.start_time(stat),
+        }
 
     def _apply(self, rel: str, path: Path, value: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as `echo value > file` does

@@ -111,7 +111,46 @@ def domain_status(path: Path, facts: HostFacts) -> dict:
         problem = _problem(domain, entry, facts)
         if problem:
             status["problems"].append(problem)
+    for record in journal.stuck.values():
+        status["problems"].append(_stuck_problem(domain, record, facts))
     return status
+
+
+def _stuck_problem(domain: str, record: dict, facts: HostFacts) -> dict:
+    """A write the kernel has not returned from (passthrough/host/detached.py), as long as
+    its helper process waits there; once it is gone, what is left is recover's to undo."""
+    from ..host.detached import process_state
+
+    pid = record.get("pid")
+    state = process_state(_read(facts.root / "proc" / str(pid) / "stat"), record.get("started"))
+    write = f"`{record.get('write', 'a write')}`"
+    since = record.get("since", "?")
+    if state == "gone":
+        return {
+            "kind": "stuck",
+            "address": record.get("address"),
+            "helper": None,
+            "message": f"{record.get('address')}: {write}, stuck in the kernel since {since}, "
+            f"has returned since (its helper pid {pid} is gone)",
+            "fix": f"run `{PROG} recover {domain}`: it puts the device back",
+        }
+    return {
+        "kind": "stuck",
+        "address": record.get("address"),
+        "helper": pid,
+        "message": f"{record.get('address')}: {write} is stuck in the kernel since {since} "
+        f"(helper pid {pid}, state {state}): a process still holds the device, and the "
+        f"kernel holds the device's lock until it lets go",
+        "fix": f"end the process holding it (the hook's message named it; `fuser -v "
+        f"/dev/vfio/*` shows it), then run `{PROG} recover {domain}`",
+    }
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
 
 
 def _add_changes(status: dict, entry: dict, facts: HostFacts) -> None:

@@ -1,0 +1,141 @@
+"""Kernel writes that can block for ever, run in a helper process detached from libvirt.
+
+Unbinding a device a process still holds waits in the kernel (vfio_unregister_group_dev)
+until that process lets go: interruptibly at first, uninterruptibly once a signal came.
+A thread stuck there keeps the whole hook from exiting, and libvirt waits until the
+hook's stdout and stderr close. So such writes (unbind, bind, drivers_probe, remove,
+rescan, resourceN_resize) run in a forked helper: its own session, stdin/stdout/stderr on
+/dev/null and no other descriptor of the hook (no libvirt pipe, no state lock), reporting
+the kernel's answer through a pipe. When it does not answer in time the hook stops
+waiting, reports the device as stuck and exits; the helper finishes, or stays in the
+kernel, on its own.
+
+Forked after the imports (about a millisecond), never a new interpreter. The child calls
+only os functions and leaves with os._exit: another thread may hold a lock (logging,
+stdio) that would never be released in the child.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import time
+from collections.abc import Callable
+
+from ..errors import StepTimeout
+
+# The answer when the helper died without one (killed by a signal).
+NO_ANSWER = -1
+
+
+class StuckWrite(StepTimeout):
+    """A detached write did not return in time: the helper (pid) still waits in the kernel."""
+
+    def __init__(self, message: str, *, pid: int, device: str | None = None) -> None:
+        self.pid = pid
+        super().__init__(message, device=device)
+
+
+def writer(path: str, value: bytes) -> Callable[[], int]:
+    """The helper's job for one sysfs write, as `echo value > path` does it: 0 or the errno."""
+
+    def job() -> int:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        except OSError as exc:
+            return exc.errno or errno.EIO
+        try:
+            os.write(fd, value)
+        except OSError as exc:
+            return exc.errno or errno.EIO
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        return 0
+
+    return job
+
+
+def run(job: Callable[[], int], timeout: float, what: str, keep_fds: tuple[int, ...] = ()) -> int:
+    """Run job in a detached helper process; its answer (0 or an errno), or NO_ANSWER when
+    the helper died without one. Raises StuckWrite when there is none within timeout.
+    keep_fds: descriptors the job needs besides /dev/null (the tests' fake kernel)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the helper
+        code = NO_ANSWER
+        try:
+            _detach(write_end, keep_fds)
+            code = job()
+            os.write(write_end, str(code).encode())
+        finally:
+            os._exit(0 if code == 0 else 1)
+    os.close(write_end)
+    try:
+        answer = _read_answer(read_end, timeout)
+    finally:
+        os.close(read_end)
+    if answer is None:
+        raise StuckWrite(
+            f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
+            f"(helper pid {pid} still waits there)",
+            pid=pid,
+        )
+    os.waitpid(pid, 0)  # it has answered, so it is exiting now
+    return answer
+
+
+def _detach(keep: int, keep_fds: tuple[int, ...]) -> None:
+    """In the helper: a session of its own, stdio on /dev/null, every other descriptor
+    closed (libvirt's pipes, the state lock, the log), so nothing waits on this process."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    kept = sorted({keep, *keep_fds})
+    low = 3
+    for fd in kept:
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _read_answer(fd: int, timeout: float) -> int | None:
+    end = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return None
+        chunk = os.read(fd, 32)
+        if not chunk:  # the helper closed the pipe: it answered, or died
+            return int(data) if data else NO_ANSWER
+        data += chunk
+
+
+def process_state(stat: str | None, started: int | None) -> str:
+    """From the text of /proc/<pid>/stat: "gone" (no such process, a zombie, or another
+    process that reuses the pid), or the state letter (S, D...) of a live helper."""
+    if not stat or ")" not in stat:
+        return "gone"
+    fields = stat.rsplit(")", 1)[1].split()
+    if not fields or fields[0] in ("Z", "X", "x"):
+        return "gone"
+    if started is not None and len(fields) > 19 and fields[19] != str(started):
+        return "gone"
+    return fields[0]
+
+
+def start_time(stat: str | None) -> int | None:
+    """The start time (clock ticks after boot) in /proc/<pid>/stat: with the pid, it names
+    one process for good."""
+    if not stat or ")" not in stat:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None

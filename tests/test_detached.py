@@ -1,0 +1,112 @@
+"""The detached writer (passthrough/host/detached.py) on real files, without the fake kernel.
+
+A FIFO nobody reads stands for a kernel write that does not return: opening it for writing
+blocks the helper until a reader comes, and nothing the hook does can interrupt that.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from passthrough.host import detached
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_a_write_that_returns_gives_the_kernels_answer(tmp_path):
+    target = tmp_path / "driver_override"
+    target.write_text("old\n")
+    assert detached.run(detached.writer(str(target), b"vfio-pci\n"), 30, "writing") == 0
+    assert target.read_text() == "vfio-pci\n"
+    missing = str(tmp_path / "no" / "unbind")
+    assert detached.run(detached.writer(missing, b"x"), 30, "writing") == errno.ENOENT
+
+
+def _release(fifo: Path) -> None:
+    """Be the reader the blocked helper waits for, so it finishes and exits."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    os.close(fd)
+
+
+def test_a_write_that_does_not_return_leaves_a_detached_helper(tmp_path):
+    fifo = tmp_path / "unbind"
+    os.mkfifo(fifo)
+    with pytest.raises(detached.StuckWrite) as caught:
+        detached.run(detached.writer(str(fifo), b"0000:01:00.0"), 1, "writing to unbind")
+    pid = caught.value.pid
+    try:
+        assert f"helper pid {pid} still waits there" in str(caught.value)
+        assert "writing to unbind did not return within 1.0 s" in str(caught.value)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        assert detached.process_state(stat, detached.start_time(stat)) != "gone"
+        # Its own session, stdio on /dev/null, and nothing else of ours but the answer pipe.
+        assert os.getsid(pid) == pid
+        fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        assert [fds[fd] for fd in (0, 1, 2)] == ["/dev/null"] * 3
+        assert all(target.startswith("pipe:") for fd, target in fds.items() if fd > 2)
+        assert len(fds) == 4
+    finally:
+        _release(fifo)
+        os.waitpid(pid, 0)
+    assert detached.process_state(None, None) == "gone"
+
+
+def test_a_caller_waiting_for_stdout_and_stderr_to_close_is_not_held(tmp_path):
+    """As libvirt runs the hook: it reads the hook's stdout and stderr until both close.
+    The hook gives up on a stuck write and exits; its helper must not keep them open."""
+    fifo = tmp_path / "unbind"
+    os.mkfifo(fifo)
+    program = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from passthrough.host import detached\n"
+        "try:\n"
+        "    detached.run(detached.writer(sys.argv[1], b'x'), 1, 'writing to unbind')\n"
+        "except detached.StuckWrite as exc:\n"
+        "    print(exc.pid)\n"
+        "    print(exc, file=sys.stderr)\n"
+        "    sys.exit(1)\n"
+    )
+    started = time.monotonic()
+    hook = subprocess.run(
+        [sys.executable, "-I", "-c", program, str(fifo), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # communicate() returns only once stdout and stderr are closed
+    )
+    elapsed = time.monotonic() - started
+    helper = int(hook.stdout.split()[0])
+    try:
+        assert hook.returncode == 1
+        assert "it is stuck in the kernel" in hook.stderr
+        assert elapsed < 30
+        assert _state(helper) != "gone"
+    finally:
+        _release(fifo)
+    deadline = time.monotonic() + 30
+    while _state(helper) != "gone" and time.monotonic() < deadline:
+        time.sleep(0.05)  # it finishes its write and exits (a zombie until init reaps it)
+    assert _state(helper) == "gone"
+
+
+def _state(pid: int) -> str:
+    try:
+        return detached.process_state(Path(f"/proc/{pid}/stat").read_text(), None)
+    except FileNotFoundError:
+        return "gone"
+
+
+def test_process_state_reads_proc_stat():
+    stat = "812 (python3) S 1 812 812 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 7777 12 13"
+    assert detached.start_time(stat) == 7777
+    assert detached.process_state(stat, 7777) == "S"
+    assert detached.process_state(stat, 7778) == "gone"  # the pid now names another process
+    assert detached.process_state(stat.replace(") S", ") Z"), 7777) == "gone"
+    assert detached.process_state("", None) == "gone"
