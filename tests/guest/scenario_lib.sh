@@ -36,11 +36,12 @@ hook() {
     local name=$1 operation=$2 sub=$3 start rc
     shift 3
     mkdir -p "$(dirname "$OUT/$name")"
+    mkdir -p -m 700 "$STATE"  # --state-dir must exist for a dry run (a typo is an error)
     start=$(now)
     echo "<domain type='kvm'><name>$DOMAIN</name></domain>" |
         env -i LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             PYTHONPATH="$PROJECT" /usr/bin/python3 -m passthrough \
-            --config-dir "$PROFILES" --state-dir "$STATE" --log-file "$HOOK_LOG" "$@" \
+            --config-dir "$PROFILES" --state-dir "$STATE" --log-file "$HOOK_LOG" --debug "$@" \
             "$DOMAIN" "$operation" "$sub" - >"$OUT/$name.out" 2>"$OUT/$name.err"
     rc=$?
     fact "$name.seconds" "$(elapsed "$start" "$(now)")"
