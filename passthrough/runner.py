@@ -173,12 +173,14 @@ class Runner:
         )
 
     @staticmethod
-    def _waits(action_class: type[Action] | None, outcomes: list[Outcome]) -> str | None:
+    def _waits(
+        action_class: type[Action] | None, record: dict, outcomes: list[Outcome]
+    ) -> str | None:
         """Why an older entry's undo must wait for the next try, or None."""
         if action_class is None:
             return None
         failed = any(o.status == "not-undone" for o in outcomes)
-        if action_class.undo_after_devices and failed:
+        if failed and action_class.undo_waits_for_devices(record):
             return (
                 "not undone yet: a later change could not be undone, and the devices may still "
                 "need these modules; the next release/end or recover does both"
@@ -212,7 +214,7 @@ class Runner:
                 if action_class
                 else f"unknown action {entry['action']}"
             )
-            waits = self._waits(action_class, outcomes)
+            waits = self._waits(action_class, record, outcomes)
             if waits:
                 # Best effort goes on past a failed undo, except where going on would take
                 # away what the devices still need (vfio-pci unloaded under a device a newer

@@ -44,9 +44,6 @@ class Action:
     default_timeout: ClassVar[float] = 60.0
     # False for actions whose record cannot be reversed (shown as such in the plan).
     undoable: ClassVar[bool] = True
-    # True when undoing it would take away what the devices need while a newer change to
-    # them is not undone (unloading vfio-pci): then its undo waits for the next try.
-    undo_after_devices: ClassVar[bool] = False
 
     def __init__(self, values: dict[str, Any], devices: dict[str, str]):
         self.values = values
@@ -88,6 +85,12 @@ class Action:
     @classmethod
     def describe_undo(cls, record: dict) -> str:
         raise NotImplementedError
+
+    @classmethod
+    def undo_waits_for_devices(cls, record: dict) -> bool:
+        """True when undoing this record would take away what devices need while a newer
+        change to them is not undone (unloading vfio-pci): then it waits for the next try."""
+        return False
 
     # --- reading its own journal records (journal, state and status ask through here) -------
 

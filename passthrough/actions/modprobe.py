@@ -56,8 +56,6 @@ class Modprobe(Action):
     loaded again by the undo, which then checks that every device is back on its driver
     (probing it again if the kernel did not)."""
 
-    undo_after_devices = True
-
     name = "modprobe"
     args = Args(
         fields=(

@@ -208,6 +208,8 @@ class Snapshot:
                 self.copy(f"{device_dir}/{name}")
             for name in DEVICE_LINKS:
                 self.copy_link(f"{device_dir}/{name}")
+            if "remove" in names:  # write-only: the remove_rescan step looks for it
+                self.put(f"{device_dir}/remove", b"")
             self.counts["device"] += 1
 
     def drivers(self) -> None:
@@ -217,11 +219,12 @@ class Snapshot:
             for name in self.sysfs.listdir(f"bus/pci/drivers/{driver}"):
                 if name in DRIVER_FILES:
                     self.put(f"{base}/{name}", b"")
-                elif ADDRESS.match(name):
+                elif ADDRESS.match(name) or name == "module":  # module: which one registers it
                     self.copy_link(f"{base}/{name}")
             self.counts["driver"] += 1
-        if self.sysfs.exists("bus/pci/drivers_probe"):
-            self.put("sys/bus/pci/drivers_probe", b"")
+        for control in ("drivers_probe", "rescan"):  # write-only: copied as empty names
+            if self.sysfs.exists(f"bus/pci/{control}"):
+                self.put(f"sys/bus/pci/{control}", b"")
         self.copy("sys/bus/pci/drivers_autoprobe")
 
     def iommu_groups(self) -> None:

@@ -23,7 +23,9 @@ from harness import GPU_VIDEO, GuestRun
 
 pytestmark = pytest.mark.guest
 
+# log_level: debug: the tests read each step's operations from the hook's log.
 PROFILE = """\
+log_level: debug
 prepare/begin:
   - vtconsoles: unbind
   - framebuffer: unbind
@@ -40,6 +42,7 @@ prepare/begin:
 """
 
 HOLDERS_PROFILE = f"""\
+log_level: debug
 devices: {{gpu: "{GPU_VIDEO}"}}
 prepare/begin:
   - kill_holders: {{device: gpu, allow: [sleep]}}
