@@ -108,6 +108,18 @@ class Action:
         return {"other": [cls.describe_undo(record)]} if cls.changed(record) else {}
 
 
+class OneDeviceAction(Action):
+    """An action whose record is about one function: {"address", "changed", ...}."""
+
+    @classmethod
+    def changed(cls, record: dict) -> bool:
+        return bool(record.get("changed"))
+
+    @classmethod
+    def held_addresses(cls, record: dict) -> list[str]:
+        return [record["address"]] if cls.changed(record) else []
+
+
 class UnknownAction(Action):
     """Stands for a journal entry of an action this version does not know (a newer one
     wrote it): it names nothing it holds; status reports the entry as a problem."""

@@ -7,7 +7,7 @@ from ..guard import check_not_needed
 from ..host.kernel_model import RESET_METHODS
 from ..pci import PciDevice
 from ..schema import Args, Device, Field, Str
-from .base import Action, StepContext
+from .base import OneDeviceAction, StepContext
 
 _NAMES = "|".join(RESET_METHODS)
 METHOD = Str(
@@ -16,7 +16,7 @@ METHOD = Str(
 )
 
 
-class ResetMethod(Action):
+class ResetMethod(OneDeviceAction):
     """Set how the kernel resets a device (`reset_method: {device: gpu, method: device_specific}`),
     by writing its `reset_method` file: `default`, or one or more methods in the order to
     try (device_specific, acpi, flr, af_flr, pm, bus, cxl_bus). With the vendor-reset module
@@ -65,14 +65,6 @@ class ResetMethod(Action):
         ctx.note(record)
         _write(ctx, device, method, before)
         return record
-
-    @classmethod
-    def changed(cls, record: dict) -> bool:
-        return bool(record.get("changed"))
-
-    @classmethod
-    def held_addresses(cls, record: dict) -> list[str]:
-        return [record["address"]] if cls.changed(record) else []
 
     @classmethod
     def undo(cls, ctx: StepContext, record: dict) -> None:

@@ -5,10 +5,10 @@ from ..guard import check_not_needed
 from ..pci import Binding, PciDevice
 from ..schema import Args, BarSize, Device, Field, Int
 from ..units import format_bytes, format_mib
-from .base import Action, StepContext
+from .base import OneDeviceAction, StepContext
 
 
-class ResizeBar(Action):
+class ResizeBar(OneDeviceAction):
     """Set a Resizable BAR to a size (`resize_bar: {device: gpu, bar: 2, size: 8MiB}`), the
     Code 43 fix for AMD cards on hosts with ReBAR enabled. The size must be one the BAR
     supports (read from resourceN_resize). The kernel refuses to resize a bound device, so
@@ -74,14 +74,6 @@ class ResizeBar(Action):
         ctx.note(record)
         set_size(device, bar, 1 << (20 + exponent), Binding.from_json(record["binding"]))
         return record
-
-    @classmethod
-    def changed(cls, record: dict) -> bool:
-        return bool(record.get("changed"))
-
-    @classmethod
-    def held_addresses(cls, record: dict) -> list[str]:
-        return [record["address"]] if cls.changed(record) else []
 
     @classmethod
     def held_changes(cls, record: dict) -> dict[str, list]:
