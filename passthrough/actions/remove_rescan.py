@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..errors import HostError
 from ..guard import check_not_needed
 from ..pci import Binding, PciDevice, show
@@ -97,9 +95,6 @@ class RemoveRescan(Action):
         return f"rescan the PCI bus until {names} are back on their drivers"
 
 
-def _is_back(device: PciDevice, before: Binding) -> Callable[[], bool]:
-    """On the bus again, and on its driver (any, if it had none)."""
-    return lambda: device.exists() and before.driver in (None, device.driver())
 
 
 def rescan(ctx: StepContext, record: dict) -> None:
@@ -112,15 +107,16 @@ def rescan(ctx: StepContext, record: dict) -> None:
     for entry in removed:
         before = Binding.from_json(entry["before"])
         device = PciDevice(host, entry["address"], ctx.label(entry["address"]))
-        back = host.wait_until(
+        # The kernel adds a function and probes its drivers inside the rescan write, so
+        # waiting is only for its sysfs directory; a driver it got then is the one it gets.
+        if not host.wait_until(
             f"{device.address} to come back",
-            _is_back(device, before),
+            device.exists,
             host.time_left(float(record.get("wait") or 30.0)),
-        )
-        if not device.exists():
+        ):
             problems.append(f"{device.label} did not come back after the rescan")
             continue
-        if not back:
+        if before.driver not in (None, device.driver()):
             # Back, but the kernel gave it another driver (or none): vfio-pci before a
             # rescan is not what the id tables pick, so bind it through driver_override.
             try:
