@@ -14,17 +14,15 @@ import argparse
 import io
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__, tools
-from .constants import CONFIG_DIR, CONFIG_DIR_ENV, LOG_FILE, PROG, STATE_DIR
+from .constants import CONFIG_DIR, CONFIG_DIR_ENV, PROG
 from .errors import (
     EXIT_FAILED,
-    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
@@ -32,15 +30,14 @@ from .errors import (
     ProfileError,
     UsageError,
 )
+from .event import NoWork, Paths, Request
+from .log import internal_error
 from .output import emit, error_body
 from .profile import EVENTS
 
 if TYPE_CHECKING:
-    from .host import Host
-    from .runner import Outcome, Runner
-
-    # Builds the Host for a root (tests pass a fake kernel's).
-    HostFactory = Callable[[Path], Host]
+    from .event import HostFactory, Work
+    from .profile import Step
 
 
 @dataclass(frozen=True)
@@ -122,16 +119,8 @@ def hook_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _paths(args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
-    root = Path(args.root)
-    config = Path(args.config_dir or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR)
-    state = Path(args.state_dir) if args.state_dir else root / STATE_DIR
-    log = Path(args.log_file) if args.log_file else root / LOG_FILE
-    return root, config, state, log
-
-
 def _read_stdin(stdin: TextIO | None) -> str:
-    """The domain XML libvirt writes on stdin; always read so libvirt never blocks on the pipe."""
+    """The domain XML on stdin (`--xml -`)."""
     stream = stdin if stdin is not None else sys.stdin
     if stream is None or stream.isatty():
         return ""
@@ -146,193 +135,60 @@ def _read_xml_file(name: str) -> str:
 
 
 def _typed_xml(
-    args: argparse.Namespace, steps: tuple, stdin: TextIO | None
+    domain: str, xml_option: str | None, steps: tuple[Step, ...], stdin: TextIO | None
 ) -> tuple[str, list[str]]:
     """The domain XML for a command typed by a person, and warnings. Never waits on stdin
     unless told to (`--xml -`): a person's stdin is not libvirt's pipe and may never end."""
-    if args.xml == "-":
+    if xml_option == "-":
         return _read_stdin(stdin), []
-    if args.xml:
-        return _read_xml_file(args.xml), []
+    if xml_option:
+        return _read_xml_file(xml_option), []
     needing = [step for step in steps if step.action.needs_domain_xml()]
     if not needing:
         return "", []
     from .tools.libvirt_domain import LOOKUP_TIMEOUT, DomainXmlError, from_libvirt
 
     try:
-        return from_libvirt(args.domain, "qemu:///system", LOOKUP_TIMEOUT), []
+        return from_libvirt(domain, "qemu:///system", LOOKUP_TIMEOUT), []
     except DomainXmlError as exc:
         where = ", ".join(f"step {s.number} ({s.action.describe()}, {s.where})" for s in needing)
         return "", [f"{where} needs the domain XML and had none: {exc.reason}; {exc.fix}"]
 
 
-def run_event(
-    args: argparse.Namespace,
+def run_typed(
+    request: Request,
+    xml_option: str | None,
     stdin: TextIO | None,
     host_factory: HostFactory | None,
     out: TextIO,
     err: TextIO,
-    typed: bool = True,
-    given_xml: str | None = None,
+    ask: bool = True,
 ) -> int:
-    """One event for one domain. `typed`: a person typed it (strict: a profile is needed, the
-    XML is never awaited on stdin, a real run at a terminal asks first); otherwise libvirt
-    called (tolerant and silent: no profile, no work, exit 0)."""
-    import logging
+    """An event (or recover) a person typed: resolve it, get the domain XML it needs, ask
+    before a real run at a terminal takes the display (unless `ask` is False: --yes,
+    recover), run it and report."""
+    from .event import report_no_work, resolve, run
 
-    from .journal import Journal
-    from .log import log_path, setup
-    from .profile import check_trusted, find_profile, is_plain_name, load_profile
-    from .render import failure_text, plan_text, result_json
-    from .runner import Runner
-    from .state import StateDir, check_ownership
-
-    root, config_dir, state_dir, log_file = _paths(args)
-    event = f"{args.operation}/{args.sub_operation}"
-    command = "recover" if getattr(args, "recover", False) else "event"
-    xml = given_xml if given_xml is not None else "" if typed else _read_stdin(stdin)
-    recovering = command == "recover"
-    if recovering and not is_plain_name(args.domain):
-        raise UsageError(f"{args.domain!r} is not a plain domain name")
-    path = None if recovering else find_profile(config_dir, args.domain)
-    journal_path = state_dir / f"{args.domain}.json"
-    if recovering and not journal_path.exists():
-        message = f"nothing to recover: {args.domain} has no journal in {state_dir}"
-        if args.json:
-            emit(out, command, _empty_result(args, str(root), message))
-        else:
-            print(message, file=out)
-        return EXIT_OK
-    if path is None and not (event == "release/end" and journal_path.exists()):
-        if typed:
-            raise UsageError(
-                f"{args.domain} has no profile in {config_dir} (no {args.domain}.yaml), so the hook "
-                f"does nothing for it; write one with `{PROG} init {args.domain}`"
-            )
-        return EXIT_OK
-    profile, profile_problem = None, None
-    try:
-        if path is not None:
-            check_trusted(path)
-            profile = load_profile(path)
-    except (ProfileError, UsageError) as exc:
-        # A profile broken while the VM ran must not strand its devices: release undoes
-        # the journal alone, which needs nothing from the profile.
-        if not (event == "release/end" and journal_path.exists()):
-            raise
-        profile_problem = str(exc)
-    steps = profile.events.get(event, ()) if profile else ()
-    if not typed and not steps and event != "release/end":
-        return EXIT_OK  # libvirt's call for an event without work (also one it adds later)
-    xml_warnings: list[str] = []
-    if typed and given_xml is None:
-        xml, xml_warnings = _typed_xml(args, steps, stdin)
-        if not args.dry_run and not args.yes and not _confirmed(args, steps, xml, stdin, err):
-            print(f"{PROG}: nothing was changed", file=err)
-            return EXIT_FAILED
-
-    if host_factory is None:
-        from .host import make_host
-        from .host.dryrun import make_dry_run_host
-
-        host_factory = make_dry_run_host if args.dry_run else make_host
-    host = host_factory(root)
-    debug = getattr(args, "debug", False) or (profile is not None and profile.log_level == "debug")
-    logger = setup(
-        None if args.dry_run else log_file,
-        use_syslog=not args.dry_run and str(root) == "/",
-        level=logging.DEBUG if debug else logging.INFO,
-    )
-    host.domain_xml = xml
-    state = StateDir(state_dir)
-
-    def report(outcome: Outcome) -> None:
-        level = "info" if outcome.status in ("done", "undone") else "error"
-        getattr(logger, level)(
-            "%s %s: %s: %s in %.0f ms%s",
-            args.domain,
-            event,
-            outcome.title,
-            outcome.status,
-            outcome.seconds * 1000,
-            f": {outcome.error}" if outcome.error else "",
-        )
-        for op in outcome.operations:
-            logger.debug("    %s", op)
-        if not args.dry_run and not args.json:
-            print(
-                f"{PROG}: {args.domain} {event}: {outcome.title}: {outcome.status} "
-                f"({outcome.seconds * 1000:.0f} ms)",
-                file=err,
-            )
-            if getattr(args, "debug", False):
-                for op in outcome.operations:
-                    print(f"    {op}", file=err)
-
-    addresses = [address for step in steps for address in step.action.addresses()]
-    if args.dry_run:
-        check_ownership(state, args.domain, addresses)
-        journal = Journal.in_memory(Journal.load(state_dir, args.domain))
-        result = Runner(host, journal, profile, args.domain, on_outcome=report).run(event)
-    else:
-        with state.lock(args.domain, event):
-            check_ownership(state, args.domain, addresses)
-            journal = Journal.load(state_dir, args.domain)
-            runner = Runner(host, journal, profile, args.domain, on_outcome=report)
-            if recovering:
-                _refuse_while_stuck(runner, args.domain)
-            result = runner.run(event)
-    result.warnings[:0] = xml_warnings
-    if profile_problem:
-        result.warnings.insert(
-            0,
-            f"the profile did not load, so its release/end steps were not used and the "
-            f"journal was undone instead: {profile_problem}",
-        )
-    if args.json:
-        emit(out, command, result_json(result, str(root)))
-    elif args.dry_run:
-        print(plan_text(result, str(root)), end="", file=out)
-    if not result.ok and not args.dry_run:
-        print(failure_text(result, log_path(logger)), end="", file=err)
-    elif recovering and not args.dry_run and not args.json:
-        print(
-            f"{args.domain}: undid {len(result.rollback)} journaled change(s); nothing is left",
-            file=out,
-        )
-    if profile_problem:
-        print(f"{PROG}: warning: {result.warnings[0]}", file=err)
-    for warning in result.warnings:
-        logger.warning("%s %s: %s", args.domain, event, warning)
-    return EXIT_OK if result.ok else 1
-
-
-def _empty_result(args: argparse.Namespace, root: str, note: str) -> dict[str, Any]:
-    return {
-        "domain": args.domain,
-        "event": f"{args.operation}/{args.sub_operation}",
-        "profile": None,
-        "root": root,
-        "dry_run": bool(args.dry_run),
-        "ok": True,
-        "note": note,
-        "steps": [],
-        "rollback": [],
-        "failed_at": None,
-        "warnings": [],
-    }
+    work = resolve(request)
+    if isinstance(work, NoWork):
+        return report_no_work(work, out)
+    xml, warnings = _typed_xml(request.domain, xml_option, work.steps, stdin)
+    if ask and not request.dry_run and not _confirmed(work, xml, stdin, err):
+        print(f"{PROG}: nothing was changed", file=err)
+        return EXIT_FAILED
+    return run(work, host_factory, out, err, xml, tuple(warnings))
 
 
 # --- asking first ----------------------------------------------------------------------------
 
 
-def _takes_display(args: argparse.Namespace, steps: tuple) -> list[str]:
+def _takes_display(work: Work) -> list[str]:
     """What the steps take from the person at the screen: the display manager, GPUs."""
     from .tools.facts import HostFacts
 
-    facts = HostFacts(args.root)
+    facts = HostFacts(work.request.paths.root)
     taken = []
-    for step in steps:
+    for step in work.steps:
         if not step.action.asks_first():
             continue
         if step.action.name == "display_manager":
@@ -345,28 +201,19 @@ def _takes_display(args: argparse.Namespace, steps: tuple) -> list[str]:
     return list(dict.fromkeys(taken))
 
 
-def _confirmed(
-    args: argparse.Namespace, steps: tuple, xml: str, stdin: TextIO | None, err: TextIO
-) -> bool:
+def _confirmed(work: Work, xml: str, stdin: TextIO | None, err: TextIO) -> bool:
     """A real run typed at a terminal shows its plan and asks before it takes the display
     away. libvirt's calls (not typed), non-terminals and --yes never ask."""
+    from .event import dry_run_plan
+
     stream = stdin if stdin is not None else sys.stdin
     if stream is None or not stream.isatty() or not err.isatty():
         return True
-    taken = _takes_display(args, steps)
+    taken = _takes_display(work)
     if not taken:
         return True
-    import copy
-
-    plan_args = copy.copy(args)
-    plan_args.dry_run, plan_args.json, plan_args.xml = True, False, None
-    plan = io.StringIO()
-    try:
-        run_event(plan_args, None, None, plan, io.StringIO(), given_xml=xml)
-    except PassthroughError as exc:
-        plan.write(f"(no plan: {exc})\n")
     err.write(
-        plan.getvalue()
+        dry_run_plan(work, xml)
         .replace("Dry run of", "Plan for", 1)
         .replace("Nothing is changed; this is what would happen:", "This is what will happen:", 1)
     )
@@ -375,24 +222,6 @@ def _confirmed(
     err.flush()
     answer = stream.readline().strip().lower()
     return answer in ("y", "yes")
-
-
-def _refuse_while_stuck(runner: Runner, domain: str) -> None:
-    """recover changes nothing while a write it would retry still waits in the kernel."""
-    stuck = runner.stuck_devices()
-    if not stuck:
-        return
-    parts = [
-        f"{record['address']} is still stuck in the kernel ({record.get('write', 'a write')} "
-        f"since {str(record.get('since', '?'))[11:19]}; helper pid {record.get('pid', '?')} "
-        f"still waits there){runner.holders_note([record['address']])}"
-        for record in stuck
-    ]
-    raise PassthroughError(
-        f"not recovering {domain} yet: " + "; ".join(parts) + ". End the processes holding "
-        f"it: the kernel then finishes that write, and `{PROG} recover {domain}` puts "
-        f"everything back."
-    )
 
 
 # --- subcommands ---------------------------------------------------------------------------
@@ -511,9 +340,16 @@ def cmd_recover(
     argv: list[str], out: TextIO, err: TextIO, host_factory: HostFactory | None = None
 ) -> int:
     args = recover_parser().parse_args(argv)
-    args.operation, args.sub_operation, args.xml, args.recover = "release", "end", None, True
-    args.yes = True  # recover gives devices back; it takes nothing from the person
-    return run_event(args, io.StringIO(), host_factory, out, err)
+    request = Request(
+        domain=args.domain,
+        event="release/end",
+        paths=Paths.resolve(args.root, args.config_dir, args.state_dir, args.log_file),
+        recover=True,
+        dry_run=args.dry_run,
+        json=args.json,
+    )
+    # recover gives devices back; it takes nothing from the person, so it never asks.
+    return run_typed(request, None, io.StringIO(), host_factory, out, err, ask=False)
 
 
 class Builtin:
@@ -691,14 +527,15 @@ def _typed_event(
         raise UsageError(f'unknown option "{stray[0]}"{hint} (`{PROG} help` lists the options)')
     if not positionals:
         raise UsageError(f"no domain given (`{PROG} help` explains the hook form)")
-    args = argparse.Namespace(
-        **{option.dest: options.get(option.flag) for option in GLOBAL_OPTIONS}
+
+    def option(flag: str) -> str | None:
+        value = options.get(flag)
+        return value if isinstance(value, str) else None
+
+    paths = Paths.resolve(
+        option("--root"), option("--config-dir"), option("--state-dir"), option("--log-file")
     )
-    for option in GLOBAL_OPTIONS:
-        if option.metavar is None:
-            setattr(args, option.dest, bool(getattr(args, option.dest)))
-    args.root = args.root or "/"
-    config_dir = _paths(args)[1]
+    config_dir = paths.config_dir
     domain = positionals[0]
     if len(positionals) < 3:
         raise (
@@ -716,14 +553,23 @@ def _typed_event(
             f"too many words: the hook form is DOMAIN OPERATION SUB_OPERATION [EXTRA]; "
             f"{' '.join(positionals[4:])} left over"
         )
-    args.domain, args.operation, args.sub_operation = positionals[:3]
-    event = f"{args.operation}/{args.sub_operation}"
+    domain, operation, sub_operation = positionals[:3]
+    event = f"{operation}/{sub_operation}"
     if event not in EVENTS:
         raise UsageError(
             f'unknown event "{event}"{closest(event, EVENTS)}; libvirt calls the qemu hook with '
             f"{', '.join(EVENTS)}"
         )
-    return run_event(args, stdin, host_factory, out, err, typed=True)
+    request = Request(
+        domain=domain,
+        event=event,
+        paths=paths,
+        dry_run=bool(options.get("--dry-run")),
+        json=bool(options.get("--json")),
+        debug=bool(options.get("--debug")),
+    )
+    ask = not options.get("--yes")
+    return run_typed(request, option("--xml"), stdin, host_factory, out, err, ask=ask)
 
 
 # --- help and the man page -------------------------------------------------------------------
@@ -841,70 +687,11 @@ def main(
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - kept open until exit; no "Exception ignored" message at exit
         return EXIT_OK
     except Exception:
-        code = _internal_error(err)
+        code = internal_error(err)
         if as_json:
             emit(out, context["command"], error_body("internal error (a bug); see the log", code))
         return code
 
 
-def _internal_error(err: TextIO) -> int:
-    """Log the traceback where the user can send it; print a pointer, not the traceback."""
-    import logging
-
-    from .log import LOGGER, log_path
-
-    logger = logging.getLogger(LOGGER)
-    path = log_path(logger)
-    logger.error("internal error:\n%s", traceback.format_exc())
-    if path is None:
-        import tempfile
-
-        fd, path = tempfile.mkstemp(prefix="passthrough-hook-crash-", suffix=".log")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(traceback.format_exc())
-    print(
-        f"{PROG}: internal error (a bug, not your profile); the traceback is in {path}. "
-        f"Please report it with that file.",
-        file=err,
-    )
-    return EXIT_INTERNAL
-
-
 def console_main() -> None:
     sys.exit(main())
-
-
-def hook_main(argv: list[str]) -> int:
-    """Entry from hooks/qemu, after its fast path found a profile or a journal.
-
-    libvirt's arguments are always DOMAIN OPERATION SUB_OPERATION EXTRA, never options: a
-    domain named like a command (validate, status...) or an option is a domain. Tolerant
-    and silent: an event the profile has no steps for, or one libvirt adds in a future
-    version, does nothing and exits 0."""
-    if len(argv) < 3:
-        print(
-            f"{PROG}: libvirt calls the hook with DOMAIN OPERATION SUB_OPERATION EXTRA; got "
-            f"{len(argv)} argument(s) (`{PROG} help` lists the commands)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    args = argparse.Namespace(
-        **{option.dest: None for option in GLOBAL_OPTIONS},
-        domain=argv[0],
-        operation=argv[1],
-        sub_operation=argv[2],
-    )
-    args.root, args.json, args.dry_run, args.yes = "/", False, False, True
-    try:
-        return run_event(args, None, None, sys.stdout, sys.stderr, typed=False)
-    except ProfileError as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
-    except PassthroughError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception:
-        return _internal_error(sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TextIO
 
 LOGGER = "passthrough-hook"
 
@@ -52,3 +53,28 @@ def log_path(logger: logging.Logger) -> str | None:
         if isinstance(handler, logging.FileHandler):
             return handler.baseFilename
     return None
+
+
+def internal_error(err: TextIO) -> int:
+    """The error boundary's last case (a bug): the traceback goes to the log (or a file of
+    its own when there is no log) and the person gets a pointer to it, not the traceback."""
+    import traceback
+
+    from .constants import PROG
+    from .errors import EXIT_INTERNAL
+
+    logger = logging.getLogger(LOGGER)
+    path = log_path(logger)
+    logger.error("internal error:\n%s", traceback.format_exc())
+    if path is None:
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="passthrough-hook-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(traceback.format_exc())
+    print(
+        f"{PROG}: internal error (a bug, not your profile); the traceback is in {path}. "
+        f"Please report it with that file.",
+        file=err,
+    )
+    return EXIT_INTERNAL

@@ -62,9 +62,11 @@ class Runner:
         journal: Journal,
         profile: Profile | None,
         domain: str,
+        domain_xml: str = "",
         on_outcome: Callable[[Outcome], None] | None = None,
     ):
         self.host = host
+        self.domain_xml = domain_xml  # what libvirt wrote on the hook's stdin
         self.journal = journal
         self.profile = profile
         self.domain = domain
@@ -132,6 +134,7 @@ class Runner:
             force=force,
             domain=self.domain,
             event=result.event if result is not None else "",
+            domain_xml=self.domain_xml,
         )
         if result is not None:
             ctx.undo_event = lambda ev: self._undo_event(ev, result)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from passthrough import cli
 from passthrough.domain_xml import DomainXml, Hostdev, parse
-from passthrough.host import Host
+from passthrough.hook import hook_main
 
 HOOK = Path(__file__).resolve().parent.parent / "hooks" / "qemu"
 
@@ -154,17 +153,6 @@ def test_entities_are_never_expanded_nor_fetched(tmp_path):
         assert "document type declaration" in domain.problems[0]
 
 
-def test_host_parses_on_first_use_and_again_when_the_text_changes():
-    host = Host(root=Path("/nonexistent"), sysfs=None, modules=None, nodedev=None)
-    assert host.domain == DomainXml(problems=("no domain XML was given",))
-    host.domain_xml = LIVE_XML
-    first = host.domain
-    assert first.name == "win10"
-    assert host.domain is first  # parsed once
-    host.domain_xml = "<domain><name>other</name></domain>"
-    assert host.domain.name == "other"
-
-
 # --- the XML is always read from stdin, so libvirt never writes into a pipe nobody reads -----
 
 
@@ -191,7 +179,7 @@ def test_the_hook_takes_any_domain_name_as_a_domain(domain, tmp_path, monkeypatc
     monkeypatch.setenv("PASSTHROUGH_HOOK_CONFIG_DIR", str(tmp_path))
     stdin = io.StringIO(LIVE_XML)
     monkeypatch.setattr(sys, "stdin", stdin)
-    assert cli.hook_main([domain, "prepare", "begin", "-"]) == 0
+    assert hook_main([domain, "prepare", "begin", "-"]) == 0
     assert stdin.tell() == len(LIVE_XML)
     assert capsys.readouterr() == ("", "")
     assert not os.listdir(tmp_path)

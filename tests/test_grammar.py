@@ -18,6 +18,7 @@ from hosts import SEED_PROFILE
 from tool_trees import run, write_profile
 
 from passthrough import cli
+from passthrough.hook import hook_main
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "config" / "demo-host"
@@ -169,8 +170,8 @@ def test_libvirt_calls_never_take_the_person_grammar(tmp_path, monkeypatch, caps
     """hook_main: a domain named like a command, and an unknown event, do nothing."""
     monkeypatch.setenv("PASSTHROUGH_HOOK_CONFIG_DIR", str(trusted_profile(tmp_path / "p")))
     monkeypatch.setattr(sys, "stdin", io.StringIO("<domain/>"))
-    assert cli.hook_main(["chekc", "win10", "prepare", "-"]) == 0
-    assert cli.hook_main(["win10", "frobnicate", "begin", "-"]) == 0
+    assert hook_main(["chekc", "win10", "prepare", "-"]) == 0
+    assert hook_main(["win10", "frobnicate", "begin", "-"]) == 0
     assert capsys.readouterr() == ("", "")
 
 

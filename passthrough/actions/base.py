@@ -31,6 +31,7 @@ class StepContext:
         ""  # the libvirt domain and event the step runs for (the `scripts` action passes them on)
     )
     event: str = ""  # "prepare/begin"
+    domain_xml: str = ""  # what libvirt wrote on the hook's stdin (hugepages, scripts read it)
 
     def label(self, address: str) -> str:
         name = self.names.get(address)

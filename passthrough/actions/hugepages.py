@@ -159,7 +159,7 @@ class Hugepages(Action):
         return record
 
     def _pages_for_domain(self, ctx: StepContext, kib: int) -> int:
-        memory_kib, backed = domain_memory_kib(ctx.host.domain_xml)
+        memory_kib, backed = domain_memory_kib(ctx.domain_xml)
         if not backed:
             ctx.warnings.append(
                 "the domain XML has no <memoryBacking><hugepages/>: QEMU will not use the "

@@ -95,8 +95,6 @@ class RemoveRescan(Action):
         return f"rescan the PCI bus until {names} are back on their drivers"
 
 
-
-
 def rescan(ctx: StepContext, record: dict) -> None:
     """Write 1 to bus/pci/rescan, wait for the removed functions, put each back on the
     driver (and driver_override) it had before."""

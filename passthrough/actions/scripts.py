@@ -84,7 +84,7 @@ class Scripts(NotUndoable):
         if not scripts:
             host.record(f"no scripts in {self.values['dir']}/{ctx.event}", "nothing to do")
         operation, sub_operation = ctx.event.split("/")
-        xml = host.domain_xml.encode()
+        xml = ctx.domain_xml.encode()
         for script in scripts:
             host.commands.run(
                 [script, ctx.domain, operation, sub_operation, "-"],

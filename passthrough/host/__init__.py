@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import HostError, StepTimeout
 from .parts import (
@@ -24,9 +24,6 @@ from .parts import (
     SysfsAccess,
     Unattached,
 )
-
-if TYPE_CHECKING:
-    from ..domain_xml import DomainXml
 
 T = TypeVar("T")
 
@@ -70,22 +67,10 @@ class Host:
     # most drivers; some probe asynchronously, and firmware loading takes time.
     bind_wait: float = 5.0
     on_operation: Callable[[Operation], None] | None = None
-    domain_xml: str = ""  # what libvirt wrote on the hook's stdin (cli.run_event sets it)
-    _parsed_domain: tuple = field(default=(), init=False, repr=False, compare=False)
     # Devices a write left stuck in the kernel (address -> what, since, the helper's pid):
     # their device lock is held, so nothing more is written to them. Loaded from the
     # journal at the start of a run, saved to it after each step.
     stuck: dict[str, dict] = field(default_factory=dict)
-
-    @property
-    def domain(self) -> DomainXml:
-        """domain_xml parsed on first use: the domain's name and the PCI functions it takes
-        (`host.domain.hostdev_addresses`). Never raises; unreadable XML gives an empty one."""
-        from ..domain_xml import parse
-
-        if not self._parsed_domain or self._parsed_domain[0] is not self.domain_xml:
-            self._parsed_domain = (self.domain_xml, parse(self.domain_xml))
-        return self._parsed_domain[1]
 
     def record(self, text: str, effect: str = "") -> None:
         op = Operation(text, effect)

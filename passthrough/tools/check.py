@@ -45,7 +45,8 @@ SEVERITIES = ("error", "warning", "info", "ok")
 # Text that marks a hook file as ours: install.sh's marker, or the source file itself.
 HOOK_MARKERS = (
     b"installed by passthrough-hook install.sh",
-    b"from passthrough.cli import hook_main",
+    b"from passthrough.hook import hook_main",
+    b"from passthrough.cli import hook_main",  # hooks installed before passthrough.hook existed
 )
 
 

@@ -1,0 +1,57 @@
+"""libvirt's entry (hooks/qemu, after its fast path found a profile or a journal).
+
+libvirt's arguments are always DOMAIN OPERATION SUB_OPERATION EXTRA with the domain XML on
+stdin, never options: a domain named like a command (validate, status...) or an option is
+a domain. Tolerant and silent: an event the profile has no steps for, or one a future
+libvirt adds, does nothing and exits 0. It imports no more than the event needs: not the
+command line's parser, not the tools.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .constants import PROG
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, PassthroughError, ProfileError
+
+
+def read_domain_xml() -> str:
+    """All of stdin, always, so libvirt never writes into a pipe nobody reads."""
+    stream = sys.stdin
+    if stream is None or stream.isatty():
+        return ""
+    return stream.read()
+
+
+def hook_main(argv: list[str]) -> int:
+    if len(argv) < 3:
+        print(
+            f"{PROG}: libvirt calls the hook with DOMAIN OPERATION SUB_OPERATION EXTRA; got "
+            f"{len(argv)} argument(s) (`{PROG} help` lists the commands)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        from .event import NoWork, Paths, Request, resolve, run
+
+        xml = read_domain_xml()
+        request = Request(
+            domain=argv[0], event=f"{argv[1]}/{argv[2]}", paths=Paths.resolve(), person=False
+        )
+        work = resolve(request)
+        if isinstance(work, NoWork):
+            return 0
+        return run(work, None, sys.stdout, sys.stderr, xml)
+    except ProfileError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except PassthroughError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        from .log import internal_error
+
+        return internal_error(sys.stderr)
