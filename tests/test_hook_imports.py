@@ -1,0 +1,55 @@
+"""libvirt's entry imports what an event needs and no more: every event of every domain
+pays for each import (issue #14's cost targets, measured in tools/bench)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, sys
+from passthrough.hook import hook_main
+code = hook_main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def imported(tmp_path: Path, *argv: str) -> tuple[int, set[str]]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LC_ALL": "C",
+        "PASSTHROUGH_HOOK_CONFIG_DIR": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv],
+        input="<domain/>",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    return result["code"], set(result["modules"])
+
+
+def test_an_event_without_steps_loads_the_profile_but_not_the_command_line(tmp_path):
+    profile = (REPO / "config/win10.yaml").read_text()
+    (tmp_path / "win10.yaml").write_text(profile)
+    os.chmod(tmp_path / "win10.yaml", 0o644)
+    code, modules = imported(tmp_path, "win10", "started", "begin", "-")
+    assert code == 0
+    assert "passthrough.profile" in modules  # it did read the profile
+    for name in ("argparse", "passthrough.cli", "passthrough.output", "difflib"):
+        assert name not in modules, name
+    assert not [m for m in modules if m.startswith("passthrough.tools")]
+    # No step ran, so the runner, the journal and the log were not imported.
+    for name in ("passthrough.runner", "passthrough.journal", "logging"):
+        assert name not in modules, name
