@@ -22,6 +22,7 @@ from .parts import (
     NodeDeviceControl,
     ProcfsAccess,
     SysfsAccess,
+    TimeBounds,
     Unattached,
 )
 
@@ -55,6 +56,7 @@ class Host:
     nodedev: NodeDeviceControl = field(default_factory=_unattached("nodedev"))
     commands: CommandRunner = field(default_factory=_unattached("commands"))
     procfs: ProcfsAccess = field(default_factory=_unattached("procfs"))
+    clock: TimeBounds = field(default_factory=lambda: Clock())  # PredictedClock in a dry run
     dry_run: bool = False
     operations: list[Operation] = field(default_factory=list)
     deadline: float | None = None  # monotonic time the current step must end by
@@ -126,14 +128,21 @@ class Host:
         return max(0.0, min(default, self.deadline - time.monotonic()))
 
     def bounded(self, what: str, fn: Callable[[], T], timeout: float | None = None) -> T:
-        """Run fn, giving up after the time left for the step; raises StepTimeout.
-
-        A write that blocks in the kernel cannot be interrupted, so it runs in a daemon
-        thread and the hook reports and exits instead of hanging libvirt.
-        """
+        """Run fn, giving up after the time left for the step; raises StepTimeout."""
         limit = self.time_left() if timeout is None else min(timeout, self.time_left())
-        if self.dry_run:
-            return fn()
+        return self.clock.bounded(what, fn, limit)
+
+    def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Whether predicate became true within timeout (and the time left for the step)."""
+        return self.clock.wait_until(what, predicate, min(timeout, self.time_left(timeout)))
+
+
+class Clock:
+    """Time on the real host: calls bounded by a timeout, and waits that poll."""
+
+    def bounded(self, what: str, fn: Callable[[], T], limit: float) -> T:
+        """A call that may block in the kernel cannot be interrupted, so it runs in a daemon
+        thread and the hook reports the timeout and goes on instead of hanging libvirt."""
         outcome: dict[str, object] = {}
 
         def target() -> None:
@@ -151,11 +160,10 @@ class Host:
             raise outcome["error"]  # type: ignore[misc]
         return outcome.get("value")  # type: ignore[return-value]
 
-    def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Poll predicate (1 ms growing to 50 ms) until true or timeout; never a fixed sleep."""
-        if self.dry_run:
-            return predicate()
-        end = time.monotonic() + min(timeout, self.time_left(timeout))
+    def wait_until(self, what: str, predicate: Callable[[], bool], seconds: float) -> bool:
+        """Poll predicate (1 ms growing to 50 ms) until true or `seconds` passed; never a
+        fixed sleep."""
+        end = time.monotonic() + seconds
         delay = 0.001
         while True:
             if predicate():

@@ -8,7 +8,9 @@ steps would have done (a resize after a detach knows the device is on vfio-pci).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ..desktop import stopped_by
 from ..pci import is_stub_driver
@@ -20,6 +22,8 @@ from .kernel_model import KernelModel, sysfb_policy
 from .modules import Modules, canonical, configured_ids, driver_names
 from .procfs import RecordedProcfs
 from .sysfs import Sysfs
+
+T = TypeVar("T")
 
 _DRIVER_LINK = re.compile(r"^bus/pci/devices/([^/]+)/driver$")
 _DRIVER_DIR = re.compile(r"^bus/pci/drivers/([^/]+)$")
@@ -313,9 +317,20 @@ class PredictedCommands(RecordedCommands):
         return ""
 
 
+class PredictedClock:
+    """The dry run's time: nothing blocks (every write is predicted), and a wait is over at
+    once with what the predicted kernel shows."""
+
+    def bounded(self, what: str, fn: Callable[[], T], limit: float) -> T:
+        return fn()
+
+    def wait_until(self, what: str, predicate: Callable[[], bool], seconds: float) -> bool:
+        return predicate()
+
+
 def make_dry_run_host(root: str | Path = "/") -> Host:
     root_path = Path(root)
-    host = Host(root=root_path, dry_run=True)
+    host = Host(root=root_path, dry_run=True, clock=PredictedClock())
     sysfs = DryRunSysfs(root_path, host)
     host.sysfs = sysfs
     host.modules = PredictedModules(root_path, host, sysfs)

@@ -7,9 +7,19 @@ all against these, and every action against what it uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class TimeBounds(Protocol):
+    """Calls bounded by a timeout, and waits for a condition (the dry run's are immediate:
+    it predicts at once what the kernel would show)."""
+
+    def bounded(self, what: str, fn: Callable[[], T], limit: float) -> T: ...
+    def wait_until(self, what: str, predicate: Callable[[], bool], seconds: float) -> bool: ...
 
 
 class SysfsAccess(Protocol):
