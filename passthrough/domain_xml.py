@@ -5,7 +5,8 @@ libvirt sends the full live XML on prepare/begin (defaults filled in, every `<ho
 A PCI function reaches a guest as `<hostdev mode='subsystem' type='pci'>` or, for network
 functions (SR-IOV), as `<interface type='hostdev'>`; both carry `<source><address .../>`.
 
-Parsed on first use (`host.domain`), never on the hook's fast path. The hook must not crash
+`read` is the one place a domain XML becomes a tree (the hook's actions and the tools all
+go through it), never on the hook's fast path. The hook must not crash
 on what it is given: text that is not well-formed XML, or not a `<domain>`, gives an empty
 DomainXml whose `problems` say why, and a malformed hostdev address is skipped and reported
 the same way. A document type declaration is refused outright: libvirt never writes one, and
@@ -42,27 +43,42 @@ class DomainXml:
         return [hostdev.address for hostdev in self.hostdevs]
 
 
-def parse(text: str) -> DomainXml:
-    """Read the name and PCI hostdevs from a domain XML; never raises."""
+class Unreadable(ValueError):
+    """The text is not a domain XML the hook reads; the message says why."""
+
+
+def read(text: str) -> ElementTree.Element:
+    """The <domain> element of a domain XML: the one place the hook and the tools turn the
+    text into a tree, with the size limit and the refusal of document type declarations.
+    Raises Unreadable saying what is wrong."""
     if not text.strip():
-        return DomainXml(problems=("no domain XML was given",))
+        raise Unreadable("no domain XML was given")
     if len(text) > MAX_CHARS:
-        return DomainXml(
-            problems=(f"the domain XML is larger than {MAX_CHARS} characters; not read",)
-        )
+        raise Unreadable(f"the domain XML is larger than {MAX_CHARS} characters; not read")
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
-        return DomainXml(
-            problems=(
-                "the domain XML has a document type declaration, which libvirt "
-                "never writes; not read",
-            )
+        raise Unreadable(
+            "the domain XML has a document type declaration, which libvirt never writes; not read"
         )
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError as exc:
-        return DomainXml(problems=(f"the domain XML is not well-formed: {exc}",))
+        raise Unreadable(f"the domain XML is not well-formed: {exc}") from None
     if root.tag != "domain":
-        return DomainXml(problems=(f"the XML's root element is <{root.tag}>, not <domain>",))
+        raise Unreadable(f"the XML's root element is <{root.tag}>, not <domain>")
+    return root
+
+
+def parse(text: str) -> DomainXml:
+    """Read the name and PCI hostdevs from a domain XML; never raises."""
+    try:
+        root = read(text)
+    except Unreadable as exc:
+        return DomainXml(problems=(str(exc),))
+    return of_element(root)
+
+
+def of_element(root: ElementTree.Element) -> DomainXml:
+    """The name and PCI hostdevs of a <domain> element read by `read`."""
     name = (root.findtext("name") or "").strip() or None
     hostdevs: list[Hostdev] = []
     problems: list[str] = []

@@ -45,26 +45,22 @@ def _count_or_domain(values: dict, node: yaml.Node) -> None:
 def domain_memory_kib(text: str) -> tuple[int, bool]:
     """(the domain's <memory> in KiB, whether it asks for <memoryBacking><hugepages/>).
 
-    Raises HostError saying what is missing. A document type declaration is refused, as
-    domain_xml.parse does: libvirt never writes one, and entity expansion bombs need it.
+    Raises HostError saying what is missing, or why domain_xml.read refused the text (a
+    document type declaration, which libvirt never writes and entity expansion bombs need).
     """
-    import xml.etree.ElementTree as ElementTree
+    from ..domain_xml import Unreadable, read
 
     if not text.strip():
         raise HostError(
             "for_domain needs the domain XML, which libvirt writes on stdin; none was given",
             hint="in a dry run, pass it with --xml FILE (virsh dumpxml DOMAIN > FILE)",
         )
-    if "<!DOCTYPE" in text or "<!ENTITY" in text:
-        raise HostError(
-            "the domain XML has a document type declaration, which libvirt never writes; not read"
-        )
     try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
-        raise HostError(f"the domain XML is not well-formed: {exc}") from None
+        root = read(text)
+    except Unreadable as exc:
+        raise HostError(str(exc)) from None
     memory = root.find("memory")
-    if root.tag != "domain" or memory is None or not (memory.text or "").strip().isdigit():
+    if memory is None or not (memory.text or "").strip().isdigit():
         raise HostError(
             "the domain XML has no <memory> with a number of KiB; cannot size the hugepages"
         )

@@ -109,15 +109,17 @@ def from_libvirt(domain: str, uri: str, timeout: float) -> str:
 def parse(text: str, source: str) -> DomainXml:
     from .. import domain_xml
 
-    devices = domain_xml.parse(text)  # never raises; refuses DOCTYPEs (entity bombs) before parsing
+    fix = "write it with `virsh dumpxml DOMAIN > FILE`"
+    try:
+        tree = domain_xml.read(text)  # refuses DOCTYPEs (entity bombs) before parsing
+    except domain_xml.Unreadable as exc:
+        raise DomainXmlError(f"{source}: {exc}", fix) from None
+    devices = domain_xml.of_element(tree)
     if devices.problems and devices.name is None and not devices.hostdevs:
-        raise DomainXmlError(
-            f"{source}: {devices.problems[0]}", "write it with `virsh dumpxml DOMAIN > FILE`"
-        )
+        raise DomainXmlError(f"{source}: {devices.problems[0]}", fix)
     result = DomainXml(
         source=source, name=devices.name, hostdevs=devices.hostdevs, problems=list(devices.problems)
     )
-    tree = ElementTree.fromstring(text)
     result.uuid = (tree.findtext("uuid") or "").strip() or None
     result.roms = tuple(_roms(tree))
     result.os_id, result.guest_os = guest_os(tree)
