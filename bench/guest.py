@@ -40,6 +40,15 @@ def run_guest(rounds: int) -> dict:
     return data
 
 
+def _heaviest(imports: dict) -> str:
+    """The modules whose own import time is largest, for the note of the imports row."""
+    heaviest = imports.get("heaviest") or []
+    if not heaviest:
+        return ""
+    names = ", ".join(f"{name} {ms:g}" for name, ms in heaviest[:8])
+    return f"{imports.get('modules', '?')} modules; own ms, both events: {names}"
+
+
 def measure(quick: bool = False) -> tuple[list[Figure], dict]:
     data = run_guest(rounds=1 if quick else 7)
     hook, minimal = data["hook"], data["minimal"]
@@ -59,6 +68,7 @@ def measure(quick: bool = False) -> tuple[list[Figure], dict]:
             "  of which imports (-X importtime, one extra run)",
             "ms",
             (data["imports"]["prepare"] + data["imports"]["release"],),
+            note=_heaviest(data["imports"]),
         ),
         Figure(
             "minimal script prepare + release (no checks)", "ms", tuple(total(c) for c in minimal)

@@ -154,24 +154,39 @@ def steps_ms(run: ChildRun) -> float:
 
 def imports_ms(run: ChildRun) -> float:
     """Total import time from `-X importtime` output (top-level imports, cumulative)."""
-    total = 0
+    return sum(ms for _name, ms in importtime_lines(run, top_level=True)) / 1000
+
+
+def importtime_lines(run: ChildRun, top_level: bool) -> list[tuple[str, int]]:
+    """(module, µs) from `-X importtime` output: each top-level import's cumulative time
+    (nested ones are inside their parent's), or every module's own time."""
+    found = []
     for line in run.output.splitlines():
         if line.startswith("import time:") and not line.startswith("import time: self"):
-            _self, cumulative, name = line[len("import time:") :].split("|")
-            if not name.startswith("  "):  # nested imports are inside their parent's figure
-                total += int(cumulative)
-    return total / 1000
+            own, cumulative, name = line[len("import time:") :].split("|")
+            if not top_level:
+                found.append((name.strip(), int(own)))
+            elif not name.startswith("  "):  # nested imports are inside their parent's figure
+                found.append((name.strip(), int(cumulative)))
+    return found
 
 
 def import_cost(initial: dict) -> dict:
-    """One prepare + release with -X importtime: how much of each event is importing."""
-    figures = {}
+    """One prepare + release with -X importtime: how much of each event is importing, and
+    the modules that cost most (their own time, summed over both events)."""
+    figures: dict = {}
+    heaviest: dict[str, int] = {}
     for phase in ("prepare", "release"):
         command = hook_command(phase, "-X", "importtime")
         run = run_child(command)
         check_exit(command, run)
         settle(phase, initial, "hook")
         figures[phase] = imports_ms(run)
+        for name, us in importtime_lines(run, top_level=False):
+            heaviest[name] = heaviest.get(name, 0) + us
+    ranked = sorted(heaviest.items(), key=lambda item: -item[1])
+    figures["modules"] = len(heaviest)
+    figures["heaviest"] = [[name, round(us / 1000, 1)] for name, us in ranked[:25]]
     return figures
 
 

@@ -8,6 +8,7 @@ tests reach a kernel only through the fake one (or the QEMU guest tier).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,19 @@ from passthrough.host import sysfs as sysfs_module
 Patcher.SKIPMODULES.add(detached)
 
 REPO = Path(__file__).resolve().parent.parent
+
+if "coverage" in sys.modules:
+    # tools/coverage: coverage.py decides once per file whether to trace it, when its code
+    # first runs; a module first imported inside a test would be decided on pyfakefs's fake
+    # filesystem, where the file is not found, and never counted. Import them all here.
+    import importlib
+    import pkgutil
+
+    import passthrough
+
+    for module in pkgutil.walk_packages(passthrough.__path__, "passthrough."):
+        if not module.name.endswith(".__main__"):  # that one runs the program
+            importlib.import_module(module.name)
 
 
 @pytest.fixture(autouse=True)
@@ -76,14 +90,38 @@ def kernel(fs):
 # ids or a `-m` expression runs what was named; PASSTHROUGH_ALL_TIERS=1 (tools/test, and so CI)
 # runs everything.
 OUTER_TIERS = ("slow", "guest", "libvirt", "ansible")
+# Set for the xdist workers of an inner-loop run: they are given the test paths as
+# arguments, so they cannot tell from their own command line.
+INNER_LOOP_ENV = "PASSTHROUGH_INNER_LOOP"
+
+
+def _inner_loop(config: pytest.Config) -> bool:
+    if os.environ.get(INNER_LOOP_ENV) == "1":
+        return True
+    return (
+        os.environ.get("PASSTHROUGH_ALL_TIERS") != "1"
+        and not config.option.markexpr
+        and config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Plain `pytest` spreads the inner loop over every CPU when pytest-xdist is there
+    (tools/test installs it); `-n N` or `-p no:xdist` decide otherwise, and the outer tiers
+    (QEMU guests, this machine's libvirtd) always run one at a time."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if getattr(config.option, "numprocesses", None) is not None or not _inner_loop(config):
+        return
+    if config.option.collectonly or (os.cpu_count() or 1) < 2:
+        return
+    config.option.numprocesses = "auto"
+    os.environ[INNER_LOOP_ENV] = "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if (
-        os.environ.get("PASSTHROUGH_ALL_TIERS") == "1"
-        or config.option.markexpr
-        or config.args_source != pytest.Config.ArgsSource.TESTPATHS
-    ):
+    if not _inner_loop(config):
         return
     kept, left_out = [], []
     for item in items:
