@@ -509,13 +509,11 @@ class Args:
     """
 
     fields: tuple[Field, ...]
-    values: type[ArgValues] | None = None  # None: a plain dict (actions not yet converted)
+    values: type[ArgValues]
     shorthand: str | None = None
     check_all: Callable[[dict, Any], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.values is None:
-            return
         names = [f.name for f in self.fields]
         if sorted(names) != sorted(self.values._names):
             raise TypeError(
@@ -523,7 +521,7 @@ class Args:
                 f"its fields are {', '.join(names)}"
             )
 
-    def check(self, node: Any, ctx: Context, action: str) -> Any:
+    def check(self, node: Any, ctx: Context, action: str) -> ArgValues:
         import yaml
 
         by_name = {f.name: f for f in self.fields}
@@ -550,7 +548,7 @@ class Args:
                 values[f.name] = f.default
         if self.check_all:
             self.check_all(values, node)
-        return values if self.values is None else self.values(**values)
+        return self.values(**values)
 
     def json_schema(self) -> dict:
         props = {}

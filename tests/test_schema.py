@@ -90,3 +90,14 @@ def test_an_action_reads_its_typed_arguments():
     action = ResizeBar(ResizeBarArgs(device="0000:03:00.0", bar=2, size=3), {"gpu": "0000:03:00.0"})
     assert action.addresses() == ["0000:03:00.0"]
     assert action.describe() == "resize BAR 2 of gpu (0000:03:00.0) to 8 MiB"
+
+
+def test_every_action_reads_the_arguments_class_its_schema_builds():
+    import typing
+
+    from passthrough.actions import REGISTRY
+
+    for name, action in REGISTRY.items():
+        hints = typing.get_type_hints(action)
+        assert hints["params"] is action.args.values, name
+        assert sorted(action.args.values._names) == sorted(f.name for f in action.args.fields)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..schema import Args, ArgValues
 
@@ -49,9 +49,8 @@ class Action:
     # The validated arguments; each action narrows the type to its own `args.values` class.
     params: ArgValues
 
-    def __init__(self, params: Any, devices: dict[str, str]):
+    def __init__(self, params: ArgValues, devices: dict[str, str]):
         self.params = params
-        self.values: dict[str, Any] = params if isinstance(params, dict) else params.as_dict()
         self.names = {address: name for name, address in devices.items()}
 
     def label(self, address: str) -> str:
