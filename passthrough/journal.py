@@ -79,7 +79,7 @@ class Journal:
             self.save()
 
     def begin(self, event: str, step: Step, describe: str) -> dict:
-        entry = {
+        entry: dict = {
             "id": max((e["id"] for e in self.entries), default=0) + 1,
             "event": event,
             "step": step.number,

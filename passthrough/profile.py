@@ -12,10 +12,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ProfileError, UsageError
 from .schema import Bool, Context, Invalid, PciAddress, Seconds, closest, kind_of, mapping_items
+
+if TYPE_CHECKING:
+    from .actions.base import Action
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 16
@@ -53,7 +56,7 @@ class Where:
 class Step:
     event: str
     number: int  # 1-based position within its event
-    action: Any  # an actions.base.Action
+    action: Action
     where: Where
     timeout: float | None = None
     force: bool = False

@@ -2,7 +2,8 @@
 
 Actions declare their arguments as data (`Args` of `Field`s); the same declarations
 validate a profile with `FILE:LINE:COL:` messages and produce the JSON Schema shipped
-for editors. Values are converted to plain Python (str, int, bool, list, dict).
+for editors. Values are converted to plain Python (str, int, bool, list, dict) and handed
+to the action as one frozen `ArgValues` instance with a typed attribute per field.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .units import parse_bar_size, parse_pci_address
 
 if TYPE_CHECKING:
     import yaml
+    from typing_extensions import dataclass_transform
+else:
+
+    def dataclass_transform(**kwargs: Any) -> Callable[[type], type]:
+        return lambda cls: cls  # only for type checkers: they read ArgValues as a dataclass
 
 
 class Invalid(Exception):
@@ -424,6 +430,57 @@ class Argv(Type):
 # --- action arguments ----------------------------------------------------------------------
 
 
+@dataclass_transform(kw_only_default=True, frozen_default=True)
+class ArgValues:
+    """An action's validated arguments: one typed, read-only attribute per field, e.g.
+
+        class ResizeBarArgs(ArgValues):
+            device: str
+            bar: int
+            size: int
+
+    The schema builds one instance per step (`Args.check`), every field given (optional
+    ones get their default). Not a @dataclass: the hook imports every class on an event and
+    a dataclass costs a generated-code exec() each; this one base does the same for all.
+    """
+
+    __slots__ = ()
+    _names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = tuple(name for name in cls.__annotations__ if not name.startswith("_"))
+        cls._names = cls._names + tuple(n for n in own if n not in cls._names)
+
+    def __init__(self, **values: Any) -> None:
+        if values.keys() != set(self._names):
+            missing = [n for n in self._names if n not in values]
+            extra = [n for n in values if n not in self._names]
+            raise TypeError(f"{type(self).__name__}: missing {missing}, unexpected {extra}")
+        for name in self._names:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only: cannot delete {name}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._names}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ArgValues) or type(other) is not type(self):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # values hold lists
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._names)
+        return f"{type(self).__name__}({shown})"
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -445,14 +502,26 @@ class Args:
     """An action's arguments: a mapping of fields, optionally written in a short form.
 
     `shorthand` names the field that a bare value stands for, so `detach: [gpu, gpu-audio]`
-    means `detach: {devices: [gpu, gpu-audio]}`.
+    means `detach: {devices: [gpu, gpu-audio]}`. `values` is the `ArgValues` class the
+    checked values are built into; its annotations must name exactly the fields (checked
+    here, when the action's module is imported). `check_all` checks the values together
+    and may normalise them (keeping every field).
     """
 
     fields: tuple[Field, ...]
+    values: type[ArgValues]
     shorthand: str | None = None
     check_all: Callable[[dict, Any], None] | None = field(default=None, compare=False)
 
-    def check(self, node: Any, ctx: Context, action: str) -> dict:
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.fields]
+        if sorted(names) != sorted(self.values._names):
+            raise TypeError(
+                f"{self.values.__name__} declares {', '.join(self.values._names) or 'nothing'}; "
+                f"its fields are {', '.join(names)}"
+            )
+
+    def check(self, node: Any, ctx: Context, action: str) -> ArgValues:
         import yaml
 
         by_name = {f.name: f for f in self.fields}
@@ -479,7 +548,7 @@ class Args:
                 values[f.name] = f.default
         if self.check_all:
             self.check_all(values, node)
-        return values
+        return self.values(**values)
 
     def json_schema(self) -> dict:
         props = {}
@@ -501,8 +570,13 @@ class Args:
         return {"anyOf": [props[self.shorthand], mapping]}
 
 
+class OperationArgs(ArgValues):
+    operation: str
+
+
 # `vtconsoles: unbind`, `framebuffer: unbind`: actions with one operation, undone by binding.
 UNBIND_ONLY = Args(
+    values=OperationArgs,
     fields=(
         Field(
             "operation",

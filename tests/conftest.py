@@ -17,9 +17,17 @@ import yaml  # noqa: F401  loaded once here: pyfakefs unloads modules first impo
 # and PyYAML's C parser keeps building nodes of the first import's classes.
 from pyfakefs.fake_filesystem_unittest import Patcher
 
+from passthrough.actions import REGISTRY
 from passthrough.errors import UnsafeOperation
 from passthrough.host import detached
 from passthrough.host import sysfs as sysfs_module
+
+# The registry imports an action's module on first use; a module first imported inside a
+# pyfakefs test is unloaded after it, leaving the registry and other modules holding its old
+# classes (and its os bound to a finished fake filesystem). So every test process imports
+# them all here, as the hook's process would over its life. Lazy loading itself is tested
+# in a fresh interpreter (tests/test_actions_registry.py).
+ALL_ACTIONS = list(REGISTRY.values())
 
 # The detached writer's plumbing is processes and pipes, never a file of the host tree:
 # pyfakefs leaves it real (the fake kernel's stuck writes fork a real helper through it).

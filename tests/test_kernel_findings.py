@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from passthrough.actions.base import StepContext
-from passthrough.actions.modprobe import Modprobe
+from passthrough.actions.modprobe import Modprobe, ModprobeArgs
 from passthrough.cli import main
 from passthrough.errors import HostError
 from passthrough.host import Host, commands
@@ -89,7 +89,7 @@ def context(modules: DependentModules) -> StepContext:
 
 
 def modprobe(*names: str) -> Modprobe:
-    return Modprobe({"load": list(names), "remove": []}, {})
+    return Modprobe(ModprobeArgs(load=list(names), remove=[]), {})
 
 
 def test_undo_unloads_the_dependencies_modprobe_pulled_in():

@@ -2,6 +2,7 @@
 
 import pytest
 
+from passthrough.actions.resize_bar import ResizeBarArgs
 from passthrough.errors import ProfileError
 from passthrough.profile import MAX_BYTES, is_plain_name, parse_profile
 
@@ -28,8 +29,8 @@ def test_seed_profile_loads():
     steps = profile.events["prepare/begin"]
     assert [s.action.name for s in steps] == ["modprobe", "detach", "resize_bar"]
     assert str(steps[2].where) == "win10.yaml:7:5"
-    assert steps[2].action.values == {"device": "0000:03:00.0", "bar": 2, "size": 3}
-    assert steps[1].action.values["via"] == "libvirt"
+    assert steps[2].action.params == ResizeBarArgs(device="0000:03:00.0", bar=2, size=3)
+    assert steps[1].action.params.via == "libvirt"
     assert "release/end" not in profile.events
 
 

@@ -76,7 +76,7 @@ def test_four_function_card_gets_its_usb_and_serial_functions(tmp_path):
         "gpu-usb": "0000:0a:00.2",
         "gpu-serial": "0000:0a:00.3",
     }
-    assert [s.action.values.get("devices") for s in profile.events["prepare/begin"]] == [
+    assert [getattr(s.action.params, "devices", None) for s in profile.events["prepare/begin"]] == [
         None,
         ["0000:0a:00.0", "0000:0a:00.1", "0000:0a:00.2", "0000:0a:00.3"],
     ]

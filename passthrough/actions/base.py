@@ -1,6 +1,7 @@
 """The contract every action follows, and the context it runs in.
 
-An action is built from its validated arguments. `describe()` is its plan line;
+An action is built from its validated arguments (`params`, an instance of the `ArgValues`
+class its `args` schema names, with a typed attribute per argument). `describe()` is its plan line;
 `apply(ctx)` changes the host and returns a JSON-able record of what it changed,
 handing partial records to `ctx.note()` as it goes so a crash leaves them journaled;
 the class method `undo(ctx, record)` reverses exactly that record. Undo works from the
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from ..schema import Args
+from ..schema import Args, ArgValues
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -45,9 +46,11 @@ class Action:
     default_timeout: ClassVar[float] = 60.0
     # False for actions whose record cannot be reversed (shown as such in the plan).
     undoable: ClassVar[bool] = True
+    # The validated arguments; each action narrows the type to its own `args.values` class.
+    params: ArgValues
 
-    def __init__(self, values: dict[str, Any], devices: dict[str, str]):
-        self.values = values
+    def __init__(self, params: ArgValues, devices: dict[str, str]):
+        self.params = params
         self.names = {address: name for name, address in devices.items()}
 
     def label(self, address: str) -> str:

@@ -2,8 +2,13 @@ from __future__ import annotations
 
 import shlex
 
-from ..schema import Args, Argv, Field
+from ..schema import Args, Argv, ArgValues, Field
 from .base import Action, StepContext
+
+
+class CommandArgs(ArgValues):
+    argv: list[str]
+    undo_argv: list[str] | None
 
 
 class Command(Action):
@@ -15,25 +20,27 @@ class Command(Action):
 
     name = "command"
     args = Args(
+        values=CommandArgs,
         fields=(
             Field("argv", Argv(), required=True, doc="the command, as a list"),
             Field("undo_argv", Argv(), doc="the command that undoes it (default: not undone)"),
         ),
         shorthand="argv",
     )
+    params: CommandArgs
     default_timeout = 60.0
 
     def describe(self) -> str:
-        text = f"run {shlex.join(self.values['argv'])}"
-        if self.values["undo_argv"]:
-            return f"{text} (undone by {shlex.join(self.values['undo_argv'])})"
+        text = f"run {shlex.join(self.params.argv)}"
+        if self.params.undo_argv:
+            return f"{text} (undone by {shlex.join(self.params.undo_argv)})"
         return text + " (not undone)"
 
     def apply(self, ctx: StepContext) -> dict:
-        record = {"argv": self.values["argv"], "undo_argv": self.values["undo_argv"]}
+        record = {"argv": self.params.argv, "undo_argv": self.params.undo_argv}
         if record["undo_argv"]:
             ctx.note(record)  # before it runs: a command that fails half way is undone too
-        ctx.host.commands.run(self.values["argv"])
+        ctx.host.commands.run(self.params.argv)
         return record
 
     @classmethod

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from ..cpulist import format_cpu_list
 from ..errors import HostError
-from ..schema import Args, CpuList, Field, ListOf, Str
+from ..schema import Args, ArgValues, CpuList, Field, ListOf, Str
 from .base import Action, StepContext
 from .governor import online_cpus
 
@@ -37,6 +37,11 @@ def shown(cpus: str) -> str:
     return cpus or "all (unset)"
 
 
+class CpusArgs(ArgValues):
+    host: list[int]  # CPU numbers, sorted
+    groups: list[str] | None
+
+
 class Cpus(Action):
     """Keep the host on some CPUs while the VM runs (`cpus: 0-3,8-11`, or `{host: "0-3,8-11"}`:
     quoted, as a comma ends a value inside {...}), leaving the
@@ -49,6 +54,7 @@ class Cpus(Action):
 
     name = "cpus"
     args = Args(
+        values=CpusArgs,
         fields=(
             Field("host", CpuList(), required=True, doc="the CPUs the host keeps, e.g. 0-3,8-11"),
             Field(
@@ -60,15 +66,16 @@ class Cpus(Action):
         ),
         shorthand="host",
     )
+    params: CpusArgs
     default_timeout = 30.0
 
     def describe(self) -> str:
-        return f"keep the host on CPUs {format_cpu_list(self.values['host'])}"
+        return f"keep the host on CPUs {format_cpu_list(self.params.host)}"
 
     def apply(self, ctx: StepContext) -> dict:
-        host, cpus = ctx.host, format_cpu_list(self.values["host"])
+        host, cpus = ctx.host, format_cpu_list(self.params.host)
         online = online_cpus(host)
-        missing = sorted(set(self.values["host"]) - set(online))
+        missing = sorted(set(self.params.host) - set(online))
         if missing:
             raise HostError(
                 f"CPU {format_cpu_list(missing)} not online on this host (online: {format_cpu_list(online)})"
@@ -79,9 +86,7 @@ class Cpus(Action):
                 hint="boot with systemd.unified_cgroup_hierarchy=1, or drop this step",
             )
         systemd = has_systemd(host)
-        groups = self.values["groups"] or (
-            list(SYSTEMD_UNITS) if systemd else top_level_groups(host)
-        )
+        groups = self.params.groups or (list(SYSTEMD_UNITS) if systemd else top_level_groups(host))
         record: dict = {"systemd": systemd, "groups": [], "enabled_cpuset": False}
         if not systemd:
             enable_cpuset(ctx, record)

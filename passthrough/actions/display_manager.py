@@ -11,8 +11,13 @@ from ..desktop import (
 )
 from ..errors import HostError
 from ..processes import all_processes, wait_for_exit
-from ..schema import Args, Bool, Field, Str
+from ..schema import Args, ArgValues, Bool, Field, Str
 from .base import Action, StepContext
+
+
+class DisplayManagerArgs(ArgValues):
+    operation: str
+    sessions: bool
 
 
 class DisplayManager(Action):
@@ -28,6 +33,7 @@ class DisplayManager(Action):
 
     name = "display_manager"
     args = Args(
+        values=DisplayManagerArgs,
         fields=(
             Field(
                 "operation",
@@ -45,6 +51,7 @@ class DisplayManager(Action):
         ),
         shorthand="operation",
     )
+    params: DisplayManagerArgs
     default_timeout = 60.0
 
     def asks_first(self) -> bool:
@@ -52,7 +59,7 @@ class DisplayManager(Action):
 
     def describe(self) -> str:
         return "stop the display manager" + (
-            " and the graphical sessions" if self.values["sessions"] else ""
+            " and the graphical sessions" if self.params.sessions else ""
         )
 
     def apply(self, ctx: StepContext) -> dict:
@@ -73,7 +80,7 @@ class DisplayManager(Action):
         # What the stop ends (passthrough.desktop): the unit, its X servers, its graphical
         # sessions; with sessions: true also the users' graphical user units. The step waits
         # for all of them, so the next step finds the GPU free.
-        users = user_managers(processes) if self.values["sessions"] else []
+        users = user_managers(processes) if self.params.sessions else []
         ours = display_manager_processes(unit, processes)
         for uid in users:
             ours += [p for p in graphical_session_processes(uid, processes) if p not in ours]

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 from ..errors import HostError, StepTimeout
 from ..guard import check_not_needed
 from ..pci import VFIO_PCI, Binding, PciDevice, is_stub_driver, is_vfio_driver, show
-from ..schema import Args, Device, Field, Invalid, ListOf, Str
+from ..schema import Args, ArgValues, Device, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
 
 DEVICES = Field(
@@ -33,18 +33,41 @@ VIA = Field(
 DRIVER = Str("a driver name", pattern=r"[A-Za-z0-9_.-]+")
 
 
+class DevicesArgs(ArgValues):
+    devices: list[str]  # PCI addresses
+
+
+class ReattachArgs(DevicesArgs):
+    via: str  # libvirt or sysfs
+
+
+class DetachArgs(ReattachArgs):
+    driver: str
+
+
+class BindArgs(DevicesArgs):
+    device: str | None  # as written; `devices` holds it too
+    driver: str
+
+
 class DeviceStep(Action):
     """Common apply/undo: record each device's binding, change it, note progress."""
 
+    params: DevicesArgs
+
     def addresses(self) -> list[str]:
-        return list(self.values["devices"])
+        return list(self.params.devices)
 
     def device_names(self) -> str:
-        return ", ".join(self.names.get(a, a) for a in self.values["devices"])
+        return ", ".join(self.names.get(a, a) for a in self.params.devices)
 
     def target(self) -> str | None:
         """The driver the step moves devices to (None: whatever the kernel picks)."""
         raise NotImplementedError
+
+    def via(self) -> str:
+        """libvirt or sysfs: how the step moves devices (what undo uses too)."""
+        return "sysfs"
 
     def already_done(self, before: Binding) -> bool:
         return before.driver == self.target()
@@ -53,8 +76,8 @@ class DeviceStep(Action):
         raise NotImplementedError
 
     def apply(self, ctx: StepContext) -> dict:
-        record: dict = {"via": self.values.get("via", "sysfs"), "devices": []}
-        for address in self.values["devices"]:
+        record: dict = {"via": self.via(), "devices": []}
+        for address in self.params.devices:
             device = PciDevice(ctx.host, address, ctx.label(address))
             device.require()
             before = device.binding()
@@ -174,6 +197,7 @@ class Detach(DeviceStep):
 
     name = "detach"
     args = Args(
+        values=DetachArgs,
         fields=(
             DEVICES,
             VIA,
@@ -182,9 +206,13 @@ class Detach(DeviceStep):
         shorthand="devices",
         check_all=_libvirt_only_vfio,
     )
+    params: DetachArgs
 
     def target(self) -> str:
-        return self.values["driver"]
+        return self.params.driver
+
+    def via(self) -> str:
+        return self.params.via
 
     def asks_first(self) -> bool:
         return True  # takes the devices from their drivers (cli asks only for a GPU)
@@ -195,10 +223,10 @@ class Detach(DeviceStep):
         return before.driver == target or (target == VFIO_PCI and is_vfio_driver(before.driver))
 
     def describe(self) -> str:
-        return f"detach {self.device_names()} to {self.target()} via {self.values['via']}"
+        return f"detach {self.device_names()} to {self.target()} via {self.params.via}"
 
     def change(self, ctx: StepContext, device: PciDevice, before: Binding) -> None:
-        if self.values["via"] == "sysfs":
+        if self.params.via == "sysfs":
             device.move_to(self.target())
             return
         ctx.host.nodedev.detach(device.address, "vfio", f"{show(before.driver)} → {self.target()}")
@@ -212,19 +240,23 @@ class Reattach(DeviceStep):
     driver_override, unbind and drivers_probe. Fails if no host driver takes the device."""
 
     name = "reattach"
-    args = Args(fields=(DEVICES, VIA), shorthand="devices")
+    args = Args(values=ReattachArgs, fields=(DEVICES, VIA), shorthand="devices")
+    params: ReattachArgs
 
     def target(self) -> None:
         return None
+
+    def via(self) -> str:
+        return self.params.via
 
     def already_done(self, before: Binding) -> bool:
         return before.driver is not None and not is_stub_driver(before.driver)
 
     def describe(self) -> str:
-        return f"reattach {self.device_names()} to their host drivers via {self.values['via']}"
+        return f"reattach {self.device_names()} to their host drivers via {self.params.via}"
 
     def change(self, ctx: StepContext, device: PciDevice, before: Binding) -> None:
-        if self.values["via"] == "libvirt":
+        if self.params.via == "libvirt":
             ctx.host.nodedev.reattach(device.address, f"{show(before.driver)} → host driver")
         else:
             device.set_override(None)
@@ -251,7 +283,7 @@ class Unbind(DeviceStep):
     (as needed before some firmware or BAR operations). Undo binds the previous driver."""
 
     name = "unbind"
-    args = Args(fields=(DEVICES,), shorthand="devices")
+    args = Args(values=DevicesArgs, fields=(DEVICES,), shorthand="devices")
 
     def target(self) -> None:
         return None
@@ -276,6 +308,7 @@ class Bind(DeviceStep):
 
     name = "bind"
     args = Args(
+        values=BindArgs,
         fields=(
             Field(
                 "devices",
@@ -289,9 +322,10 @@ class Bind(DeviceStep):
         ),
         check_all=lambda values, node: _one_device_field(values, node),
     )
+    params: BindArgs
 
     def target(self) -> str:
-        return self.values["driver"]
+        return self.params.driver
 
     def asks_first(self) -> bool:
         return True  # takes the devices from their drivers (cli asks only for a GPU)
@@ -307,6 +341,4 @@ def _one_device_field(values: dict, node: yaml.Node) -> None:
     if bool(values["devices"]) == bool(values["device"]):
         raise Invalid(node, "bind needs `device: name` or `devices: [names]` (one of them)")
     if values["device"]:
-        values["devices"] = [values.pop("device")]
-    else:
-        values.pop("device")
+        values["devices"] = [values["device"]]

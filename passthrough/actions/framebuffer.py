@@ -4,7 +4,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..errors import HostError
-from ..schema import UNBIND_ONLY
+from ..schema import UNBIND_ONLY, OperationArgs
 from .base import Action, StepContext
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class Framebuffer(Action):
 
     name = "framebuffer"
     args = UNBIND_ONLY
+    params: OperationArgs
     default_timeout = 20.0
 
     def describe(self) -> str:

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 from ..cpulist import format_cpu_list, parse_cpu_list
 from ..errors import HostError
-from ..schema import Args, CpuList, Field, Str
+from ..schema import Args, ArgValues, CpuList, Field, Str
 from .base import Action, StepContext
 
 if TYPE_CHECKING:
@@ -24,6 +24,11 @@ def governor_file(cpu: int) -> str:
     return f"{CPU_DIR}/cpu{cpu}/cpufreq/scaling_governor"
 
 
+class GovernorArgs(ArgValues):
+    governor: str
+    cpus: list[int] | None
+
+
 class Governor(Action):
     """Set the cpufreq governor of CPUs (`governor: performance`, or
     `{governor: performance, cpus: 4-15}`; all online CPUs by default). The governor must be
@@ -32,6 +37,7 @@ class Governor(Action):
 
     name = "governor"
     args = Args(
+        values=GovernorArgs,
         fields=(
             Field(
                 "governor",
@@ -43,18 +49,17 @@ class Governor(Action):
         ),
         shorthand="governor",
     )
+    params: GovernorArgs
     default_timeout = 20.0
 
     def describe(self) -> str:
-        which = (
-            f"CPUs {format_cpu_list(self.values['cpus'])}" if self.values["cpus"] else "every CPU"
-        )
-        return f"set the cpufreq governor of {which} to {self.values['governor']}"
+        which = f"CPUs {format_cpu_list(self.params.cpus)}" if self.params.cpus else "every CPU"
+        return f"set the cpufreq governor of {which} to {self.params.governor}"
 
     def apply(self, ctx: StepContext) -> dict:
-        host, wanted = ctx.host, self.values["governor"]
+        host, wanted = ctx.host, self.params.governor
         online = online_cpus(host)
-        cpus = self.values["cpus"] or online
+        cpus = self.params.cpus or online
         offline = sorted(set(cpus) - set(online))
         if offline:
             raise HostError(

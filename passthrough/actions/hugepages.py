@@ -4,7 +4,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ..errors import HostError
-from ..schema import Args, Bool, Field, Int, Invalid, Str
+from ..schema import Args, ArgValues, Bool, Field, Int, Invalid, Str
 from .base import Action, StepContext
 
 if TYPE_CHECKING:
@@ -71,6 +71,12 @@ def domain_memory_kib(text: str) -> tuple[int, bool]:
     return kib, root.find("memoryBacking/hugepages") is not None
 
 
+class HugepagesArgs(ArgValues):
+    size: str  # 2M or 1G
+    count: int | None
+    for_domain: bool
+
+
 class Hugepages(Action):
     """Reserve hugepages for the VM (`hugepages: {size: 1G, count: 16}`, or
     `{size: 2M, for_domain: true}` to size it from the domain XML's <memory>). The pool
@@ -83,6 +89,7 @@ class Hugepages(Action):
 
     name = "hugepages"
     args = Args(
+        values=HugepagesArgs,
         fields=(
             Field(
                 "size",
@@ -101,19 +108,20 @@ class Hugepages(Action):
         shorthand="count",
         check_all=_count_or_domain,
     )
+    params: HugepagesArgs
     default_timeout = 120.0  # compacting and finding 1 GiB pages can take seconds each time
 
     def needs_domain_xml(self) -> bool:
-        return bool(self.values["for_domain"])
+        return bool(self.params.for_domain)
 
     def describe(self) -> str:
-        size = SIZE_NAME[PAGE_KIB[self.values["size"]]]
-        if self.values["for_domain"]:
+        size = SIZE_NAME[PAGE_KIB[self.params.size]]
+        if self.params.for_domain:
             return f"reserve {size} hugepages for the domain's memory"
-        return f"reserve {self.values['count']} {size} hugepages"
+        return f"reserve {self.params.count} {size} hugepages"
 
     def apply(self, ctx: StepContext) -> dict:
-        host, kib = ctx.host, PAGE_KIB[self.values["size"]]
+        host, kib = ctx.host, PAGE_KIB[self.params.size]
         size = SIZE_NAME[kib]
         pool = f"kernel/mm/hugepages/hugepages-{kib}kB"
         if not host.sysfs.exists(pool):
@@ -121,7 +129,7 @@ class Hugepages(Action):
                 f"this host has no {size} hugepages (no /sys/{pool})",
                 hint="1G pages need a CPU with pdpe1gb; check `grep pdpe1gb /proc/cpuinfo`",
             )
-        needed = self.values["count"] or self._pages_for_domain(ctx, kib)
+        needed = self.params.count or self._pages_for_domain(ctx, kib)
         total, free = (
             read_int(host, f"{pool}/nr_hugepages"),
             read_int(host, f"{pool}/free_hugepages"),

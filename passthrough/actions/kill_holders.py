@@ -5,12 +5,19 @@ import os
 from ..errors import HostError
 from ..holders import find_holders
 from ..processes import SIGNALS, Process, send_signal, wait_for_exit
-from ..schema import Args, Device, Field, ListOf, Seconds, Str
+from ..schema import Args, ArgValues, Device, Field, ListOf, Seconds, Str
 from .base import NotUndoable, StepContext
 
 PROCESS_NAME = Str(
     "a process name as /proc/<pid>/comm shows it (at most 15 characters)", pattern=r"[^/\s]{1,15}"
 )
+
+
+class KillHoldersArgs(ArgValues):
+    device: list[str]  # PCI addresses
+    allow: list[str]
+    signal: str
+    timeout: float
 
 
 class KillHolders(NotUndoable):
@@ -26,6 +33,7 @@ class KillHolders(NotUndoable):
 
     name = "kill_holders"
     args = Args(
+        values=KillHoldersArgs,
         fields=(
             Field(
                 "device", ListOf(Device()), required=True, doc="a device name, or a list of them"
@@ -48,25 +56,26 @@ class KillHolders(NotUndoable):
                 default=10.0,
                 doc="seconds to wait for them to exit (default 10)",
             ),
-        )
+        ),
     )
+    params: KillHoldersArgs
     default_timeout = 30.0
     undo_note = "nothing (ended processes are not started again)"
 
     def addresses(self) -> list[str]:
-        return list(self.values["device"])
+        return list(self.params.device)
 
     def describe(self) -> str:
-        devices = ", ".join(self.label(a) for a in self.values["device"])
-        return f"end the processes holding {devices} (allowed: {', '.join(self.values['allow'])})"
+        devices = ", ".join(self.label(a) for a in self.params.device)
+        return f"end the processes holding {devices} (allowed: {', '.join(self.params.allow)})"
 
     def apply(self, ctx: StepContext) -> dict:
         host = ctx.host
         holders = [
-            (address, h) for address in self.values["device"] for h in find_holders(host, address)
+            (address, h) for address in self.params.device for h in find_holders(host, address)
         ]
         if not holders:
-            host.record("no process holds " + ", ".join(self.values["device"]), "nothing to do")
+            host.record("no process holds " + ", ".join(self.params.device), "nothing to do")
             return {"ended": []}
         vital = [h for _, h in holders if h.pid in (1, os.getpid())]
         if vital:
@@ -74,7 +83,7 @@ class KillHolders(NotUndoable):
                 f"{vital[0].command} (pid {vital[0].pid}) holds {vital[0].path}; init and the hook itself "
                 f"are never ended"
             )
-        refused = [(a, h) for a, h in holders if h.command not in self.values["allow"]]
+        refused = [(a, h) for a, h in holders if h.command not in self.params.allow]
         if refused:
             raise HostError(
                 "refusing to end processes not in allow: "
@@ -85,13 +94,12 @@ class KillHolders(NotUndoable):
                 hint="add their names to allow: if they may be ended, or stop them in an earlier step",
             )
         processes = list({h.pid: Process(h.pid, h.command) for _, h in holders}.values())
-        send_signal(host, processes, self.values["signal"])
-        left = wait_for_exit(host, processes, self.values["timeout"])
+        send_signal(host, processes, self.params.signal)
+        left = wait_for_exit(host, processes, self.params.timeout)
         if left:
             raise HostError(
-                ", ".join(str(p) for p in left)
-                + f" did not exit within {self.values['timeout']:g} s "
-                f"of SIG{self.values['signal']}",
+                ", ".join(str(p) for p in left) + f" did not exit within {self.params.timeout:g} s "
+                f"of SIG{self.params.signal}",
                 hint="use signal: KILL, or a longer timeout",
             )
         return {"ended": [p.to_json() for p in processes]}

@@ -9,7 +9,7 @@ from ..guard import check_not_needed
 from ..host.commands import CommandError
 from ..host.modules import canonical, driver_names
 from ..pci import Binding, PciDevice
-from ..schema import Args, Field, Invalid, ListOf, Str
+from ..schema import Args, ArgValues, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
 
 if TYPE_CHECKING:
@@ -41,6 +41,11 @@ def bound_devices(host: Host, module: str) -> list[str]:
     return []
 
 
+class ModprobeArgs(ArgValues):
+    load: list[str] | None
+    remove: list[str] | None
+
+
 class Modprobe(Action):
     """Load kernel modules in order (`modprobe: [vfio, vfio_iommu_type1, vfio_pci]`), or unload
     them (`modprobe: {remove: [nvidia_drm, nvidia_modeset, nvidia_uvm, nvidia]}`). Undo reverses
@@ -58,6 +63,7 @@ class Modprobe(Action):
 
     name = "modprobe"
     args = Args(
+        values=ModprobeArgs,
         fields=(
             Field("load", ListOf(MODULE), doc="modules to load, in order"),
             Field("remove", ListOf(MODULE), doc="modules to unload, in order (users first)"),
@@ -65,18 +71,19 @@ class Modprobe(Action):
         shorthand="load",
         check_all=_one_of_load_or_remove,
     )
+    params: ModprobeArgs
 
     def describe(self) -> str:
-        if self.values["remove"]:
-            return "unload modules " + " ".join(self.values["remove"])
-        return "load modules " + " ".join(self.values["load"])
+        if self.params.remove:
+            return "unload modules " + " ".join(self.params.remove)
+        return "load modules " + " ".join(self.params.load or [])
 
     def apply(self, ctx: StepContext) -> dict:
-        if self.values["remove"]:
+        if self.params.remove:
             return self._unload_all(ctx)
         modules = ctx.host.modules
         record: dict = {"loaded": []}
-        for module in self.values["load"]:
+        for module in self.params.load or []:  # the schema gives one of load and remove
             if modules.is_loaded(module):
                 ctx.host.record(f"modprobe {module}", f"{module}: already loaded, nothing to do")
                 continue
@@ -106,13 +113,13 @@ class Modprobe(Action):
     # --- unloading a driver stack -----------------------------------------------------------
 
     def _unload_all(self, ctx: StepContext) -> dict:
-        modules = ctx.host.modules
+        modules, remove = ctx.host.modules, self.params.remove or []
         record: dict = {"unloaded": [], "devices": []}
         # Every listed module's devices first, so that a refusal leaves everything loaded.
-        for module in self.values["remove"]:
+        for module in remove:
             if modules.is_loaded(module):
                 self._check_devices(ctx, module, module)
-        for module in self.values["remove"]:
+        for module in remove:
             if not modules.is_loaded(module):
                 gone = canonical(module) in record["unloaded"]
                 ctx.host.record(

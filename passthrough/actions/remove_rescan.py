@@ -7,7 +7,11 @@ from ..guard import check_not_needed
 from ..pci import Binding, PciDevice, show
 from ..schema import Args, Field, Seconds
 from .base import Action, StepContext
-from .drivers import DEVICES
+from .drivers import DEVICES, DevicesArgs
+
+
+class RemoveRescanArgs(DevicesArgs):
+    wait: float
 
 
 class RemoveRescan(Action):
@@ -22,6 +26,7 @@ class RemoveRescan(Action):
 
     name = "remove_rescan"
     args = Args(
+        values=RemoveRescanArgs,
         fields=(
             DEVICES,
             Field(
@@ -33,18 +38,19 @@ class RemoveRescan(Action):
         ),
         shorthand="devices",
     )
+    params: RemoveRescanArgs
     default_timeout = 90.0
 
     def addresses(self) -> list[str]:
-        return list(self.values["devices"])
+        return list(self.params.devices)
 
     def describe(self) -> str:
-        names = ", ".join(self.label(a) for a in self.values["devices"])
+        names = ", ".join(self.label(a) for a in self.params.devices)
         return f"remove {names} from the PCI bus and rescan it"
 
     def apply(self, ctx: StepContext) -> dict:
-        record: dict = {"devices": [], "removed": [], "back": False, "wait": self.values["wait"]}
-        for address in self.values["devices"]:
+        record: dict = {"devices": [], "removed": [], "back": False, "wait": self.params.wait}
+        for address in self.params.devices:
             device = PciDevice(ctx.host, address, ctx.label(address))
             device.require()
             check_not_needed(ctx.host, address, ctx.force, "remove")

@@ -6,7 +6,7 @@ from ..errors import HostError
 from ..guard import check_not_needed
 from ..host.kernel_model import RESET_METHODS
 from ..pci import PciDevice
-from ..schema import Args, Device, Field, Str
+from ..schema import Args, ArgValues, Device, Field, Str
 from .base import OneDeviceAction, StepContext
 
 _NAMES = "|".join(RESET_METHODS)
@@ -14,6 +14,11 @@ METHOD = Str(
     f"default, or reset methods in the order to try ({', '.join(RESET_METHODS)})",
     pattern=rf"default|(?:{_NAMES})(?: (?:{_NAMES}))*",
 )
+
+
+class ResetMethodArgs(ArgValues):
+    device: str  # PCI address
+    method: str
 
 
 class ResetMethod(OneDeviceAction):
@@ -26,21 +31,23 @@ class ResetMethod(OneDeviceAction):
 
     name = "reset_method"
     args = Args(
+        values=ResetMethodArgs,
         fields=(
             Field("device", Device(), required=True, doc="a device name from `devices:`"),
             Field("method", METHOD, required=True, doc="default, or methods separated by spaces"),
-        )
+        ),
     )
+    params: ResetMethodArgs
     default_timeout = 20.0
 
     def addresses(self) -> list[str]:
-        return [self.values["device"]]
+        return [self.params.device]
 
     def describe(self) -> str:
-        return f"set the reset method of {self.label(self.values['device'])} to {self.values['method']}"
+        return f"set the reset method of {self.label(self.params.device)} to {self.params.method}"
 
     def apply(self, ctx: StepContext) -> dict:
-        device = PciDevice(ctx.host, self.values["device"], ctx.label(self.values["device"]))
+        device = PciDevice(ctx.host, self.params.device, ctx.label(self.params.device))
         device.require()
         before = device.attribute("reset_method")
         if before is None:
@@ -48,7 +55,7 @@ class ResetMethod(OneDeviceAction):
                 "the device has no reset_method file (kernels before 5.15, or no reset method at all)",
                 device=device.address,
             )
-        method = self.values["method"]
+        method = self.params.method
         record = {
             "address": device.address,
             "name": self.names.get(device.address),

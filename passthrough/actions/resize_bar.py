@@ -3,9 +3,15 @@ from __future__ import annotations
 from ..errors import HostError
 from ..guard import check_not_needed
 from ..pci import Binding, PciDevice
-from ..schema import Args, BarSize, Device, Field, Int
+from ..schema import Args, ArgValues, BarSize, Device, Field, Int
 from ..units import format_bytes, format_mib
 from .base import OneDeviceAction, StepContext
+
+
+class ResizeBarArgs(ArgValues):
+    device: str  # PCI address
+    bar: int
+    size: int  # exponent: 2^size MiB
 
 
 class ResizeBar(OneDeviceAction):
@@ -17,6 +23,7 @@ class ResizeBar(OneDeviceAction):
 
     name = "resize_bar"
     args = Args(
+        values=ResizeBarArgs,
         fields=(
             Field("device", Device(), required=True, doc="a device name from `devices:`"),
             Field("bar", Int("a BAR number", 0, 5), required=True, doc="the BAR number (0-5)"),
@@ -26,20 +33,21 @@ class ResizeBar(OneDeviceAction):
                 required=True,
                 doc="the new size: 8MiB, 256M, 1GiB, or n for 2^n MiB",
             ),
-        )
+        ),
     )
     default_timeout = 60.0
+    params: ResizeBarArgs
 
     def addresses(self) -> list[str]:
-        return [self.values["device"]]
+        return [self.params.device]
 
     def describe(self) -> str:
-        size = format_mib(1 << self.values["size"])
-        return f"resize BAR {self.values['bar']} of {self.label(self.values['device'])} to {size}"
+        size = format_mib(1 << self.params.size)
+        return f"resize BAR {self.params.bar} of {self.label(self.params.device)} to {size}"
 
     def apply(self, ctx: StepContext) -> dict:
-        bar, exponent = self.values["bar"], self.values["size"]
-        device = PciDevice(ctx.host, self.values["device"], ctx.label(self.values["device"]))
+        bar, exponent = self.params.bar, self.params.size
+        device = PciDevice(ctx.host, self.params.device, ctx.label(self.params.device))
         device.require()
         supported = device.resizable_sizes(bar)
         if supported is None:
@@ -55,7 +63,7 @@ class ResizeBar(OneDeviceAction):
                 device=device.address,
             )
         before_size = device.bar_size(bar)
-        record = {
+        record: dict = {
             "address": device.address,
             "name": self.names.get(device.address),
             "bar": bar,

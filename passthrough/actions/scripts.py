@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 
 from ..errors import HostError
-from ..schema import AbsolutePath, Args, Field, Seconds
+from ..schema import AbsolutePath, Args, ArgValues, Field, Seconds
 from .base import NotUndoable, StepContext
 
 
@@ -40,6 +40,11 @@ def find_scripts(root: str, directory: str, event: str) -> tuple[list[str], list
     return scripts, skipped
 
 
+class ScriptsArgs(ArgValues):
+    dir: str
+    each: float
+
+
 class Scripts(NotUndoable):
     """Run legacy hook scripts (`scripts: /etc/libvirt/hooks/qemu.d/win10`), so a setup can
     move to profiles one script at a time. The layout is the widely used one:
@@ -52,6 +57,7 @@ class Scripts(NotUndoable):
 
     name = "scripts"
     args = Args(
+        values=ScriptsArgs,
         fields=(
             Field(
                 "dir",
@@ -65,6 +71,7 @@ class Scripts(NotUndoable):
         ),
         shorthand="dir",
     )
+    params: ScriptsArgs
     default_timeout = 300.0
     undo_note = "nothing (scripts are not undone; release/end's scripts do that)"
 
@@ -72,23 +79,23 @@ class Scripts(NotUndoable):
         return True  # each script gets it on stdin, as libvirt gives it to hooks
 
     def describe(self) -> str:
-        return f"run the scripts in {self.values['dir']}/<operation>/<sub-operation>"
+        return f"run the scripts in {self.params.dir}/<operation>/<sub-operation>"
 
     def apply(self, ctx: StepContext) -> dict:
         if not ctx.event:
             raise HostError("scripts can only run inside a libvirt event")
         host = ctx.host
-        scripts, skipped = find_scripts(str(host.root), self.values["dir"], ctx.event)
+        scripts, skipped = find_scripts(str(host.root), self.params.dir, ctx.event)
         for path in skipped:
             host.record(f"skip {path}", "not an executable file")
         if not scripts:
-            host.record(f"no scripts in {self.values['dir']}/{ctx.event}", "nothing to do")
+            host.record(f"no scripts in {self.params.dir}/{ctx.event}", "nothing to do")
         operation, sub_operation = ctx.event.split("/")
         xml = ctx.domain_xml.encode()
         for script in scripts:
             host.commands.run(
                 [script, ctx.domain, operation, sub_operation, "-"],
-                timeout=self.values["each"],
+                timeout=self.params.each,
                 stdin=xml,
             )
         return {"ran": scripts}

@@ -4,7 +4,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..errors import HostError
-from ..schema import AbsolutePath, Args, Bool, Field, Invalid, Text
+from ..schema import AbsolutePath, Args, ArgValues, Bool, Field, Invalid, Text
 from .base import Action, StepContext
 
 if TYPE_CHECKING:
@@ -43,6 +43,13 @@ def current_setting(text: str) -> str:
     return match.group(1) if match else text
 
 
+class SysfsWriteArgs(ArgValues):
+    path: str
+    value: str
+    undo_value: str | None
+    restore: bool
+
+
 class SysfsWrite(Action):
     """Write a value to a kernel file (`sysfs: {path: /sys/..., value: ...}`), the escape
     hatch for settings no action covers. Only paths under /sys and /proc/sys. Undo writes
@@ -52,6 +59,7 @@ class SysfsWrite(Action):
 
     name = "sysfs"
     args = Args(
+        values=SysfsWriteArgs,
         fields=(
             Field("path", KERNEL_PATH, required=True, doc="the file, under /sys or /proc/sys"),
             Field("value", VALUE, required=True, doc="what to write"),
@@ -60,17 +68,18 @@ class SysfsWrite(Action):
         ),
         check_all=_undo_needs_restore,
     )
+    params: SysfsWriteArgs
     default_timeout = 20.0
 
     def describe(self) -> str:
-        text = f"write {self.values['value']} to {self.values['path']}"
-        return text if self.values["restore"] else text + " (not undone)"
+        text = f"write {self.params.value} to {self.params.path}"
+        return text if self.params.restore else text + " (not undone)"
 
     def apply(self, ctx: StepContext) -> dict:
-        path, value = self.values["path"], self.values["value"]
+        path, value = self.params.path, self.params.value
         before = read_value(ctx.host, path)
-        restore_to = self.values["undo_value"]
-        if self.values["restore"] and restore_to is None:
+        restore_to = self.params.undo_value
+        if self.params.restore and restore_to is None:
             if before is None:
                 raise HostError(
                     f"cannot read {path} to restore it after the VM",
@@ -80,7 +89,7 @@ class SysfsWrite(Action):
         record = {
             "path": path,
             "value": value,
-            "restore_to": restore_to if self.values["restore"] else None,
+            "restore_to": restore_to if self.params.restore else None,
         }
         if before is not None and current_setting(before) == value:
             ctx.host.record(f"{path} is {value} already", "nothing to do")

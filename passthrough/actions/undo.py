@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 from ..errors import HostError
-from ..schema import Args, Event, Field
+from ..schema import Args, ArgValues, Event, Field
 from .base import NotUndoable, StepContext
+
+
+class UndoArgs(ArgValues):
+    event: str
 
 
 class Undo(NotUndoable):
@@ -12,18 +16,20 @@ class Undo(NotUndoable):
 
     name = "undo"
     args = Args(
+        values=UndoArgs,
         fields=(Field("event", Event(), required=True, doc="the event whose changes to undo"),),
         shorthand="event",
     )
+    params: UndoArgs
     undo_note = "nothing (an undo is not redone)"
 
     def describe(self) -> str:
-        return f"undo what {self.values['event']} changed, in reverse order"
+        return f"undo what {self.params.event} changed, in reverse order"
 
     def apply(self, ctx: StepContext) -> dict:
         if ctx.undo_event is None:
             raise HostError("undo can only run inside an event")
-        problems = ctx.undo_event(self.values["event"])
+        problems = ctx.undo_event(self.params.event)
         if problems:
             raise HostError("could not restore everything: " + "; ".join(problems))
         return {}

@@ -4,7 +4,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..errors import HostError
-from ..schema import UNBIND_ONLY
+from ..schema import UNBIND_ONLY, OperationArgs
 from .base import Action, StepContext
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class VtConsoles(Action):
 
     name = "vtconsoles"
     args = UNBIND_ONLY
+    params: OperationArgs
     default_timeout = 20.0
 
     def describe(self) -> str:

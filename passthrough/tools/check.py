@@ -14,13 +14,16 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from ..actions.drivers import Bind, Detach
+from ..actions.modprobe import Modprobe
+from ..actions.resize_bar import ResizeBar
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..host.kernel_model import resize_removals, sysfb_policy
 from ..host.modules import configured_ids
 from ..output import emit
-from ..pci import VFIO_PCI, is_stub_driver, is_vfio_driver
+from ..pci import is_stub_driver, is_vfio_driver
 from ..units import format_bytes, format_mib
 from .common import (
     PROG,
@@ -39,7 +42,10 @@ from .libvirt_domain import DomainXml, DomainXmlError, hostdev_snippet
 from .naming import suggest_names
 
 if TYPE_CHECKING:
+    from ..actions.base import Action
     from ..profile import Profile, Step
+
+A = TypeVar("A", bound="Action")
 
 SEVERITIES = ("error", "warning", "info", "ok")
 # Text that marks a hook file as ours: install.sh's marker, or the source file itself.
@@ -210,10 +216,14 @@ class Preflight:
             s for steps in self.profile.events.values() for s in steps if s.action.name == action
         ]
 
+    def steps_of(self, kind: type[A]) -> list[tuple[Step, A]]:
+        """The steps of one action, each with its action (typed: its arguments are read)."""
+        return [(s, s.action) for s in self.steps(kind.name) if isinstance(s.action, kind)]
+
     def vfio_devices(self) -> bool:
         """Whether any step moves a device to vfio-pci."""
-        moves = self.steps("detach") + self.steps("bind")
-        return any(is_vfio_driver(s.action.values.get("driver", VFIO_PCI)) for s in moves)
+        moves = [a.params.driver for _, a in self.steps_of(Detach) + self.steps_of(Bind)]
+        return any(is_vfio_driver(driver) for driver in moves)
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -465,8 +475,8 @@ class Preflight:
     def modules(self) -> list[Finding]:
         wanted = []
         named: dict[str, str] = {}  # module a step loads -> where
-        for step in self.steps("modprobe"):
-            for m in step.action.values.get("load") or []:
+        for step, modprobe in self.steps_of(Modprobe):
+            for m in modprobe.params.load or []:
                 if m.replace("-", "_").startswith("vfio"):
                     wanted.append(m)
                     named.setdefault(m.replace("-", "_"), str(step.where))
@@ -540,9 +550,9 @@ class Preflight:
 
     def bars(self) -> list[Finding]:
         findings = []
-        for step in self.steps("resize_bar"):
-            address, bar = step.action.values["device"], step.action.values["bar"]
-            wanted = 1 << step.action.values["size"]
+        for step, resize in self.steps_of(ResizeBar):
+            address, bar = resize.params.device, resize.params.bar
+            wanted = 1 << resize.params.size
             if self.facts.function(address) is None:
                 continue  # reported by devices()
             current, supported = self.facts.bar_resize(address, bar)
@@ -588,8 +598,8 @@ class Preflight:
         findings = []
         policy = sysfb_policy(self.facts.root)
         release = self.facts.kernel_release() or "?"
-        for step in self.steps("resize_bar"):
-            address = step.action.values["device"]
+        for step, resize in self.steps_of(ResizeBar):
+            address = resize.params.device
             fn = self.facts.function(address)
             if fn is None or fn.boot_vga:
                 continue  # the console is this GPU's own: it goes to the VM anyway
@@ -614,7 +624,7 @@ class Preflight:
                     "warning",
                     "bars",
                     f"{step.event} step {step.number} ({step.where}): resizing BAR "
-                    f"{step.action.values['bar']} of {self.label(address)} makes the kernel "
+                    f"{resize.params.bar} of {self.label(address)} makes the kernel "
                     f"remove {', '.join(framebuffers)}, the host's console on {console}, "
                     f"until reboot: {certainty} (commit 5ae3716cfdcd, in 6.1.47 and 6.5, "
                     f"limits it to the default VGA device)",

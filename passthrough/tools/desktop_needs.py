@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..actions.command import Command
+from ..actions.display_manager import DisplayManager
+from ..actions.kill_holders import KillHolders
+from ..actions.modprobe import Modprobe
 from ..desktop import (
     COMPOSITORS,
     DISPLAY_SERVERS,
@@ -240,13 +244,13 @@ def simulate(facts: HostFacts, profile: Any, needs: DesktopNeeds) -> Simulation:
     module_of = _module_of_devices(host, pending)
     steps = profile.events.get("prepare/begin", [])
     for number, step in enumerate(steps):
-        action, values = step.action.name, step.action.values
+        action = step.action
         alive = [p for p in processes if p.pid not in ended]
         unbinds: list[str] = []
-        if action in UNBINDING:
-            unbinds = [a for a in step.action.addresses() if a in pending]
-        elif action == "modprobe" and values.get("remove"):
-            removed = {m.replace("-", "_") for m in values["remove"]}
+        if action.name in UNBINDING:
+            unbinds = [a for a in action.addresses() if a in pending]
+        elif isinstance(action, Modprobe) and action.params.remove:
+            removed = {m.replace("-", "_") for m in action.params.remove}
             unbinds = [a for a in pending if module_of.get(a) in removed]
         for address in unbinds:
             pending.remove(address)
@@ -266,23 +270,23 @@ def _ended_by(
     result: Simulation,
 ) -> set[int]:
     """The pids a step ends (kill_holders: none when it would refuse, as it does)."""
-    action, values = step.action.name, step.action.values
-    if action == "display_manager":
+    action = step.action
+    if isinstance(action, DisplayManager):
         unit = display_manager_unit(facts.root, alive)
         if not unit or not unit_processes(unit, alive):
             return set()
         pids = {p.pid for p in display_manager_processes(unit, alive)}
-        if values.get("sessions"):
+        if action.params.sessions:
             for uid in user_managers(alive):
                 pids |= {p.pid for p in graphical_session_processes(uid, alive)}
         return pids
-    if action == "command":
-        return {p.pid for p in stopped_by(facts.root, list(values.get("argv") or []), alive)}
-    if action == "kill_holders":
+    if isinstance(action, Command):
+        return {p.pid for p in stopped_by(facts.root, list(action.params.argv), alive)}
+    if isinstance(action, KillHolders):
         targets = [
-            h for h in needs.held if h.address in values["device"] and h.holder.pid not in ended
+            h for h in needs.held if h.address in action.params.device and h.holder.pid not in ended
         ]
-        refused = [h for h in targets if h.holder.command not in values["allow"]]
+        refused = [h for h in targets if h.holder.command not in action.params.allow]
         if refused:
             result.refused.append((step, refused))
             return set()
@@ -325,10 +329,9 @@ def needed_steps(
         first is None and needs.single_gpu or (first is not None and first.address in needs.gpus)
     )
     steps: list[NeededStep] = []
-    dm_steps = [s for s in earlier if s.action.name == "display_manager"]
+    dm_steps = [s.action for s in earlier if isinstance(s.action, DisplayManager)]
     if needs.display_manager and (
-        not dm_steps
-        or (needs.sessions and not any(s.action.values.get("sessions") for s in dm_steps))
+        not dm_steps or (needs.sessions and not any(a.params.sessions for a in dm_steps))
     ):
         dm_held = sorted(
             {h.holder.command for h in needs.held if h.ended_by in ("display_manager", "sessions")}
@@ -347,8 +350,8 @@ def needed_steps(
     stopped = {
         unit
         for s in earlier
-        if s.action.name == "command"
-        for unit in _units_stopped(list(s.action.values.get("argv") or []))
+        if isinstance(s.action, Command)
+        for unit in _units_stopped(list(s.action.params.argv))
     }
     for unit in needs.services:
         if unit in stopped:
@@ -400,8 +403,8 @@ def needed_steps(
     unloaded = {
         m.replace("-", "_")
         for s in earlier
-        if s.action.name == "modprobe"
-        for m in s.action.values.get("remove") or []
+        if isinstance(s.action, Modprobe)
+        for m in s.action.params.remove or []
     }
     stack = needs.driver_stack
     if (
