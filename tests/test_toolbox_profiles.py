@@ -12,8 +12,9 @@ import jsonschema
 import pytest
 import yaml
 from fakecommands import install_fake_commands
+from runs import hook
 from test_cli import tree_digest
-from toolbox import run, system_state
+from toolbox import system_state
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "config" / "demo-host"
@@ -109,10 +110,10 @@ def test_prepare_then_release_puts_the_host_back(kernel, profile):
     book = install_fake_commands(kernel)
     start = system_state(kernel)
     text = (REPO / "config" / f"{profile}.yaml").read_text()
-    code, _, err = run(kernel, text, "prepare", "begin", xml=DOMAIN_XML)
+    code, _, err = hook(kernel, "prepare", "begin", profile=text, xml=DOMAIN_XML)
     assert code == 0, err
     assert system_state(kernel) != start
-    code, _, err = run(kernel, None, "release", "end", xml=DOMAIN_XML)
+    code, _, err = hook(kernel, "release", "end", xml=DOMAIN_XML)
     assert code == 0, err
     assert system_state(kernel) == start
     if profile == "single-gpu":
