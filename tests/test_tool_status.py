@@ -1,44 +1,16 @@
 """`passthrough-hook status`: the journals a real run leaves, on the fake kernel."""
 
-import io
 import json
 import os
 
 import pytest
 from fakekernel import Killed
-from tool_trees import REPO, host_tree, run
-
-from passthrough.cli import main
-
-STATE = "/host/run/passthrough-hook"
-
-
-def hook(kernel, *event):
-    out, err = io.StringIO(), io.StringIO()
-    code = main(
-        [
-            "--root",
-            "/host",
-            "--config-dir",
-            str(REPO / "config"),
-            "--state-dir",
-            STATE,
-            "--log-file",
-            "/host/log/hook.log",
-            "win10",
-            *event,
-            "-",
-        ],
-        stdin=io.StringIO("<domain/>"),
-        host_factory=kernel.host,
-        out=out,
-        err=err,
-    )
-    return code, err.getvalue()
+from runs import CONFIG, STATE, hook
+from tool_trees import host_tree, run
 
 
 def test_status_after_prepare_and_after_release(kernel):
-    assert hook(kernel, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", config=CONFIG)[0] == 0
     code, out, err = run("status", "--root", "/host")
     assert (code, err) == (0, "")
     lines = out.splitlines()
@@ -56,7 +28,7 @@ def test_status_after_prepare_and_after_release(kernel):
     assert [d["address"] for d in win10["devices"]] == ["0000:03:00.0", "0000:03:00.1"]
     assert win10["problems"] == [] and data["vfio_without_journal"] == []
 
-    assert hook(kernel, "release", "end")[0] == 0
+    assert hook(kernel, "release", "end", config=CONFIG)[0] == 0
     assert run("status", "--root", "/host") == (
         0,
         f"No domain holds devices (no journals in {STATE}).\n",
@@ -67,7 +39,7 @@ def test_status_after_prepare_and_after_release(kernel):
 def test_a_hook_killed_mid_step_is_reported_with_recover(kernel):
     kernel.fail("libvirt detach 0000:03:00.1", "kill")
     with pytest.raises(Killed):
-        hook(kernel, "prepare", "begin")
+        hook(kernel, "prepare", "begin", config=CONFIG)
     code, out, _ = run("status", "--root", "/host")
     assert code == 1
     assert "  gpu (0000:03:00.0): now vfio-pci, was amdgpu" in out
@@ -90,16 +62,16 @@ def test_a_hook_killed_mid_step_is_reported_with_recover(kernel):
 def test_a_running_step_of_a_live_process_is_not_a_crash(kernel):
     kernel.fail("libvirt detach 0000:03:00.1", "kill")
     with pytest.raises(Killed):
-        hook(kernel, "prepare", "begin")
+        hook(kernel, "prepare", "begin", config=CONFIG)
     os.makedirs(f"/host/proc/{os.getpid()}")  # the journal's pid is this test process
     code, out, _ = run("status", "--root", "/host")
     assert code == 0 and "PROBLEM" not in out
 
 
 def test_a_failed_undo_is_reported(kernel):
-    assert hook(kernel, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", config=CONFIG)[0] == 0
     kernel.fail("libvirt reattach 0000:03:00.1", "libvirt", times=10)
-    code, _ = hook(kernel, "release", "end")
+    code, _, _ = hook(kernel, "release", "end", config=CONFIG)
     assert code == 1
     code, out, _ = run("status", "--root", "/host", "--json")
     [win10] = json.loads(out)["domains"]
