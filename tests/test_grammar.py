@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from hosts import SEED_PROFILE
-from tool_trees import run, write_profile
+from runs import command
+from tool_trees import write_profile
 
 from passthrough import cli
 from passthrough.hook import hook_main
@@ -54,7 +55,7 @@ def test_a_misspelt_command_is_named_with_the_one_meant():
 
 def test_a_domain_named_like_a_command_with_a_profile_is_a_domain(tmp_path):
     profiles = trusted_profile(tmp_path / "p", domain="chek")
-    code, out, err = run(
+    code, out, err = command(
         "--dry-run", "--root", DEMO, "--config-dir", profiles, "chek", "prepare", "begin"
     )
     assert code == 0 and "Dry run of chek prepare/begin" in out, err
@@ -65,7 +66,7 @@ def test_a_domain_named_like_a_command_with_a_profile_is_a_domain(tmp_path):
 
 @pytest.mark.parametrize("argv", [[], ["help"], ["--help"]], ids=["alone", "help", "--help"])
 def test_help_lists_the_commands(argv):
-    code, out, err = run(*argv)
+    code, out, err = command(*argv)
     assert code == 0 and err == ""
     assert out.startswith("usage: passthrough-hook [OPTIONS] COMMAND [ARGUMENTS]\n")
     for name in [*cli.SUBCOMMANDS, "help"]:
@@ -74,9 +75,9 @@ def test_help_lists_the_commands(argv):
 
 
 def test_help_of_one_command_and_of_an_unknown_one():
-    code, out, _ = run("help", "check")
+    code, out, _ = command("help", "check")
     assert code == 0 and out.startswith("usage: passthrough-hook check")
-    code, out, err = run("help", "chekc")
+    code, out, err = command("help", "chekc")
     assert code == 2 and out == ""
     assert 'unknown command "chekc" (did you mean "check"?)' in err
 
@@ -85,21 +86,21 @@ def test_help_of_one_command_and_of_an_unknown_one():
 
 
 def test_global_options_go_before_or_after_the_command():
-    before = run("--root", DEMO, "iommu")
-    after = run("iommu", "--root", DEMO)
+    before = command("--root", DEMO, "iommu")
+    after = command("iommu", "--root", DEMO)
     assert before == after and before[0] == 0
     assert before[1].startswith(f"IOMMU groups of {DEMO}: 6 groups, 9 devices")
-    code, out, err = run("--root", DEMO, "--json", "status", "--state-dir", DEMO / "run")
+    code, out, err = command("--root", DEMO, "--json", "status", "--state-dir", DEMO / "run")
     assert code == 0 and '"command": "status"' in out
 
 
 def test_a_command_says_which_global_options_it_ignores():
-    code, out, err = run("iommu", "--root", DEMO, "--config-dir", DEMO)
+    code, out, err = command("iommu", "--root", DEMO, "--config-dir", DEMO)
     assert code == 0 and err == "passthrough-hook: iommu ignores --config-dir\n"
 
 
 def test_an_option_unknown_before_the_command():
-    code, _, err = run("--force", "init", "win10")
+    code, _, err = command("--force", "init", "win10")
     assert code == 2 and 'unknown option "--force"' in err and "go after it" in err
 
 
@@ -125,7 +126,7 @@ def test_a_misspelt_event_is_named_with_the_one_meant():
 
 
 def test_by_hand_the_domain_needs_a_profile(tmp_path):
-    code, out, err = run(
+    code, out, err = command(
         "--dry-run", "--root", DEMO, "--config-dir", tmp_path, "win10", "prepare", "begin"
     )
     assert code == 2 and out == ""
@@ -204,14 +205,14 @@ def test_libvirt_calls_never_take_the_person_grammar(tmp_path, monkeypatch, caps
     ],
 )
 def test_a_directory_that_does_not_exist_is_an_error(argv, flag):
-    code, out, err = run(*argv)
+    code, out, err = command(*argv)
     assert code == 2 and out == ""
     assert err == f"passthrough-hook: {flag} /no/such: no such directory\n"
 
 
 def test_iommu_of_a_tree_without_a_cpu_vendor_does_not_say_unknown_cpu_cpu(tmp_path):
     (tmp_path / "proc").mkdir()
-    code, out, _ = run("iommu", "--root", tmp_path)
+    code, out, _ = command("iommu", "--root", tmp_path)
     assert code == 1 and "unknown CPU CPU" not in out
     assert "the CPU vendor is unknown" in " ".join(out.split())
 
@@ -263,9 +264,9 @@ def test_xml_dash_reads_stdin_and_a_missing_xml_is_said():
         "prepare",
         "begin",
     ]
-    code, out, _ = run(*argv, "--xml", "-", stdin=xml)
+    code, out, _ = command(*argv, "--xml", "-", stdin=xml)
     assert code == 0 and "[1G pages: 0 → 16]" in out
-    code, out, _ = run(*argv)  # libvirt is out of reach from unit tests
+    code, out, _ = command(*argv)  # libvirt is out of reach from unit tests
     flat = " ".join(out.split())
     assert code == 1
     assert (
@@ -283,11 +284,11 @@ def test_validate_applies_the_hooks_trust_rule(tmp_path, monkeypatch):
     profiles = trusted_profile(tmp_path / "p")
     os.chmod(profiles / "win10.yaml", 0o666)
     monkeypatch.setattr(os, "geteuid", lambda: 0)  # as root: an error, as the hook refuses it
-    code, out, err = run("validate", "--config-dir", profiles)
+    code, out, err = command("validate", "--config-dir", profiles)
     assert code == 2 and out == ""
     assert "is writable by group or others (mode 666)" in err and "chmod go-w" in err
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # not root: a warning, the file is fine
-    code, out, err = run("validate", "--config-dir", profiles)
+    code, out, err = command("validate", "--config-dir", profiles)
     assert code == 0 and out.endswith("ok (2 devices, 3 steps), with warnings\n")
     assert "warning: the hook will refuse it" in err
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fakekernel import FakeKernel
 from hosts import KERNELS, SEED_PROFILE, kernel_host
-from runs import hook
-from tool_trees import host_tree, hostdev_xml, run, write_profile
+from runs import command, hook
+from tool_trees import host_tree, hostdev_xml, write_profile
 
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
 # What many tutorials load, and the seed profile's list with vfio_virqfd added.
@@ -96,12 +96,12 @@ def test_the_plan_notes_each_module_the_kernel_does_not_have(fs, version):
 def test_a_snapshot_of_a_newer_host_is_planned_for_its_kernel_on_any_machine(tmp_path, version):
     """Nothing of this machine's kernel is read: the snapshot's release, module names and
     build options decide."""
-    code, _, err = run(
+    code, _, err = command(
         "snapshot", "--root", host_tree(tmp_path, f"kernel-{version}"), tmp_path / "copy"
     )
     assert code == 0, err
     config = write_profile(tmp_path / "profiles", "win10", TUTORIAL_PROFILE).parent
-    code, out, _ = run(
+    code, out, _ = command(
         "--root",
         tmp_path / "copy",
         "--config-dir",
@@ -125,7 +125,7 @@ def test_check_names_the_modules_to_drop(tmp_path, version):
     root = host_tree(tmp_path, f"kernel-{version}")
     config = write_profile(tmp_path / "profiles", "win10", TUTORIAL_PROFILE).parent
     (tmp_path / "win10.xml").write_text(XML)
-    code, out, _ = run(
+    code, out, _ = command(
         "check",
         "--root",
         root,
@@ -169,7 +169,7 @@ def test_check_names_the_modules_to_drop(tmp_path, version):
 def test_init_writes_vfio_pci_alone_and_its_profile_starts(tmp_path, version):
     root = host_tree(tmp_path, f"kernel-{version}")
     (tmp_path / "win10.xml").write_text(XML)
-    code, out, _ = run(
+    code, out, _ = command(
         "init",
         "--root",
         root,
@@ -182,7 +182,7 @@ def test_init_writes_vfio_pci_alone_and_its_profile_starts(tmp_path, version):
     assert code == 0, out
     assert "  - modprobe: [vfio_pci]\n" in out
     assert "warning" not in out
-    code, out, _ = run(
+    code, out, _ = command(
         "--root",
         root,
         "--config-dir",
