@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fakekernel import FakeKernel
 from hosts import KERNELS, SEED_PROFILE, kernel_host
-from runs import command, hook
+from runs import LOG, STATE, command, hook
 from tool_trees import host_tree, hostdev_xml, write_profile
 
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
@@ -46,12 +46,12 @@ def test_the_tutorial_profile_starts_and_stops_on_every_kernel(fs, version):
     start = kernel.snapshot()
 
     code, _, err = hook(kernel, "prepare", "begin")
-    assert code == 0, err + Path("/host/log/hook.log").read_text()
+    assert code == 0, err + Path(LOG).read_text()
     assert kernel.driver(GPU) == "vfio-pci" and kernel.driver(AUDIO) == "vfio-pci"
     absent = OBSOLETE[version]
     loaded = {"vfio", "vfio_iommu_type1", "vfio_virqfd", "vfio_pci"} - set(absent)
     assert loaded <= kernel.modules and not set(absent) & kernel.modules
-    log = Path("/host/log/hook.log").read_text()
+    log = Path(LOG).read_text()
     for module, why in absent.items():
         assert f"modprobe {module} skipped: {why}; drop it from the step" in log
 
@@ -83,7 +83,7 @@ def test_the_plan_notes_each_module_the_kernel_does_not_have(fs, version):
     kernel = FakeKernel(fs, kernel_host(version))
     config = Path("/profiles")
     fs.create_file(str(config / "win10.yaml"), contents=TUTORIAL_PROFILE)
-    fs.create_dir("/host/run/passthrough-hook")  # a dry run reads the journal; it creates nothing
+    fs.create_dir(STATE)  # a dry run reads the journal; it creates nothing
     code, out, err = hook(kernel, "prepare", "begin", dry_run=True)
     assert code == 0, err
     for module, why in OBSOLETE[version].items():

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from runs import CONFIG, hook, write_profile
+from runs import CONFIG, LOG, STATE, hook, write_profile
 
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
 
@@ -11,14 +11,14 @@ GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
 def test_prepare_then_release_restores_the_host(kernel):
     start = kernel.snapshot()
     code, _, err = hook(kernel, "prepare", "begin", config=CONFIG)
-    assert code == 0, err + Path("/host/log/hook.log").read_text()
+    assert code == 0, err + Path(LOG).read_text()
     assert kernel.driver(GPU) == "vfio-pci" and kernel.driver(AUDIO) == "vfio-pci"
     assert (
         kernel.store.read(f"bus/pci/devices/{GPU}/resource").splitlines()[2].split()[1]
         == "0x00000078007fffff"
     )
     assert {"vfio", "vfio_iommu_type1", "vfio_pci"} <= kernel.modules
-    journal = json.loads(Path("/host/run/passthrough-hook/win10.json").read_text())
+    journal = json.loads(Path(STATE, "win10.json").read_text())
     assert journal["format"] == 1
     assert [e["action"] for e in journal["entries"]] == ["modprobe", "detach", "resize_bar"]
     assert "resize BAR 2 of gpu (0000:03:00.0) to 8 MiB: done" in err
@@ -26,7 +26,7 @@ def test_prepare_then_release_restores_the_host(kernel):
     code, _, err = hook(kernel, "release", "end", config=CONFIG)
     assert code == 0, err
     assert kernel.snapshot() == start
-    assert not Path("/host/run/passthrough-hook/win10.json").exists()
+    assert not Path(STATE, "win10.json").exists()
 
 
 def test_resize_is_done_unbound_and_rebound(kernel):
@@ -85,7 +85,7 @@ prepare/begin:
     assert "Rolled back, newest first: restore gpu → amdgpu; unload vfio_pci." in err
     assert "Log: /host/log/hook.log" in err
     assert kernel.snapshot() == start
-    assert not Path("/host/run/passthrough-hook/win10.json").exists()
+    assert not Path(STATE, "win10.json").exists()
 
 
 def test_unsupported_bar_size_names_the_supported_ones(kernel):
@@ -135,7 +135,7 @@ release/end:
     assert code == 0, err
     assert kernel.driver(AUDIO) == "snd_hda_intel" and kernel.override(AUDIO) is None
     assert kernel.driver(GPU) == "vfio-pci"  # the profile's own release left it there
-    assert "dropping 1 journal entries" in Path("/host/log/hook.log").read_text()
+    assert "dropping 1 journal entries" in Path(LOG).read_text()
 
 
 def test_undo_step_in_release(kernel):
