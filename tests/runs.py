@@ -12,6 +12,10 @@ Two kinds of caller run passthrough-hook, and each has its function here:
 hook() goes through main() with --root/--config-dir/--state-dir/--log-file (and so the typed,
 strict path): hook_main, libvirt's real entry, has no options and acts on the host at /.
 
+The same two callers as processes, for what only a process shows (the interpreter line,
+imports, the environment): `program(*argv)` is `python -m passthrough ARGV`, and
+`hook_process(*argv, config=)` is hooks/qemu as libvirtd runs it.
+
 Every run returns a Result: exit code, stdout, stderr; `.text` is both, for messages looked
 for wherever they are printed. `log()` reads the log file the runs wrote.
 """
@@ -19,6 +23,9 @@ for wherever they are printed. `log()` reads the log file the runs wrote.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +39,12 @@ STATE_DIR = "run/passthrough-hook"  # under the root, as the program's default i
 LOG_FILE = "log/hook.log"
 STATE = f"{ROOT}/{STATE_DIR}"
 LOG = f"{ROOT}/{LOG_FILE}"
+HOOK = REPO / "hooks" / "qemu"
+# The interpreter line install.sh keeps (only the path changes): `/usr/bin/python3 -IS`
+# (one word: the kernel passes a #! line's options as a single argument).
+HOOK_COMMAND = HOOK.read_text().split("\n", 1)[0][2:].split()
+LIBVIRT_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}  # all libvirtd gives a hook here
+CONFIG_ENV = "PASSTHROUGH_HOOK_CONFIG_DIR"
 
 
 class Result(NamedTuple):
@@ -121,3 +134,29 @@ def hook(
 def recover(kernel, domain: str = "win10", *, root: str | Path = ROOT) -> Result:
     """`passthrough-hook recover DOMAIN` with hook()'s paths."""
     return command("recover", *tree_options(root), domain, kernel=kernel)
+
+
+def _process(argv: list[str], stdin: str, env: dict[str, str]) -> Result:
+    done = subprocess.run(
+        argv, cwd=REPO, input=stdin, capture_output=True, text=True, timeout=120, env=env
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def program(*argv: str | Path, stdin: str = "", env: dict[str, str] | None = None) -> Result:
+    """`python -m passthrough ARGV` in a process, from the repository; `env` is added to this
+    process's environment."""
+    return _process(
+        [sys.executable, "-m", "passthrough", *map(str, argv)], stdin, {**os.environ, **(env or {})}
+    )
+
+
+def hook_process(
+    *argv: str,
+    config: str | Path | None = None,
+    stdin: str = "<domain type='kvm'><name>win10</name></domain>",
+) -> Result:
+    """hooks/qemu ARGV as libvirtd runs it: its interpreter line, libvirtd's bare environment,
+    the XML on stdin; `config` is the profile directory (PASSTHROUGH_HOOK_CONFIG_DIR)."""
+    env = {**LIBVIRT_ENV, **({CONFIG_ENV: str(config)} if config is not None else {})}
+    return _process([*HOOK_COMMAND, str(HOOK), *argv], stdin, env)

@@ -15,26 +15,13 @@ from pathlib import Path
 
 import pytest
 from hosts import SEED_PROFILE
-from runs import command
+from runs import REPO, command, hook_process, program
 from tool_trees import write_profile
 
 from passthrough import cli
 from passthrough.hook import hook_main
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "config" / "demo-host"
-HOOK = REPO / "hooks" / "qemu"
-
-
-def program(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "passthrough", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **kwargs,
-    )
 
 
 def trusted_profile(directory: Path, text: str = SEED_PROFILE, domain: str = "win10") -> Path:
@@ -49,8 +36,8 @@ def trusted_profile(directory: Path, text: str = SEED_PROFILE, domain: str = "wi
 
 def test_a_misspelt_command_is_named_with_the_one_meant():
     result = program("chekc", "win10", "prepare", "begin")
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == 'passthrough-hook: unknown command "chekc" (did you mean "check"?)\n'
+    assert result.code == 2 and result.out == ""
+    assert result.err == 'passthrough-hook: unknown command "chekc" (did you mean "check"?)\n'
 
 
 def test_a_domain_named_like_a_command_with_a_profile_is_a_domain(tmp_path):
@@ -118,8 +105,8 @@ def test_a_misspelt_event_is_named_with_the_one_meant():
         "preapre",
         "begin",
     )
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith(
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith(
         'passthrough-hook: unknown event "preapre/begin" (did you mean "prepare/begin"?); '
         "libvirt calls the qemu hook with prepare/begin, start/begin"
     )
@@ -139,17 +126,6 @@ def test_by_hand_the_domain_needs_a_profile(tmp_path):
 # --- libvirt's calls stay tolerant and silent --------------------------------------------------
 
 
-def hook(*args: str, config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["/usr/bin/python3", "-I", str(HOOK), *args],
-        input="<domain type='kvm'><name>win10</name></domain>",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(config)},
-    )
-
-
 @pytest.mark.parametrize(
     "event",
     [
@@ -161,10 +137,10 @@ def hook(*args: str, config: Path) -> subprocess.CompletedProcess:
 )
 def test_libvirt_may_invent_any_event(tmp_path, event):
     """Without a profile, and with one that has no steps for the event: exit 0, nothing said."""
-    assert hook("other", *event, config=tmp_path).returncode == 0
+    assert hook_process("other", *event, config=tmp_path).code == 0
     profiles = trusted_profile(tmp_path / "p")
-    result = hook("win10", *event, config=profiles)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    result = hook_process("win10", *event, config=profiles)
+    assert (result.code, result.out, result.err) == (0, "", "")
 
 
 def test_libvirt_calls_never_take_the_person_grammar(tmp_path, monkeypatch, capsys):
@@ -378,4 +354,4 @@ def test_yes_and_a_non_terminal_never_ask(single_gpu):
     # the run itself went ahead: on a tree, `systemctl` is refused (it would act on this machine)
     assert "cannot run `systemctl" in output and code in (1, 2)
     result = program(*single_gpu)  # pipes, not a terminal
-    assert "Go ahead?" not in result.stderr and "cannot run `systemctl" in result.stderr
+    assert "Go ahead?" not in result.err and "cannot run `systemctl" in result.err
