@@ -59,7 +59,7 @@ class Result(NamedTuple):
 
 
 def log(root: str | Path = ROOT) -> str:
-    return Path(root, LOG_FILE).read_text()
+    return Path(root, LOG_FILE).read_text(encoding="utf-8")
 
 
 def tree_options(root: str | Path = ROOT) -> list[str]:
