@@ -136,18 +136,24 @@ def recover(kernel, domain: str = "win10", *, root: str | Path = ROOT) -> Result
     return command("recover", *tree_options(root), domain, kernel=kernel)
 
 
-def _process(argv: list[str], stdin: str, env: dict[str, str]) -> Result:
+def _process(argv: list[str], stdin: str, env: dict[str, str], cwd: Path = REPO) -> Result:
     done = subprocess.run(
-        argv, cwd=REPO, input=stdin, capture_output=True, text=True, timeout=120, env=env
+        argv, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120, env=env
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
 
-def program(*argv: str | Path, stdin: str = "", env: dict[str, str] | None = None) -> Result:
-    """`python -m passthrough ARGV` in a process, from the repository; `env` is added to this
-    process's environment."""
+def program(
+    *argv: str | Path, stdin: str = "", env: dict[str, str] | None = None, cwd: Path = REPO
+) -> Result:
+    """`python -m passthrough ARGV` in a process, in the repository or `cwd` (for relative
+    paths, as a person types them); `env` is added to this process's environment."""
+    where = {"PYTHONPATH": str(REPO)} if cwd != REPO else {}
     return _process(
-        [sys.executable, "-m", "passthrough", *map(str, argv)], stdin, {**os.environ, **(env or {})}
+        [sys.executable, "-m", "passthrough", *map(str, argv)],
+        stdin,
+        {**os.environ, **where, **(env or {})},
+        cwd,
     )
 
 

@@ -3,10 +3,7 @@ display manager and kill_holders do to the processes that hold the card, and the
 kernel's real run does the same."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -16,7 +13,7 @@ from desktop_hosts import DESKTOP_HOSTS, DOMAIN_XML
 from fakecommands import install_fake_commands
 from fakekernel import FakeKernel
 from hosts import write_tree
-from runs import PROFILES, command, hook
+from runs import PROFILES, command, hook, program
 from toolbox import system_state
 
 # The tools run inside pyfakefs here: import them first outside it (pyfakefs unloads modules
@@ -244,17 +241,19 @@ def readme_init_output(tmp_path: Path) -> str:
     """`init` on the single-nvidia host, run as the README shows it (relative paths)."""
     write_tree(DESKTOP_HOSTS["single-nvidia"](), tmp_path / "single-nvidia")
     (tmp_path / "win11.xml").write_text(DOMAIN_XML["single-nvidia"])
-    result = subprocess.run(
-        [sys.executable, "-m", "passthrough", "init", "--root", "single-nvidia"]
-        + ["--config-dir", "profiles", "--xml", "win11.xml", "win11"],
+    result = program(
+        "init",
+        "--root",
+        "single-nvidia",
+        "--config-dir",
+        "profiles",
+        "--xml",
+        "win11.xml",
+        "win11",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    assert result.code == 0, result.out + result.err
+    return result.out
 
 
 def test_the_readme_shows_init_on_a_single_gpu_host(tmp_path):
@@ -282,17 +281,19 @@ def readme_check_error(tmp_path: Path) -> str:
     (tmp_path / "win11.xml").write_text(DOMAIN_XML["single-amd"])
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "win11.yaml").write_text(OLD_INIT)
-    result = subprocess.run(
-        [sys.executable, "-m", "passthrough", "check", "--root", "single-amd"]
-        + ["--config-dir", "profiles", "--xml", "win11.xml", "win11"],
+    result = program(
+        "check",
+        "--root",
+        "single-amd",
+        "--config-dir",
+        "profiles",
+        "--xml",
+        "win11.xml",
+        "win11",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    assert result.code == 1, result.out + result.err
+    lines = result.out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("  error"))
     end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("   "))
     return "\n".join(lines[start:end]) + "\n"

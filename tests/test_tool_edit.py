@@ -4,12 +4,11 @@ import io
 import os
 import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from runs import command
+from runs import command, program
 from tool_trees import REPO
 
 PROFILE = (REPO / "config" / "win10.yaml").read_text()
@@ -137,17 +136,16 @@ def test_edit_as_users_run_it(profiles, tmp_path):
     script = tmp_path / "editor.sh"
     script.write_text("#!/bin/sh\n" + BREAK)
     script.chmod(0o755)
-    result = subprocess.run(
-        [sys.executable, "-m", "passthrough", "edit", "--config-dir", str(profiles), "win10"],
-        input="x\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env={**os.environ, "EDITOR": str(script), "VISUAL": ""},
+    result = program(
+        "edit",
+        "--config-dir",
+        profiles,
+        "win10",
+        stdin="x\n",
+        env={"EDITOR": str(script), "VISUAL": ""},
     )
-    assert result.returncode == 2, result.stderr
-    assert 'unknown action "detatch"' in result.stderr and "Traceback" not in result.stderr
+    assert result.code == 2, result.err
+    assert 'unknown action "detatch"' in result.err and "Traceback" not in result.err
     assert (profiles / "win10.yaml").read_text() == PROFILE
 
 
