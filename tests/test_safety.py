@@ -1,9 +1,9 @@
-"""Never strand a GPU: ownership, locking, crash recovery, idempotency, the host guard,
-holders and timeouts, root-owned configuration, internal errors."""
+"""Never strand a GPU: ownership, crash recovery, idempotency, the host guard, holders and
+timeouts, root-owned configuration, internal errors. (The state dir's lock is StateDir's:
+tests/test_state.py.)"""
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import hostdeps
@@ -14,7 +14,6 @@ from runs import LOG, STATE, command, hook, recover
 from test_json_output import one_document
 
 from passthrough.errors import HostError
-from passthrough.state import StateDir, StateError
 
 GPU, AUDIO, NVME, NIC = "0000:03:00.0", "0000:03:00.1", "0000:01:00.0", "0000:02:00.0"
 HOST = Path("/host")
@@ -34,7 +33,7 @@ def seed(kernel):
     return kernel
 
 
-# --- ownership and locking -----------------------------------------------------------------
+# --- ownership -----------------------------------------------------------------------------
 
 
 def test_a_device_held_by_another_domain_is_refused_by_name(seed):
@@ -50,36 +49,6 @@ def test_a_device_held_by_another_domain_is_refused_by_name(seed):
     assert seed.snapshot() == held
     assert hook(seed, "release", "end", domain="win11")[0] == 0
     assert hook(seed, "prepare", "begin")[0] == 0
-
-
-def test_a_run_that_cannot_get_the_lock_fails_clearly(tmp_path):
-    state = StateDir(tmp_path / "state")
-    entered, leave = threading.Event(), threading.Event()
-
-    def holder():
-        with state.lock("win11", "prepare/begin"):
-            entered.set()
-            leave.wait(10)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert entered.wait(5)
-        with (
-            pytest.raises(
-                StateError,
-                match=r"another passthrough-hook run \(pid \d+, win11 prepare/begin\) "
-                r"has held .*/lock for over 0 s",
-            ),
-            state.lock("win10", "prepare/begin", timeout=0.2),
-        ):
-            pass
-    finally:
-        leave.set()
-        thread.join()
-    with state.lock("win10", "prepare/begin", timeout=0.2):
-        pass
-    assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
 
 
 # --- crash safety ---------------------------------------------------------------------------
