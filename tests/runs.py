@@ -1,4 +1,4 @@
-"""The one way tests run the program in-process, with one set of paths.
+"""The one way tests run the program, in-process or as a process, with one set of paths.
 
 Two kinds of caller run passthrough-hook, and each has its function here:
 
@@ -27,9 +27,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from passthrough.cli import main
+
+if TYPE_CHECKING:
+    from fakekernel import FakeKernel
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"  # the project's profiles (the kernel fixture makes them visible)
@@ -80,7 +83,7 @@ def write_profile(text: str, domain: str = "win10", directory: Path = PROFILES) 
     return directory
 
 
-def command(*argv: str | Path, stdin: str = "", kernel=None) -> Result:
+def command(*argv: str | Path, stdin: str = "", kernel: FakeKernel | None = None) -> Result:
     """`passthrough-hook ARGV` as a person types it."""
     out, err = io.StringIO(), io.StringIO()
     code = main(
@@ -94,7 +97,7 @@ def command(*argv: str | Path, stdin: str = "", kernel=None) -> Result:
 
 
 def hook(
-    kernel,
+    kernel: FakeKernel,
     operation: str,
     sub_operation: str,
     *,
@@ -106,7 +109,7 @@ def hook(
     json: bool = False,
     root: str | Path = ROOT,
 ) -> Result:
-    """libvirt's call on the fake kernel. `profile`: the text written to CONFIG/DOMAIN.yaml
+    """libvirt's call on the fake kernel. `profile`: the text written to `config`/DOMAIN.yaml
     first. A dry run reads the same tree through the dry-run host. --debug: tests read each
     step's operations from the log."""
     if profile is not None:
@@ -131,7 +134,7 @@ def hook(
     )
 
 
-def recover(kernel, domain: str = "win10", *, root: str | Path = ROOT) -> Result:
+def recover(kernel: FakeKernel, domain: str = "win10", *, root: str | Path = ROOT) -> Result:
     """`passthrough-hook recover DOMAIN` with hook()'s paths."""
     return command("recover", *tree_options(root), domain, kernel=kernel)
 
