@@ -2,7 +2,7 @@
 
 import pytest
 from fakecommands import install_fake_commands
-from toolbox import run
+from runs import hook
 
 from passthrough.host.commands import CommandError
 
@@ -15,30 +15,30 @@ def book(kernel):
 
 
 def test_runs_the_argv_and_its_undo(kernel, book):
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
-        "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
-        "undo_argv: [nvidia-smi, -pm, 1]}\n",
         "prepare",
         "begin",
+        profile="prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
+        "undo_argv: [nvidia-smi, -pm, 1]}\n",
     )
     assert code == 0, err
     assert book.calls == [["nvidia-smi", "-pm", "0"]]
-    assert run(kernel, None, "release", "end")[0] == 0
+    assert hook(kernel, "release", "end")[0] == 0
     assert book.calls == [["nvidia-smi", "-pm", "0"], ["nvidia-smi", "-pm", "1"]]
 
 
 def test_without_undo_argv_it_is_not_undone(kernel, book):
-    code, out, _ = run(
+    code, out, _ = hook(
         kernel,
-        "prepare/begin:\n  - command: [nvidia-smi, -pm, 0]\n",
         "prepare",
         "begin",
+        profile="prepare/begin:\n  - command: [nvidia-smi, -pm, 0]\n",
         dry_run=True,
     )
     assert code == 0 and "1. run nvidia-smi -pm 0 (not undone)" in out and book.calls == []
-    assert run(kernel, None, "prepare", "begin")[0] == 0
-    assert run(kernel, None, "release", "end")[0] == 0
+    assert hook(kernel, "prepare", "begin")[0] == 0
+    assert hook(kernel, "release", "end")[0] == 0
     assert book.calls == [["nvidia-smi", "-pm", "0"]]
 
 
@@ -51,12 +51,12 @@ def test_a_failing_command_fails_the_step_and_its_undo_runs(kernel, book):
         return ""
 
     book.handlers["nvidia-smi"] = fails
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
-        "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
-        "undo_argv: [nvidia-smi, -pm, 1]}\n",
         "prepare",
         "begin",
+        profile="prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
+        "undo_argv: [nvidia-smi, -pm, 1]}\n",
     )
     assert code == 1
     assert "`nvidia-smi -pm 0` exited with status 9: NVIDIA-SMI has failed" in err
@@ -65,12 +65,12 @@ def test_a_failing_command_fails_the_step_and_its_undo_runs(kernel, book):
 
 
 def test_dry_run_shows_the_command_and_runs_nothing(kernel, book):
-    code, out, _ = run(
+    code, out, _ = hook(
         kernel,
-        "prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
-        "undo_argv: [nvidia-smi, -pm, 1]}\n",
         "prepare",
         "begin",
+        profile="prepare/begin:\n  - command: {argv: [nvidia-smi, -pm, 0], "
+        "undo_argv: [nvidia-smi, -pm, 1]}\n",
         dry_run=True,
     )
     assert code == 0, out
@@ -92,5 +92,7 @@ def test_dry_run_shows_the_command_and_runs_nothing(kernel, book):
     ],
 )
 def test_argv_is_validated(kernel, text, message):
-    code, _, err = run(kernel, f"prepare/begin:\n  - command: {text}\n", "prepare", "begin")
+    code, _, err = hook(
+        kernel, "prepare", "begin", profile=f"prepare/begin:\n  - command: {text}\n"
+    )
     assert code == 2 and message in err, err

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from fakecommands import install_fake_commands
-from toolbox import LOG, read, run, system_state
+from runs import LOG, hook
+from toolbox import read, system_state
 
 PROFILE = "prepare/begin:\n  - cpus: 0-3,8-11\n"
 
@@ -22,14 +23,14 @@ def test_with_systemd_sets_allowed_cpus_and_restores_each_previous_value(kernel,
         "fs/cgroup/user.slice/cpuset.cpus", "0-7"
     )  # a restriction of the user's own
     start = system_state(kernel)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert book.calls == [
         ["systemctl", "set-property", "--runtime", unit, "AllowedCPUs=0-3,8-11"]
         for unit in ("system.slice", "user.slice", "init.scope")
     ]
     assert "user.slice CPUs: 0-7 → 0-3,8-11" in Path(LOG).read_text()
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert book.calls[3:] == [
         ["systemctl", "set-property", "--runtime", "init.scope", "AllowedCPUs="],
@@ -46,14 +47,14 @@ def test_without_systemd_writes_cpuset_files_and_enables_the_controller(kernel):
     )  # as if nobody enabled it
     kernel.writes.clear()
     start = system_state(kernel)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert kernel.writes == [("fs/cgroup/cgroup.subtree_control", "+cpuset")] + [
         (f"fs/cgroup/{g}/cpuset.cpus", "0-3,8-11")
         for g in ("init.scope", "system.slice", "user.slice")
     ]
     assert read("sys/fs/cgroup/machine.slice/cpuset.cpus") == ""  # where the VM runs: untouched
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert kernel.writes[-1] == ("fs/cgroup/cgroup.subtree_control", "-cpuset")
     assert system_state(kernel) == start
@@ -61,7 +62,7 @@ def test_without_systemd_writes_cpuset_files_and_enables_the_controller(kernel):
 
 def test_dry_run_shows_each_unit(kernel, book):
     start = system_state(kernel)
-    code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=PROFILE, dry_run=True)
     assert code == 0, out
     assert "1. keep the host on CPUs 0-3,8-11" in out
     assert (
@@ -72,7 +73,7 @@ def test_dry_run_shows_each_unit(kernel, book):
 
 
 def test_cpus_that_are_not_online_are_refused(kernel, book):
-    code, _, err = run(kernel, "prepare/begin:\n  - cpus: 0-3,16-19\n", "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile="prepare/begin:\n  - cpus: 0-3,16-19\n")
     assert code == 1
     assert "CPU 16-19 not online on this host (online: 0-15)" in err
     assert book.calls == []
@@ -80,7 +81,7 @@ def test_cpus_that_are_not_online_are_refused(kernel, book):
 
 def test_without_cgroup_v2_the_step_says_so(kernel, book):
     os.unlink("/host/sys/fs/cgroup/cgroup.controllers")
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 1 and "cgroup v2 is not mounted at /sys/fs/cgroup" in err
 
 
@@ -96,7 +97,7 @@ def test_a_failed_unit_rolls_back_the_ones_done(kernel, book):
 
     book.handlers["systemctl"] = refuse
     start = system_state(kernel)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 1
     assert "Access denied" in err
     assert book.calls[-1] == [
@@ -119,7 +120,7 @@ def test_a_failed_unit_rolls_back_the_ones_done(kernel, book):
     ],
 )
 def test_cpu_lists_are_validated(kernel, step, message):
-    code, _, err = run(kernel, f"prepare/begin:\n  - {step}\n", "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=f"prepare/begin:\n  - {step}\n")
     assert code == 2 and message in err, err
 
 
@@ -130,7 +131,7 @@ def test_dry_run_without_systemd_predicts_the_files_cpuset_creates(kernel):
     Path("/host/sys/fs/cgroup/cgroup.subtree_control").write_text("-cpuset")
     for group in ("init.scope", "system.slice", "user.slice", "machine.slice"):
         os.unlink(f"/host/sys/fs/cgroup/{group}/cpuset.cpus")
-    code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=PROFILE, dry_run=True)
     assert code == 0, out
     assert (
         "write +cpuset > /sys/fs/cgroup/cgroup.subtree_control   [cpuset controller: off → on]"
@@ -144,10 +145,10 @@ def test_dry_run_without_systemd_predicts_the_files_cpuset_creates(kernel):
 
 def test_a_named_group_that_does_not_exist_is_named(kernel):
     shutil.rmtree("/host/run/systemd")
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
-        'prepare/begin:\n  - cpus: {host: "0-3", groups: [openrc.sshd]}\n',
         "prepare",
         "begin",
+        profile='prepare/begin:\n  - cpus: {host: "0-3", groups: [openrc.sshd]}\n',
     )
     assert code == 1 and "no cgroup /sys/fs/cgroup/openrc.sshd on this host" in err

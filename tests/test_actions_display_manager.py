@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 from fakecommands import install_fake_commands
-from toolbox import LOG, run, system_state
+from runs import LOG, hook
+from toolbox import system_state
 
 PROFILE = "prepare/begin:\n  - display_manager: stop\n"
 
@@ -21,7 +22,7 @@ def alive(pid: int) -> bool:
 
 def test_stops_gdm_waits_for_it_and_release_starts_it(kernel, book):
     start = system_state(kernel)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert book.calls == [["systemctl", "stop", "gdm3.service"]]
     # gdm3, and its GNOME session logged out: gnome-shell and Xwayland of session-2.scope
@@ -32,18 +33,18 @@ def test_stops_gdm_waits_for_it_and_release_starts_it(kernel, book):
     assert (
         "wait until gdm3 (pid 1021), gnome-shell (pid 1502), Xwayland (pid 1577) have exited" in log
     )
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert book.calls[-1] == ["systemctl", "start", "gdm3.service"]
     assert system_state(kernel) == start
 
 
 def test_graphical_sessions_are_stopped_first_when_asked(kernel, book):
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
-        "prepare/begin:\n  - display_manager: {operation: stop, sessions: true}\n",
         "prepare",
         "begin",
+        profile="prepare/begin:\n  - display_manager: {operation: stop, sessions: true}\n",
     )
     assert code == 0, err
     assert book.calls == [
@@ -56,17 +57,17 @@ def test_graphical_sessions_are_stopped_first_when_asked(kernel, book):
 
 def test_a_stopped_display_manager_is_left_alone(kernel, book):
     book.end([p for p in book.processes() if p.comm == "gdm3"])
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert "gdm3.service is not running   [nothing to do]" in Path(LOG).read_text()
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert book.calls == []  # not stopped, so not started either
 
 
 def test_without_the_alias_a_known_display_manager_is_found_by_its_process(kernel, book):
     os.unlink("/host/etc/systemd/system/display-manager.service")
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert book.calls == [["systemctl", "stop", "gdm3.service"]]
 
@@ -74,7 +75,7 @@ def test_without_the_alias_a_known_display_manager_is_found_by_its_process(kerne
 def test_no_display_manager_at_all_is_a_no_op(kernel, book):
     os.unlink("/host/etc/systemd/system/display-manager.service")
     book.end([p for p in book.processes() if p.comm == "gdm3"])
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert (
         "no display manager: no display-manager.service alias, and none of" in Path(LOG).read_text()
@@ -84,7 +85,7 @@ def test_no_display_manager_at_all_is_a_no_op(kernel, book):
 
 def test_dry_run_shows_the_stop_and_the_wait(kernel, book):
     start = system_state(kernel)
-    code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=PROFILE, dry_run=True)
     assert code == 0, out
     assert "systemctl stop gdm3.service   [gdm3.service: active → inactive]" in out
     assert (
@@ -96,7 +97,7 @@ def test_dry_run_shows_the_stop_and_the_wait(kernel, book):
 
 def test_a_process_that_does_not_exit_fails_the_step_and_the_manager_is_started_again(kernel, book):
     book.stubborn.add(1577)
-    code, _, err = run(kernel, PROFILE + "    timeout: 0.3\n", "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE + "    timeout: 0.3\n")
     assert code == 1
     assert "gdm3.service stopped but Xwayland (pid 1577) still run" in err
     assert "kill_holders" in err

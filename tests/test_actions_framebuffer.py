@@ -3,7 +3,8 @@
 import shutil
 from pathlib import Path
 
-from toolbox import LOG, run, system_state
+from runs import LOG, hook
+from toolbox import system_state
 
 PROFILE = "prepare/begin:\n  - framebuffer: unbind\n"
 LINK = Path("/host/sys/bus/platform/drivers/efi-framebuffer/efi-framebuffer.0")
@@ -11,14 +12,14 @@ LINK = Path("/host/sys/bus/platform/drivers/efi-framebuffer/efi-framebuffer.0")
 
 def test_unbinds_efifb_and_release_binds_it_again(kernel):
     start = system_state(kernel)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert (
         not LINK.exists()
         and not Path("/host/sys/bus/platform/devices/efi-framebuffer.0/driver").exists()
     )
     assert ("bus/platform/drivers/efi-framebuffer/unbind", "efi-framebuffer.0") in kernel.writes
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert ("bus/platform/drivers/efi-framebuffer/bind", "efi-framebuffer.0") in kernel.writes
     assert system_state(kernel) == start
@@ -27,7 +28,7 @@ def test_unbinds_efifb_and_release_binds_it_again(kernel):
 def test_only_bound_framebuffers_are_touched(kernel):
     LINK.unlink()
     Path("/host/sys/devices/platform/efi-framebuffer.0/driver").unlink()
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert kernel.writes == []
     assert "no firmware framebuffer is bound to a driver   [nothing to do]" in Path(LOG).read_text()
@@ -35,7 +36,7 @@ def test_only_bound_framebuffers_are_touched(kernel):
 
 def test_dry_run_shows_the_unbind_and_changes_nothing(kernel):
     start = system_state(kernel)
-    code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=PROFILE, dry_run=True)
     assert code == 0, out
     assert (
         "write efi-framebuffer.0 > /sys/bus/platform/drivers/efi-framebuffer/unbind   "
@@ -45,11 +46,11 @@ def test_dry_run_shows_the_unbind_and_changes_nothing(kernel):
 
 
 def test_a_framebuffer_taken_over_by_a_gpu_driver_is_only_a_warning_on_undo(kernel):
-    assert run(kernel, PROFILE, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", profile=PROFILE)[0] == 0
     # amdgpu probing removes the firmware framebuffer device altogether (aperture takeover).
     Path("/host/sys/bus/platform/devices/efi-framebuffer.0").unlink()
     shutil.rmtree("/host/sys/devices/platform/efi-framebuffer.0")
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert (
         "efi-framebuffer.0 is gone (the kernel removed it when a GPU driver took the "
@@ -61,7 +62,7 @@ def test_a_framebuffer_taken_over_by_a_gpu_driver_is_only_a_warning_on_undo(kern
 def test_an_unbind_error_fails_the_step(kernel):
     kernel.fail("bus/platform/drivers/efi-framebuffer/unbind", "ENODEV")
     start = system_state(kernel)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 1
     assert (
         "writing 'efi-framebuffer.0' to /sys/bus/platform/drivers/efi-framebuffer/unbind failed: "

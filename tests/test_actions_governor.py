@@ -3,7 +3,8 @@
 import shutil
 from pathlib import Path
 
-from toolbox import run, system_state
+from runs import hook
+from toolbox import system_state
 
 CPUFREQ = "devices/system/cpu/cpufreq"
 
@@ -15,21 +16,23 @@ def governor(cpu: int) -> str:
 def test_sets_every_cpu_and_restores_each_previous_governor(kernel):
     kernel.store.set_text(f"{CPUFREQ}/policy3/scaling_governor", "powersave")
     start = system_state(kernel)
-    code, _, err = run(kernel, "prepare/begin:\n  - governor: performance\n", "prepare", "begin")
+    code, _, err = hook(
+        kernel, "prepare", "begin", profile="prepare/begin:\n  - governor: performance\n"
+    )
     assert code == 0, err
     assert {governor(cpu) for cpu in range(16)} == {"performance"}
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert governor(3) == "powersave" and governor(4) == "schedutil"
     assert system_state(kernel) == start
 
 
 def test_chosen_cpus_only(kernel):
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
-        "prepare/begin:\n  - governor: {governor: performance, cpus: 4-5}\n",
         "prepare",
         "begin",
+        profile="prepare/begin:\n  - governor: {governor: performance, cpus: 4-5}\n",
     )
     assert code == 0, err
     assert [governor(cpu) for cpu in (3, 4, 5, 6)] == [
@@ -43,7 +46,9 @@ def test_chosen_cpus_only(kernel):
 def test_an_unavailable_governor_fails_before_changing_anything(kernel):
     kernel.store.set_text(f"{CPUFREQ}/policy9/scaling_available_governors", "powersave schedutil")
     start = system_state(kernel)
-    code, _, err = run(kernel, "prepare/begin:\n  - governor: performance\n", "prepare", "begin")
+    code, _, err = hook(
+        kernel, "prepare", "begin", profile="prepare/begin:\n  - governor: performance\n"
+    )
     assert code == 1
     assert "CPU 9 does not offer the governor performance; it offers powersave schedutil" in err
     assert kernel.writes == [] and system_state(kernel) == start
@@ -51,25 +56,29 @@ def test_an_unavailable_governor_fails_before_changing_anything(kernel):
 
 def test_a_cpu_without_cpufreq_is_named(kernel):
     shutil.rmtree(f"/host/sys/{CPUFREQ}")
-    code, _, err = run(kernel, "prepare/begin:\n  - governor: performance\n", "prepare", "begin")
+    code, _, err = hook(
+        kernel, "prepare", "begin", profile="prepare/begin:\n  - governor: performance\n"
+    )
     assert code == 1 and "CPU 0 has no cpufreq" in err
 
 
 def test_a_rejected_write_rolls_back_the_cpus_done(kernel):
     kernel.fail(f"{CPUFREQ}/policy2/scaling_governor", "EBUSY")
     start = system_state(kernel)
-    code, _, err = run(kernel, "prepare/begin:\n  - governor: performance\n", "prepare", "begin")
+    code, _, err = hook(
+        kernel, "prepare", "begin", profile="prepare/begin:\n  - governor: performance\n"
+    )
     assert code == 1 and "scaling_governor failed: Device or resource busy" in err
     assert system_state(kernel) == start
 
 
 def test_dry_run_lists_each_cpu(kernel):
     start = system_state(kernel)
-    code, out, _ = run(
+    code, out, _ = hook(
         kernel,
-        "prepare/begin:\n  - governor: {governor: performance, cpus: 0-1}\n",
         "prepare",
         "begin",
+        profile="prepare/begin:\n  - governor: {governor: performance, cpus: 0-1}\n",
         dry_run=True,
     )
     assert code == 0, out

@@ -5,7 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from toolbox import LOG, read, run, system_state
+from runs import LOG, hook
+from toolbox import read, system_state
 
 POOL_2M = "sys/kernel/mm/hugepages/hugepages-2048kB"
 DOMAIN = """<domain type='kvm'><name>win10</name><memory unit='GiB'>16</memory>
@@ -23,28 +24,31 @@ def pool(kernel, total: int, free: int) -> None:
 
 def test_reserves_a_count_and_release_returns_to_the_previous_size(kernel):
     start = system_state(kernel)
-    code, _, err = run(kernel, "prepare/begin:\n  - hugepages: 512\n", "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile="prepare/begin:\n  - hugepages: 512\n")
     assert code == 0, err
     assert read(f"{POOL_2M}/nr_hugepages") == "512"
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert system_state(kernel) == start
 
 
 def test_pages_in_use_by_others_are_not_counted(kernel):
     pool(kernel, total=600, free=88)  # 512 pages used by another VM
-    code, _, err = run(
-        kernel, "prepare/begin:\n  - hugepages: {size: 2M, count: 512}\n", "prepare", "begin"
+    code, _, err = hook(
+        kernel,
+        "prepare",
+        "begin",
+        profile="prepare/begin:\n  - hugepages: {size: 2M, count: 512}\n",
     )
     assert code == 0, err
     assert read(f"{POOL_2M}/nr_hugepages") == "1024" and read(f"{POOL_2M}/free_hugepages") == "512"
-    assert run(kernel, None, "release", "end")[0] == 0
+    assert hook(kernel, "release", "end")[0] == 0
     assert read(f"{POOL_2M}/nr_hugepages") == "600"
 
 
 def test_enough_free_pages_is_a_no_op(kernel):
     pool(kernel, total=1024, free=1024)
-    code, _, err = run(kernel, "prepare/begin:\n  - hugepages: 512\n", "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile="prepare/begin:\n  - hugepages: 512\n")
     assert code == 0, err
     assert kernel.writes == []
     assert (
@@ -55,11 +59,11 @@ def test_enough_free_pages_is_a_no_op(kernel):
 @pytest.mark.parametrize("size,pages", [("2M", 8192), ("1G", 16)])
 def test_for_domain_sizes_the_pool_from_the_domain_memory(kernel, size, pages):
     kib = {"2M": 2048, "1G": 1048576}[size]
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
-        f"prepare/begin:\n  - hugepages: {{size: {size}, for_domain: true}}\n",
         "prepare",
         "begin",
+        profile=f"prepare/begin:\n  - hugepages: {{size: {size}, for_domain: true}}\n",
         xml=DOMAIN,
     )
     assert code == 0, err
@@ -69,8 +73,12 @@ def test_for_domain_sizes_the_pool_from_the_domain_memory(kernel, size, pages):
 
 def test_for_domain_warns_when_the_domain_does_not_use_hugepages(kernel):
     xml = "<domain><name>win10</name><memory unit='KiB'>4194304</memory></domain>"
-    code, _, err = run(
-        kernel, "prepare/begin:\n  - hugepages: {for_domain: true}\n", "prepare", "begin", xml=xml
+    code, _, err = hook(
+        kernel,
+        "prepare",
+        "begin",
+        profile="prepare/begin:\n  - hugepages: {for_domain: true}\n",
+        xml=xml,
     )
     assert code == 0, err
     assert read(f"{POOL_2M}/nr_hugepages") == "2048"
@@ -81,8 +89,12 @@ def test_for_domain_warns_when_the_domain_does_not_use_hugepages(kernel):
 
 
 def test_for_domain_without_xml_says_how_to_give_it(kernel):
-    code, _, err = run(
-        kernel, "prepare/begin:\n  - hugepages: {for_domain: true}\n", "prepare", "begin", xml=""
+    code, _, err = hook(
+        kernel,
+        "prepare",
+        "begin",
+        profile="prepare/begin:\n  - hugepages: {for_domain: true}\n",
+        xml="",
     )
     assert code == 1
     assert "for_domain needs the domain XML, which libvirt writes on stdin; none was given" in err
@@ -91,7 +103,7 @@ def test_for_domain_without_xml_says_how_to_give_it(kernel):
 def test_fewer_pages_are_retried_after_compaction(kernel):
     kernel.hugepage_limits[2048] = 300
     kernel.compaction_gain[2048] = 100
-    code, _, err = run(kernel, "prepare/begin:\n  - hugepages: 512\n", "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile="prepare/begin:\n  - hugepages: 512\n")
     assert code == 0, err
     assert read(f"{POOL_2M}/nr_hugepages") == "512"
     assert [w[1] for w in kernel.writes] == ["512", "1", "512", "1", "512", "1", "512"]
@@ -105,7 +117,7 @@ def test_too_few_pages_fail_with_the_count_and_the_pool_goes_back(kernel):
     kernel.hugepage_limits[2048] = 100
     kernel.compaction_gain[2048] = 10
     start = system_state(kernel)
-    code, _, err = run(kernel, "prepare/begin:\n  - hugepages: 512\n", "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile="prepare/begin:\n  - hugepages: 512\n")
     assert code == 1
     assert (
         "the kernel gave 130 of the 512 2M hugepages asked for (130 in the pool after 4 tries with memory "
@@ -117,11 +129,11 @@ def test_too_few_pages_fail_with_the_count_and_the_pool_goes_back(kernel):
 
 def test_dry_run_shows_the_write(kernel):
     start = system_state(kernel)
-    code, out, _ = run(
+    code, out, _ = hook(
         kernel,
-        "prepare/begin:\n  - hugepages: {size: 1G, for_domain: true}\n",
         "prepare",
         "begin",
+        profile="prepare/begin:\n  - hugepages: {size: 1G, for_domain: true}\n",
         dry_run=True,
         xml=DOMAIN,
     )
@@ -135,8 +147,8 @@ def test_dry_run_shows_the_write(kernel):
 
 def test_a_page_size_the_host_lacks_is_named(kernel):
     shutil.rmtree("/host/sys/kernel/mm/hugepages/hugepages-1048576kB")
-    code, _, err = run(
-        kernel, "prepare/begin:\n  - hugepages: {size: 1G, count: 4}\n", "prepare", "begin"
+    code, _, err = hook(
+        kernel, "prepare", "begin", profile="prepare/begin:\n  - hugepages: {size: 1G, count: 4}\n"
     )
     assert code == 1
     assert "this host has no 1G hugepages (no /sys/kernel/mm/hugepages/hugepages-1048576kB)" in err
@@ -152,7 +164,7 @@ def test_a_page_size_the_host_lacks_is_named(kernel):
     ],
 )
 def test_arguments_are_validated(kernel, step, message):
-    code, _, err = run(kernel, f"prepare/begin:\n  - {step}\n", "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=f"prepare/begin:\n  - {step}\n")
     assert code == 2 and message in err, err
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import hostdeps
 import pytest
 from fakecommands import install_fake_commands
-from toolbox import LOG, run, system_state
+from runs import LOG, hook
+from toolbox import system_state
 
 HOST = Path("/host")
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
@@ -29,7 +30,7 @@ def alive(pid: int) -> bool:
 
 
 def test_allowed_holders_are_ended_and_awaited(kernel, book):
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert book.calls == [["kill", "-s", "TERM", "--", "3100", "3200"]]
     assert not alive(3100) and not alive(3200) and alive(1502)
@@ -37,7 +38,7 @@ def test_allowed_holders_are_ended_and_awaited(kernel, book):
     assert "kill -s TERM -- 3100 3200   [SIGTERM to Xorg (pid 3100), pipewire (pid 3200)]" in log
     assert "wait until Xorg (pid 3100), pipewire (pid 3200) have exited   [up to 10 s]" in log
     # Not undoable: release has nothing to do for it.
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0 and book.calls == [["kill", "-s", "TERM", "--", "3100", "3200"]]
 
 
@@ -46,7 +47,7 @@ def test_a_holder_not_allowed_is_named_and_nothing_is_ended(kernel, book):
         HOST, 3300, "vkcube", maps=["/sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/resource0"]
     )
     start = system_state(kernel)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 1
     assert (
         "refusing to end processes not in allow: vkcube (pid 3300) holds "
@@ -58,7 +59,7 @@ def test_a_holder_not_allowed_is_named_and_nothing_is_ended(kernel, book):
 
 def test_a_device_nobody_holds_is_a_no_op(kernel):
     book = install_fake_commands(kernel)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert book.calls == []
     assert "no process holds 0000:03:00.0, 0000:03:00.1   [nothing to do]" in Path(LOG).read_text()
@@ -66,12 +67,12 @@ def test_a_device_nobody_holds_is_a_no_op(kernel):
 
 def test_a_process_that_ignores_the_signal_fails_the_step(kernel, book):
     book.stubborn.add(3100)
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
-        DEVICES + "prepare/begin:\n  - kill_holders: {device: gpu, allow: [Xorg], "
-        "signal: INT, timeout: 0.2}\n",
         "prepare",
         "begin",
+        profile=DEVICES + "prepare/begin:\n  - kill_holders: {device: gpu, allow: [Xorg], "
+        "signal: INT, timeout: 0.2}\n",
     )
     assert code == 1
     assert (
@@ -83,7 +84,7 @@ def test_a_process_that_ignores_the_signal_fails_the_step(kernel, book):
 
 def test_dry_run_names_the_signal_and_ends_nothing(kernel, book):
     start = system_state(kernel)
-    code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=PROFILE, dry_run=True)
     assert code == 0, out
     assert (
         "1. end the processes holding gpu (0000:03:00.0), gpu-audio (0000:03:00.1) (allowed: Xorg, pipewire)"
@@ -105,7 +106,7 @@ def test_dry_run_names_the_signal_and_ends_nothing(kernel, book):
     ],
 )
 def test_arguments_are_validated(kernel, step, message):
-    code, _, err = run(
-        kernel, DEVICES + f"prepare/begin:\n  - kill_holders: {step}\n", "prepare", "begin"
+    code, _, err = hook(
+        kernel, "prepare", "begin", profile=DEVICES + f"prepare/begin:\n  - kill_holders: {step}\n"
     )
     assert code == 2 and message in err

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fakekernel import FakeKernel
 from hosts import Bar, Function, HostSpec
+from runs import LOG, STATE, hook
 from system_facts import Process, System
-from toolbox import LOG, STATE, run
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -105,7 +105,7 @@ def make(fs):
 def test_the_stack_is_unloaded_top_first_and_the_devices_go_to_vfio(make):
     kernel = make()
     start = kernel.snapshot()
-    code, out, err = run(kernel, PROFILE, "prepare", "begin")
+    code, out, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert kernel.driver(GPU) == "vfio-pci" and kernel.driver(AUDIO) == "vfio-pci"
     assert not {"nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm"} & kernel.modules
@@ -118,7 +118,7 @@ def test_the_stack_is_unloaded_top_first_and_the_devices_go_to_vfio(make):
     assert record["unloaded"] == STACK
     assert [d["address"] for d in record["devices"]] == [GPU]
 
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert kernel.snapshot() == start  # nvidia loaded again, the card probed by it, vfio gone
 
@@ -129,18 +129,18 @@ def test_modprobe_r_takes_unused_dependencies_along_and_undo_loads_them_back(mak
     kernel.store.set_driver_link(IGPU, None)
     kernel.write_proc_modules()
     start = kernel.snapshot()
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 0, err
     assert not {"drm", "drm_kms_helper"} & kernel.modules
     log = Path(LOG).read_text()
     assert "modprobe -r removes drm_kms_helper too   [drm_kms_helper: unused → not loaded]" in log
-    assert run(kernel, None, "release", "end")[0] == 0
+    assert hook(kernel, "release", "end")[0] == 0
     assert kernel.snapshot() == start
 
 
 def test_the_dry_run_shows_each_unload_and_the_devices_it_leaves_driverless(make):
     kernel = make()
-    code, out, err = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
+    code, out, err = hook(kernel, "prepare", "begin", profile=PROFILE, dry_run=True)
     assert code == 0, out + err
     assert "modprobe -r nvidia_drm   [nvidia_drm: loaded → not loaded]" in out
     assert "modprobe -r nvidia_uvm   [nvidia_uvm: loaded → not loaded]" in out
@@ -157,7 +157,7 @@ def test_the_dry_run_shows_each_unload_and_the_devices_it_leaves_driverless(make
 def test_a_module_that_drives_a_device_outside_the_profile_is_refused_by_name(make):
     kernel = make(second_gpu=True)
     start = kernel.snapshot()
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 1
     assert (
         "module nvidia also drives 0000:02:00.0 (VGA compatible controller, 10de:1c82), "
@@ -165,7 +165,7 @@ def test_a_module_that_drives_a_device_outside_the_profile_is_refused_by_name(ma
     )
     # Its users were unloaded first; the rollback loaded them again.
     assert kernel.snapshot() == start
-    code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=PROFILE, dry_run=True)
     assert code == 1 and "module nvidia also drives 0000:02:00.0" in out
 
 
@@ -173,7 +173,7 @@ def test_a_user_left_out_of_the_list_is_named_with_the_order_to_use(make):
     kernel = make()
     start = kernel.snapshot()
     profile = PROFILE.replace(", ".join(STACK), "nvidia_drm, nvidia")
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 1
     assert "module nvidia is used by nvidia_uvm, which is still loaded" in err
     assert "remove: [nvidia_uvm, nvidia]" in err
@@ -183,7 +183,7 @@ def test_a_user_left_out_of_the_list_is_named_with_the_order_to_use(make):
 def test_a_process_with_the_card_open_is_named_before_anything_is_unloaded(make):
     kernel = make(xorg=True)
     start = kernel.snapshot()
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 1
     assert f"Xorg (pid 1400) holds /dev/nvidia0 of {GPU}" in err
     assert kernel.snapshot() == start
@@ -192,7 +192,7 @@ def test_a_process_with_the_card_open_is_named_before_anything_is_unloaded(make)
 def test_a_reference_held_elsewhere_fails_with_what_to_stop(make):
     kernel = make(persistenced=True)  # nvidia-persistenced holds /dev/nvidiactl
     start = kernel.snapshot()
-    code, _, err = run(kernel, PROFILE, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE)
     assert code == 1
     assert "modprobe: FATAL: Module nvidia is in use. (its reference count is 1)" in err
     assert "nvidia-persistenced" in err
@@ -203,11 +203,11 @@ def test_undo_binds_a_device_the_reload_did_not_probe(make):
     kernel = make()
     start = kernel.snapshot()
     profile = f'devices: {{gpu: "{GPU}"}}\nprepare/begin:\n  - modprobe: {{remove: [{", ".join(STACK)}]}}\n'
-    assert run(kernel, profile, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", profile=profile)[0] == 0
     assert kernel.driver(GPU) is None
     # Something set an override meanwhile: the reloaded nvidia does not probe the card.
     Path(f"/host/sys/bus/pci/devices/{GPU}/driver_override").write_text("pci-stub\n")
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert kernel.snapshot() == start
     assert f"write nvidia > /sys/bus/pci/devices/{GPU}/driver_override" in Path(LOG).read_text()
@@ -216,9 +216,9 @@ def test_undo_binds_a_device_the_reload_did_not_probe(make):
 def test_a_device_that_never_comes_back_keeps_the_step_journaled(make):
     kernel = make()
     profile = f'devices: {{gpu: "{GPU}"}}\nprepare/begin:\n  - modprobe: {{remove: [{", ".join(STACK)}]}}\n'
-    assert run(kernel, profile, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", profile=profile)[0] == 0
     kernel.fail_probe("nvidia", GPU)  # the driver's probe fails (firmware, a wedged card)
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 1
     assert "nvidia did not bind: the kernel accepted the probe but the device has no driver" in err
     assert Path(STATE, "win10.json").exists()

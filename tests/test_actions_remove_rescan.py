@@ -4,15 +4,12 @@ probed by its native driver."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import hostdeps
 from fakekernel import Killed
-from toolbox import LOG, STATE, run
-
-from passthrough.cli import main
+from runs import LOG, STATE, hook, recover
 
 GPU, AUDIO, NVME = "0000:03:00.0", "0000:03:00.1", "0000:01:00.0"
 DEVICES = f'devices: {{gpu: "{GPU}", gpu-audio: "{AUDIO}", disk: "{NVME}"}}\n'
@@ -34,8 +31,8 @@ release/end:
 
 def test_release_removes_and_rediscovers_the_card_on_its_host_drivers(kernel):
     start = kernel.snapshot()
-    assert run(kernel, PROFILE, "prepare", "begin")[0] == 0
-    code, _, err = run(kernel, None, "release", "end")
+    assert hook(kernel, "prepare", "begin", profile=PROFILE)[0] == 0
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert kernel.snapshot() == start
     writes = [w for w in kernel.writes if w[0].endswith(("/remove", "/rescan"))]
@@ -54,7 +51,7 @@ def test_release_removes_and_rediscovers_the_card_on_its_host_drivers(kernel):
 
 def test_the_dry_run_predicts_the_removal_and_the_return(kernel):
     profile = DEVICES + "prepare/begin:\n  - remove_rescan: [gpu, gpu-audio]\n"
-    code, out, err = run(kernel, profile, "prepare", "begin", dry_run=True)
+    code, out, err = hook(kernel, "prepare", "begin", profile=profile, dry_run=True)
     assert code == 0, out + err
     assert (
         "1. remove gpu (0000:03:00.0), gpu-audio (0000:03:00.1) from the PCI bus and rescan it"
@@ -72,7 +69,7 @@ def test_a_device_on_vfio_is_put_back_on_vfio_after_the_rescan(kernel):
         + "prepare/begin:\n  - modprobe: [vfio_pci]\n  - detach: {devices: [gpu], via: sysfs}\n"
         "  - remove_rescan: [gpu]\n"
     )
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 0, err
     assert kernel.driver(GPU) == "vfio-pci" and kernel.override(GPU) == "vfio-pci"
 
@@ -81,7 +78,7 @@ def test_the_host_guard_refuses_the_disk_the_root_filesystem_is_on(kernel):
     hostdeps.add_disk(Path("/host"), NVME, "nvme0n1", ["nvme0n1p1"])
     hostdeps.add_mounts(Path("/host"), [("/dev/nvme0n1p1", "/")])
     profile = DEVICES + "prepare/begin:\n  - remove_rescan: [disk]\n"
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 1
     assert (
         f"{NVME}: refusing to remove it: the host depends on it now (/ is mounted from /dev/nvme0n1p1)"
@@ -93,7 +90,7 @@ def test_the_host_guard_refuses_the_disk_the_root_filesystem_is_on(kernel):
 def test_a_card_that_does_not_come_back_fails_and_recover_rescans(kernel):
     profile = DEVICES + "prepare/begin:\n  - remove_rescan: [gpu, gpu-audio]\n"
     kernel.fail("bus/pci/rescan", "EIO")
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 1
     assert "writing '1' to /sys/bus/pci/rescan failed: Input/output error" in err
     # The rollback rescans again (the fault was once): both functions are back.
@@ -106,16 +103,14 @@ def test_killed_between_removal_and_rescan_recover_brings_them_back(kernel):
     start = kernel.snapshot()
     kernel.fail("bus/pci/rescan", "kill")
     try:
-        run(kernel, profile, "prepare", "begin")
+        hook(kernel, "prepare", "begin", profile=profile)
     except Killed:
         pass
     assert kernel.driver(GPU) is None and not Path(f"/host/sys/bus/pci/devices/{GPU}").exists()
     record = json.loads(Path(STATE, "win10.json").read_text())["entries"][0]["record"]
     assert record["removed"] == [GPU, AUDIO] and not record["back"]
-    out, err = io.StringIO(), io.StringIO()
-    argv = ["recover", "--root", "/host", "--state-dir", STATE, "--log-file", LOG, "win10"]
-    code = main(argv, stdin=io.StringIO(""), host_factory=kernel.host, out=out, err=err)
-    assert code == 0, out.getvalue() + err.getvalue()
+    code, out, err = recover(kernel)
+    assert code == 0, out + err
     assert kernel.snapshot() == start
 
 
@@ -128,18 +123,18 @@ def test_reset_method_is_set_and_put_back(kernel):
     kernel.reset_defaults[GPU] = "device_specific bus"  # vendor-reset loaded
     Path(f"/host/sys/bus/pci/devices/{GPU}/reset_method").write_text("device_specific bus\n")
     profile = DEVICES + "prepare/begin:\n  - reset_method: {device: gpu, method: device_specific}\n"
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 0, err
     gpu_file = Path(f"/host/sys/bus/pci/devices/{GPU}/reset_method")
     assert gpu_file.read_text().strip() == "device_specific"
     assert "[reset: device_specific bus → device_specific]" in Path(LOG).read_text()
-    assert run(kernel, None, "release", "end")[0] == 0
+    assert hook(kernel, "release", "end")[0] == 0
     assert gpu_file.read_text().strip() == "device_specific bus"
 
 
 def test_a_method_the_device_does_not_support_is_the_kernels_einval(kernel):
     profile = DEVICES + "prepare/begin:\n  - reset_method: {device: gpu, method: flr}\n"
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 1
     assert (
         "writing 'flr' to /sys/bus/pci/devices/0000:03:00.0/reset_method failed: Invalid argument"
@@ -150,6 +145,6 @@ def test_a_method_the_device_does_not_support_is_the_kernels_einval(kernel):
 
 def test_an_unknown_method_name_is_a_profile_error(kernel):
     profile = DEVICES + "prepare/begin:\n  - reset_method: {device: gpu, method: warm}\n"
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 2, err
     assert '"warm" is not default, or reset methods in the order to try' in err

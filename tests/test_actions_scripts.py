@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fakecommands import install_fake_commands
-from toolbox import LOG, run
+from runs import LOG, hook
 
 from passthrough.host.commands import CommandError
 
@@ -36,7 +36,7 @@ def book(kernel):
 
 
 def test_runs_the_event_scripts_in_order_with_libvirts_arguments_and_the_xml(kernel, book):
-    code, _, err = run(kernel, PROFILE, "prepare", "begin", xml=XML)
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE, xml=XML)
     assert code == 0, err
     assert book.calls == [
         [f"{DIR}/prepare/begin/10-stop-dm.sh", "win10", "prepare", "begin", "-"],
@@ -44,13 +44,13 @@ def test_runs_the_event_scripts_in_order_with_libvirts_arguments_and_the_xml(ker
     ]
     assert book.stdin == [XML.encode()] * 2
     assert f"skip {DIR}/prepare/begin/README   [not an executable file]" in Path(LOG).read_text()
-    code, _, err = run(kernel, None, "release", "end", xml=XML)
+    code, _, err = hook(kernel, "release", "end", xml=XML)
     assert code == 0, err
     assert book.calls[-1] == [f"{DIR}/release/end", "win10", "release", "end", "-"]
 
 
 def test_an_event_without_scripts_does_nothing(kernel, book):
-    code, _, err = run(kernel, f"started/begin:\n  - scripts: {DIR}\n", "started", "begin")
+    code, _, err = hook(kernel, "started", "begin", profile=f"started/begin:\n  - scripts: {DIR}\n")
     assert code == 0, err
     assert book.calls == []
     assert f"no scripts in {DIR}/started/begin   [nothing to do]" in Path(LOG).read_text()
@@ -61,7 +61,7 @@ def test_a_failing_script_fails_the_step_and_stops_the_rest(kernel, book):
         raise CommandError(argv, 1, "virsh: error: failed to get domain 'win10'")
 
     book.handlers[f"{DIR}/prepare/begin/10-stop-dm.sh"] = fails
-    code, _, err = run(kernel, PROFILE, "prepare", "begin", xml=XML)
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE, xml=XML)
     assert code == 1
     assert (
         f"`{DIR}/prepare/begin/10-stop-dm.sh win10 prepare begin -` exited with status 1: virsh: error"
@@ -73,7 +73,7 @@ def test_a_failing_script_fails_the_step_and_stops_the_rest(kernel, book):
 @pytest.mark.parametrize("target", ["prepare/begin/20-unbind.sh", "prepare"])
 def test_scripts_others_can_write_are_refused(kernel, book, target):
     os.chmod("/host" + DIR + "/" + target, 0o777)
-    code, _, err = run(kernel, PROFILE, "prepare", "begin", xml=XML)
+    code, _, err = hook(kernel, "prepare", "begin", profile=PROFILE, xml=XML)
     assert code == 1
     assert f"{DIR}/{target} is writable by group or others" in err
     assert f"chmod go-w {DIR}/{target}" in err
@@ -81,7 +81,7 @@ def test_scripts_others_can_write_are_refused(kernel, book, target):
 
 
 def test_dry_run_lists_the_scripts_and_runs_none(kernel, book):
-    code, out, _ = run(kernel, PROFILE, "prepare", "begin", dry_run=True, xml=XML)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=PROFILE, dry_run=True, xml=XML)
     assert code == 0, out
     assert f"1. run the scripts in {DIR}/<operation>/<sub-operation>" in out
     assert f"      {DIR}/prepare/begin/10-stop-dm.sh win10 prepare begin -" in out
@@ -89,5 +89,7 @@ def test_dry_run_lists_the_scripts_and_runs_none(kernel, book):
 
 
 def test_the_directory_must_be_absolute(kernel):
-    code, _, err = run(kernel, "prepare/begin:\n  - scripts: qemu.d/win10\n", "prepare", "begin")
+    code, _, err = hook(
+        kernel, "prepare", "begin", profile="prepare/begin:\n  - scripts: qemu.d/win10\n"
+    )
     assert code == 2 and '"qemu.d/win10" is not the directory of a domain\'s scripts, from /' in err

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-from toolbox import LOG, run, system_state
+from runs import LOG, hook
+from toolbox import system_state
 
 THP = Path("/host/sys/kernel/mm/transparent_hugepage/enabled")
 SWAPPINESS = Path("/host/proc/sys/vm/swappiness")
@@ -23,11 +24,11 @@ def step(text: str) -> str:
 
 
 def test_writes_and_restores_the_bracketed_choice(files):
-    code, _, err = run(
+    code, _, err = hook(
         files,
-        step("{path: /sys/kernel/mm/transparent_hugepage/enabled, value: never}"),
         "prepare",
         "begin",
+        profile=step("{path: /sys/kernel/mm/transparent_hugepage/enabled, value: never}"),
     )
     assert code == 0, err
     assert THP.read_text() == "never"
@@ -35,39 +36,41 @@ def test_writes_and_restores_the_bracketed_choice(files):
         "write never > /sys/kernel/mm/transparent_hugepage/enabled   [madvise → never]"
         in Path(LOG).read_text()
     )
-    assert run(files, None, "release", "end")[0] == 0
+    assert hook(files, "release", "end")[0] == 0
     assert THP.read_text() == "madvise"
 
 
 def test_proc_sys_with_an_explicit_undo_value(files):
-    code, _, err = run(
+    code, _, err = hook(
         files,
-        step("{path: /proc/sys/vm/swappiness, value: 10, undo_value: 30}"),
         "prepare",
         "begin",
+        profile=step("{path: /proc/sys/vm/swappiness, value: 10, undo_value: 30}"),
     )
     assert code == 0, err
     assert SWAPPINESS.read_text() == "10"
-    assert run(files, None, "release", "end")[0] == 0
+    assert hook(files, "release", "end")[0] == 0
     assert SWAPPINESS.read_text() == "30"
 
 
 def test_restore_false_is_shown_as_not_undone(files):
-    code, out, _ = run(
+    code, out, _ = hook(
         files,
-        step("{path: /proc/sys/vm/swappiness, value: 10, restore: false}"),
         "prepare",
         "begin",
+        profile=step("{path: /proc/sys/vm/swappiness, value: 10, restore: false}"),
         dry_run=True,
     )
     assert code == 0 and "1. write 10 to /proc/sys/vm/swappiness (not undone)" in out
-    assert run(files, None, "prepare", "begin")[0] == 0
-    assert run(files, None, "release", "end")[0] == 0
+    assert hook(files, "prepare", "begin")[0] == 0
+    assert hook(files, "release", "end")[0] == 0
     assert SWAPPINESS.read_text() == "10"
 
 
 def test_a_file_that_cannot_be_read_needs_an_undo_value(files):
-    code, _, err = run(files, step("{path: /sys/power/state, value: mem}"), "prepare", "begin")
+    code, _, err = hook(
+        files, "prepare", "begin", profile=step("{path: /sys/power/state, value: mem}")
+    )
     assert code == 1
     assert "cannot read /sys/power/state to restore it after the VM" in err
     assert "give undo_value, or restore: false" in err
@@ -75,11 +78,11 @@ def test_a_file_that_cannot_be_read_needs_an_undo_value(files):
 
 def test_dry_run_changes_nothing(files):
     start = system_state(files)
-    code, out, _ = run(
+    code, out, _ = hook(
         files,
-        step("{path: /sys/kernel/mm/transparent_hugepage/enabled, value: never}"),
         "prepare",
         "begin",
+        profile=step("{path: /sys/kernel/mm/transparent_hugepage/enabled, value: never}"),
         dry_run=True,
     )
     assert code == 0, out
@@ -89,7 +92,7 @@ def test_dry_run_changes_nothing(files):
 
 def test_a_kernel_error_fails_the_step(kernel):
     path = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
-    code, _, err = run(kernel, step(f"{{path: {path}, value: turbo}}"), "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=step(f"{{path: {path}, value: turbo}}"))
     assert code == 1
     assert (
         f"writing 'turbo' to {path} failed: Invalid argument (the kernel rejected the value)" in err
@@ -114,5 +117,5 @@ def test_a_kernel_error_fails_the_step(kernel):
     ],
 )
 def test_paths_are_confined(kernel, text, message):
-    code, _, err = run(kernel, step(text), "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=step(text))
     assert code == 2 and message in err, err

@@ -5,26 +5,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from runs import HOOK, HOOK_COMMAND, REPO, hook_process, program
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "config" / "demo-host"
-HOOK = REPO / "hooks" / "qemu"
-
-
-def cli(*args, stdin="", env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "passthrough", *args],
-        cwd=REPO,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def tree_digest(root: Path) -> str:
@@ -57,11 +43,11 @@ def write_profile(directory: Path, text: str) -> Path:
 
 def test_dry_run_shows_the_plan_and_changes_nothing(demo):
     before = tree_digest(demo)
-    result = cli(
+    result = program(
         "--dry-run", "--root", str(demo), "--config-dir", "config", "win10", "prepare", "begin"
     )
-    assert result.returncode == 0, result.stderr
-    plan = result.stdout
+    assert result.code == 0, result.err
+    plan = result.out
     for expected in [
         "modprobe vfio_pci   [vfio_pci: not loaded → loaded]",
         "libvirt nodedev-detach pci_0000_03_00_0 --driver vfio   [amdgpu → vfio-pci]",
@@ -73,12 +59,12 @@ def test_dry_run_shows_the_plan_and_changes_nothing(demo):
         "Plan: 3 step(s), no problems seen.",
     ]:
         assert expected in plan, plan
-    assert result.stderr == ""
+    assert result.err == ""
     assert tree_digest(demo) == before
 
 
 def test_dry_run_json(demo):
-    result = cli(
+    result = program(
         "--dry-run",
         "--json",
         "--root",
@@ -89,8 +75,8 @@ def test_dry_run_json(demo):
         "prepare",
         "begin",
     )
-    assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout)
+    assert result.code == 0, result.err
+    plan = json.loads(result.out)
     assert plan["ok"] and plan["dry_run"] and plan["event"] == "prepare/begin"
     assert [s["title"] for s in plan["steps"]] == [
         "1. load modules vfio vfio_iommu_type1 vfio_pci",
@@ -112,14 +98,12 @@ prepare/begin:
 """,
     )
     before = tree_digest(demo)
-    result = cli(
+    result = program(
         "--dry-run", "--root", str(demo), "--config-dir", str(profiles), "win10", "prepare", "begin"
     )
-    assert result.returncode == 1
-    assert (
-        "0000:03:00.0: driver vfio-pci is not loaded, so it cannot take the device" in result.stdout
-    )
-    assert "add a modprobe step" in result.stdout
+    assert result.code == 1
+    assert "0000:03:00.0: driver vfio-pci is not loaded, so it cannot take the device" in result.out
+    assert "add a modprobe step" in result.out
     assert tree_digest(demo) == before
 
 
@@ -132,13 +116,13 @@ prepare/begin:
   - resize_bar: {device: gpu, bar: 0, size: 8MiB}
 """,
     )
-    result = cli(
+    result = program(
         "--dry-run", "--root", str(demo), "--config-dir", str(profiles), "win10", "prepare", "begin"
     )
-    assert result.returncode == 1
+    assert result.code == 1
     assert (
         "BAR 0 does not support 8 MiB; supported sizes: 256 MiB, 512 MiB, 1 GiB, 2 GiB, 4 GiB, 8 GiB, 16 GiB"
-        in result.stdout
+        in result.out
     )
 
 
@@ -165,7 +149,7 @@ def test_profile_errors_exit_2_with_one_line_and_write_nothing(demo, tmp_path, p
     state = tmp_path / "state"
     state.mkdir()
     before = tree_digest(demo)
-    result = cli(
+    result = program(
         "--root",
         str(demo),
         "--config-dir",
@@ -177,26 +161,26 @@ def test_profile_errors_exit_2_with_one_line_and_write_nothing(demo, tmp_path, p
         "begin",
         "-",
     )
-    assert result.returncode == 2
-    lines = result.stderr.splitlines()
+    assert result.code == 2
+    lines = result.err.splitlines()
     assert (
         len(lines) == 1 and lines[0].startswith(f"{profiles}/win10.yaml") and message in lines[0]
-    ), result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
+    ), result.err
+    assert "Traceback" not in result.err + result.out
     assert tree_digest(demo) == before and not any(state.iterdir())
 
 
 def test_usage_errors_exit_2():
-    result = cli("win10")
-    assert result.returncode == 2 and 'unknown command "win10"' in result.stderr
-    assert "DOMAIN OPERATION SUB_OPERATION" in result.stderr
-    result = cli("--dry-run", "--config-dir", "config", "../win10", "prepare", "begin")
-    assert result.returncode == 2 and "is not a plain domain name" in result.stderr
+    result = program("win10")
+    assert result.code == 2 and 'unknown command "win10"' in result.err
+    assert "DOMAIN OPERATION SUB_OPERATION" in result.err
+    result = program("--dry-run", "--config-dir", "config", "../win10", "prepare", "begin")
+    assert result.code == 2 and "is not a plain domain name" in result.err
 
 
 def test_modules_and_libvirt_refuse_a_tree_root(demo):
     """A real run with --root cannot load modules: modprobe would act on this machine's kernel."""
-    result = cli(
+    result = program(
         "--root",
         str(demo),
         "--config-dir",
@@ -210,43 +194,25 @@ def test_modules_and_libvirt_refuse_a_tree_root(demo):
         "begin",
         "-",
     )
-    assert result.returncode == 1
-    assert (
-        "cannot load module vfio with --root" in result.stderr and "use --dry-run" in result.stderr
-    )
+    assert result.code == 1
+    assert "cannot load module vfio with --root" in result.err and "use --dry-run" in result.err
 
 
 def test_validate(tmp_path):
-    result = cli("validate", "--config-dir", "config")
-    assert result.returncode == 0 and "config/win10.yaml: ok (2 devices, 3 steps)" in result.stdout
+    result = program("validate", "--config-dir", "config")
+    assert result.code == 0 and "config/win10.yaml: ok (2 devices, 3 steps)" in result.out
     bad = write_profile(tmp_path / "p", "devices: {gpu: 1}\n")
-    result = cli("validate", str(bad / "win10.yaml"))
-    assert result.returncode == 2 and "win10.yaml:1:16: '1' is not a PCI address" in result.stderr
+    result = program("validate", str(bad / "win10.yaml"))
+    assert result.code == 2 and "win10.yaml:1:16: '1' is not a PCI address" in result.err
 
 
 # --- the hook file libvirt runs ---------------------------------------------------------------
 
 
-# The interpreter line install.sh keeps (only the path changes): `/usr/bin/python3 -IS`
-# (one word: the kernel passes a #! line's options as a single argument).
-HOOK_COMMAND = HOOK.read_text().split("\n", 1)[0][2:].split()
-
-
-def hook(*args, env=None, stdin="<domain type='qemu'><name>x</name></domain>"):
-    return subprocess.run(
-        [*HOOK_COMMAND, str(HOOK), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env or {"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
-    )
-
-
 def test_hook_without_profile_exits_0_silently_and_imports_nothing_heavy(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(tmp_path)}
-    result = hook("other", "prepare", "begin", "-", env=env)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    result = hook_process("other", "prepare", "begin", "-", config=tmp_path)
+    assert (result.code, result.out, result.err) == (0, "", "")
     # -X importtime lists every module imported after the interpreter's own start.
     probe = subprocess.run(
         [*HOOK_COMMAND, "-X", "importtime", str(HOOK), "other", "prepare", "begin", "-"],
@@ -270,10 +236,9 @@ def test_hook_runs_the_profile_for_a_domain_that_has_one(tmp_path):
     profiles = write_profile(
         tmp_path / "p", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpuu]\n'
     )
-    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)}
-    result = hook("win10", "prepare", "begin", "-", env=env)
-    assert result.returncode == 2
-    assert result.stderr.startswith(f'{profiles}/win10.yaml:3:14: unknown device "gpuu"')
+    result = hook_process("win10", "prepare", "begin", "-", config=profiles)
+    assert result.code == 2
+    assert result.err.startswith(f'{profiles}/win10.yaml:3:14: unknown device "gpuu"')
 
 
 def test_hook_starts_without_site_and_its_copies_of_the_program_constants_agree():
@@ -339,9 +304,8 @@ def test_hook_release_with_a_journal_runs_even_when_the_profile_has_no_release_s
 
 def test_hook_with_a_profile_but_no_steps_for_the_event_exits_0_silently(tmp_path):
     profiles = write_profile(tmp_path / "p", HOOK_PROFILE)
-    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(profiles)}
-    result = hook("win10", "started", "begin", "-", env=env)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    result = hook_process("win10", "started", "begin", "-", config=profiles)
+    assert (result.code, result.out, result.err) == (0, "", "")
     # The same profile's prepare/begin runs the program (which finds the unknown device).
-    result = hook("win10", "prepare", "begin", "-", env=env)
-    assert result.returncode == 2 and 'unknown device "gpuu"' in result.stderr
+    result = hook_process("win10", "prepare", "begin", "-", config=profiles)
+    assert result.code == 2 and 'unknown device "gpuu"' in result.err

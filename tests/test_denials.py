@@ -7,7 +7,8 @@ import os
 import time
 
 import pytest
-from test_seed_cycle import GPU, run
+from runs import CONFIG, hook
+from test_seed_cycle import GPU
 
 from passthrough.errors import HostError
 from passthrough.host.commands import CommandError
@@ -43,7 +44,7 @@ def test_a_selinux_denial_of_the_resize_is_named_with_the_boolean(kernel, fs):
     kernel.fail(f"bus/pci/devices/{GPU}/resource2_resize", "EACCES")
     write_audit(fs, avc(1, "unbind"), avc(os.getpid(), "resource2_resize"), syscall(os.getpid()))
     start = kernel.snapshot()
-    code, _, err = run(kernel, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", config=CONFIG)
     assert code == 1
     assert (
         f"  0000:03:00.0: writing '3' to /sys/bus/pci/devices/{GPU}/resource2_resize failed: "
@@ -58,7 +59,7 @@ def test_a_selinux_denial_of_the_resize_is_named_with_the_boolean(kernel, fs):
 def test_a_denial_of_another_process_or_an_old_one_is_not_blamed(kernel, fs):
     kernel.fail(f"bus/pci/devices/{GPU}/resource2_resize", "EACCES")
     write_audit(fs, avc(os.getpid() + 1, "resource2_resize"), avc(os.getpid(), "x", 600))
-    code, _, err = run(kernel, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", config=CONFIG)
     assert code == 1
     assert "resource2_resize failed: Permission denied (not permitted; run as root)" in err
     assert "SELinux" not in err

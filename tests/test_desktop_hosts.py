@@ -2,12 +2,8 @@
 display manager and kill_holders do to the processes that hold the card, and the fake
 kernel's real run does the same."""
 
-import io
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -17,7 +13,8 @@ from desktop_hosts import DESKTOP_HOSTS, DOMAIN_XML
 from fakecommands import install_fake_commands
 from fakekernel import FakeKernel
 from hosts import write_tree
-from toolbox import PROFILES, run, system_state
+from runs import PROFILES, command, hook, program
+from toolbox import system_state
 
 # The tools run inside pyfakefs here: import them first outside it (pyfakefs unloads modules
 # first imported inside a test, and a module imported there keeps the fake os, so a later
@@ -26,7 +23,6 @@ import passthrough.tools.check  # noqa: F401, E402
 import passthrough.tools.init  # noqa: F401, E402
 import passthrough.tools.policy_checks  # noqa: F401, E402
 import passthrough.tools.security  # noqa: F401, E402
-from passthrough.cli import main
 from passthrough.profile import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +43,7 @@ def test_single_gpu_profile_plans_and_runs_on_a_desktop_that_holds_the_card(fs):
     book = install_fake_commands(kernel)
     profile = (REPO / "config" / "single-gpu.yaml").read_text()
     start = system_state(kernel)
-    code, out, err = run(kernel, profile, "prepare", "begin", dry_run=True, domain="win11")
+    code, out, err = hook(kernel, "prepare", "begin", profile=profile, dry_run=True, domain="win11")
     assert code == 0, out + err
     assert (
         "wait until gdm (pid 900), gdm-session-wor (pid 1380), gdm-x-session (pid 1390), "
@@ -57,14 +53,12 @@ def test_single_gpu_profile_plans_and_runs_on_a_desktop_that_holds_the_card(fs):
     assert "libvirt nodedev-detach pci_0000_03_00_0 --driver vfio   [amdgpu → vfio-pci]" in out
     assert "FAILS" not in out and book.calls == [] and system_state(kernel) == start
     # The real run ends the same processes, and the detach finds the card free.
-    code, _, err = run(
-        kernel, None, "prepare", "begin", xml=DOMAIN_XML["single-amd"], domain="win11"
-    )
+    code, _, err = hook(kernel, "prepare", "begin", xml=DOMAIN_XML["single-amd"], domain="win11")
     assert code == 0, err
     assert kernel.driver("0000:03:00.0") == "vfio-pci"
     alive = set(system_state(kernel)["pids"])
     assert not alive & {900, 1380, 1390, 1400, 1450, 1501} and {1, 1300, 1500} <= alive
-    code, _, err = run(kernel, None, "release", "end", xml=DOMAIN_XML["single-amd"], domain="win11")
+    code, _, err = hook(kernel, "release", "end", xml=DOMAIN_XML["single-amd"], domain="win11")
     assert code == 0, err
     assert without_pids(system_state(kernel)) == without_pids(start)
     assert set(system_state(kernel)["pids"]) == set(start["pids"]) - {1501}  # wireplumber was ended
@@ -83,35 +77,29 @@ def test_kde_plasma_units_outlive_the_display_manager_unless_sessions_are_stoppe
             "  - display_manager: stop\n",
         )
     )
-    code, out, _ = run(kernel, plain, "prepare", "begin", dry_run=True, domain="win11")
+    code, out, _ = hook(kernel, "prepare", "begin", profile=plain, dry_run=True, domain="win11")
     assert code == 1
     assert (
         "FAILS: refusing to end processes not in allow: kwin_wayland (pid 1300) holds /dev/dri/card0"
         in out
     )
-    code, _, err = run(kernel, plain, "prepare", "begin", domain="win11")
+    code, _, err = hook(kernel, "prepare", "begin", profile=plain, domain="win11")
     assert code == 1 and "kwin_wayland (pid 1300) holds /dev/dri/card0" in err
     profile = (REPO / "config" / "single-gpu.yaml").read_text()
-    code, out, _ = run(kernel, profile, "prepare", "begin", dry_run=True, domain="win11")
+    code, out, _ = hook(kernel, "prepare", "begin", profile=profile, dry_run=True, domain="win11")
     assert code == 0, out
     assert "systemctl --user --machine=1000@.host stop graphical-session.target" in out
-    code, _, err = run(kernel, profile, "prepare", "begin", domain="win11")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile, domain="win11")
     assert code == 0, err
 
 
 # --- every desktop host: init -> check -> dry run -> prepare -> release ----------------------
 
 
-def tool(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdin=io.StringIO(""), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def init_profile(name: str) -> str:
     Path("/xml").mkdir(exist_ok=True)
     Path("/xml/win11.xml").write_text(DOMAIN_XML[name])
-    code, out, err = tool(
+    code, out, err = command(
         "init", "--root", "/host", "--config-dir", str(PROFILES), "--xml", "/xml/win11.xml", "win11"
     )
     assert code == 0, out + err
@@ -119,7 +107,7 @@ def init_profile(name: str) -> str:
 
 
 def check_findings(profile_dir: Path = PROFILES) -> list[dict]:
-    code, out, err = tool(
+    code, out, err = command(
         "check",
         "--json",
         "--root",
@@ -143,15 +131,15 @@ def test_init_check_dry_run_prepare_and_release_end_where_they_began(fs, name):
     start = system_state(kernel)
     profile = init_profile(name)
     assert [f for f in check_findings() if f["severity"] == "error"] == []
-    code, out, err = run(kernel, None, "prepare", "begin", dry_run=True, domain="win11")
+    code, out, err = hook(kernel, "prepare", "begin", dry_run=True, domain="win11")
     assert code == 0 and "FAILS" not in out, out + err
     assert book.calls == [] and system_state(kernel) == start
     xml = DOMAIN_XML[name]
-    code, _, err = run(kernel, None, "prepare", "begin", xml=xml, domain="win11")
+    code, _, err = hook(kernel, "prepare", "begin", xml=xml, domain="win11")
     assert code == 0, err
     gpu = load_profile(PROFILES / "win11.yaml").devices["gpu"]
     assert kernel.driver(gpu) == "vfio-pci"
-    code, _, err = run(kernel, None, "release", "end", xml=xml, domain="win11")
+    code, _, err = hook(kernel, "release", "end", xml=xml, domain="win11")
     assert code == 0, err
     assert without_pids(system_state(kernel)) == without_pids(start)
     # Everything is back but what kill_holders ended (it says so: not undone).
@@ -196,7 +184,7 @@ def test_when_check_finds_no_error_the_dry_run_does_not_fail(fs, name):
         errors = [f for f in check_findings(directory) if f["severity"] == "error"]
         PROFILES.mkdir(exist_ok=True)
         (PROFILES / "win11.yaml").write_text(text)
-        code, out, _ = run(kernel, None, "prepare", "begin", dry_run=True, domain="win11")
+        code, out, _ = hook(kernel, "prepare", "begin", dry_run=True, domain="win11")
         if errors:
             seen["errors"] += 1
             continue
@@ -238,10 +226,10 @@ def test_example_profile_is_what_init_writes_and_runs_on_its_host(fs, example):
     assert body(init_profile(name)) == body(text), f"config/{example}.yaml differs from init's"
     (PROFILES / "win11.yaml").write_text(text)
     assert [f for f in check_findings() if f["severity"] == "error"] == []
-    code, out, _ = run(kernel, None, "prepare", "begin", dry_run=True, domain="win11")
+    code, out, _ = hook(kernel, "prepare", "begin", dry_run=True, domain="win11")
     assert code == 0, out
     for event in (("prepare", "begin"), ("release", "end")):
-        code, _, err = run(kernel, None, *event, xml=DOMAIN_XML[name], domain="win11")
+        code, _, err = hook(kernel, *event, xml=DOMAIN_XML[name], domain="win11")
         assert code == 0, err
     assert without_pids(system_state(kernel)) == without_pids(start)
 
@@ -253,17 +241,19 @@ def readme_init_output(tmp_path: Path) -> str:
     """`init` on the single-nvidia host, run as the README shows it (relative paths)."""
     write_tree(DESKTOP_HOSTS["single-nvidia"](), tmp_path / "single-nvidia")
     (tmp_path / "win11.xml").write_text(DOMAIN_XML["single-nvidia"])
-    result = subprocess.run(
-        [sys.executable, "-m", "passthrough", "init", "--root", "single-nvidia"]
-        + ["--config-dir", "profiles", "--xml", "win11.xml", "win11"],
+    result = program(
+        "init",
+        "--root",
+        "single-nvidia",
+        "--config-dir",
+        "profiles",
+        "--xml",
+        "win11.xml",
+        "win11",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    assert result.code == 0, result.out + result.err
+    return result.out
 
 
 def test_the_readme_shows_init_on_a_single_gpu_host(tmp_path):
@@ -291,17 +281,19 @@ def readme_check_error(tmp_path: Path) -> str:
     (tmp_path / "win11.xml").write_text(DOMAIN_XML["single-amd"])
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "win11.yaml").write_text(OLD_INIT)
-    result = subprocess.run(
-        [sys.executable, "-m", "passthrough", "check", "--root", "single-amd"]
-        + ["--config-dir", "profiles", "--xml", "win11.xml", "win11"],
+    result = program(
+        "check",
+        "--root",
+        "single-amd",
+        "--config-dir",
+        "profiles",
+        "--xml",
+        "win11.xml",
+        "win11",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    assert result.code == 1, result.out + result.err
+    lines = result.out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("  error"))
     end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("   "))
     return "\n".join(lines[start:end]) + "\n"

@@ -23,16 +23,15 @@ The exhaustive matrix (every point × every kind) is marked slow: `tools/test` r
 `pytest` runs one kind per point, a different kind at each point.
 """
 
-import io
 from pathlib import Path
 
 import pytest
 from fakekernel import FakeKernel, Killed
 from hosts import SEED_PROFILE, Bar, Function, HostSpec, demo_host
+from runs import STATE_DIR, hook, recover
 from test_actions_modprobe_remove import PROFILE as NVIDIA_STACK
 from test_actions_modprobe_remove import nvidia_host as nvidia_stack_host
 
-from passthrough.cli import main
 from passthrough.host.sysfs import BLOCKING
 
 MiB = 1 << 20
@@ -98,7 +97,7 @@ def kinds_for(point: str, by_libvirt: bool = False) -> tuple[str, ...]:
 
 
 class Case:
-    """One fake kernel at its own root, with the profile, driven through main()."""
+    """One fake kernel at its own root, with the profile, driven through runs.hook."""
 
     count = 0
 
@@ -118,30 +117,18 @@ class Case:
         self.kernel.points.clear()
         self.kernel.libvirt_points.clear()
         self.kernel.fail_nth = fault
-        out, err = io.StringIO(), io.StringIO()
-        options = [
-            "--root",
-            str(self.root),
-            "--state-dir",
-            f"{self.root}/run",
-            "--log-file",
-            f"{self.root}/hook.log",
-        ]
-        argv = (
-            ["recover", *options, "win10"]
-            if args == ("recover",)
-            else ["--config-dir", f"{self.root}/profiles", *options, "win10", *args, "-"]
-        )
         try:
-            code = main(
-                argv, stdin=io.StringIO(""), host_factory=self.kernel.host, out=out, err=err
+            result = (
+                recover(self.kernel, root=self.root)
+                if args == ("recover",)
+                else hook(self.kernel, *args, config=self.root / "profiles", root=self.root)
             )
         except Killed:
-            code = "killed"
+            return "killed", ""
         finally:
             self.kernel.fail_nth = None
             self.kernel.release_hang.set()
-        return code, out.getvalue() + err.getvalue()
+        return result.code, result.text
 
     def stuck_problems(self, label: str, code: int | str, text: str) -> list[str]:
         """After a run that left a write stuck: what is wrong. Then the write is let go, and
@@ -231,7 +218,7 @@ def test_every_fault_in_prepare_is_rolled_back(fs, shape, exhaustive, record_pro
             problems.append(f"{point} {kind}: host not restored (exit {code}): {text[-400:]}")
         if "Traceback" in text or code not in (0, 1):
             problems.append(f"{point} {kind}: exit {code}: {text[-300:]}")
-        if Path(f"{case.root}/run/win10.json").exists():
+        if Path(case.root, STATE_DIR, "win10.json").exists():
             problems.append(f"{point} {kind}: journal left behind")
         covered += 1
     record_property("injection_points", covered)

@@ -15,25 +15,13 @@ from pathlib import Path
 
 import pytest
 from hosts import SEED_PROFILE
-from tool_trees import run, write_profile
+from runs import REPO, command, hook_process, program
+from tool_trees import write_profile
 
 from passthrough import cli
 from passthrough.hook import hook_main
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "config" / "demo-host"
-HOOK = REPO / "hooks" / "qemu"
-
-
-def program(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "passthrough", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **kwargs,
-    )
 
 
 def trusted_profile(directory: Path, text: str = SEED_PROFILE, domain: str = "win10") -> Path:
@@ -48,13 +36,13 @@ def trusted_profile(directory: Path, text: str = SEED_PROFILE, domain: str = "wi
 
 def test_a_misspelt_command_is_named_with_the_one_meant():
     result = program("chekc", "win10", "prepare", "begin")
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == 'passthrough-hook: unknown command "chekc" (did you mean "check"?)\n'
+    assert result.code == 2 and result.out == ""
+    assert result.err == 'passthrough-hook: unknown command "chekc" (did you mean "check"?)\n'
 
 
 def test_a_domain_named_like_a_command_with_a_profile_is_a_domain(tmp_path):
     profiles = trusted_profile(tmp_path / "p", domain="chek")
-    code, out, err = run(
+    code, out, err = command(
         "--dry-run", "--root", DEMO, "--config-dir", profiles, "chek", "prepare", "begin"
     )
     assert code == 0 and "Dry run of chek prepare/begin" in out, err
@@ -65,7 +53,7 @@ def test_a_domain_named_like_a_command_with_a_profile_is_a_domain(tmp_path):
 
 @pytest.mark.parametrize("argv", [[], ["help"], ["--help"]], ids=["alone", "help", "--help"])
 def test_help_lists_the_commands(argv):
-    code, out, err = run(*argv)
+    code, out, err = command(*argv)
     assert code == 0 and err == ""
     assert out.startswith("usage: passthrough-hook [OPTIONS] COMMAND [ARGUMENTS]\n")
     for name in [*cli.SUBCOMMANDS, "help"]:
@@ -74,9 +62,9 @@ def test_help_lists_the_commands(argv):
 
 
 def test_help_of_one_command_and_of_an_unknown_one():
-    code, out, _ = run("help", "check")
+    code, out, _ = command("help", "check")
     assert code == 0 and out.startswith("usage: passthrough-hook check")
-    code, out, err = run("help", "chekc")
+    code, out, err = command("help", "chekc")
     assert code == 2 and out == ""
     assert 'unknown command "chekc" (did you mean "check"?)' in err
 
@@ -85,21 +73,21 @@ def test_help_of_one_command_and_of_an_unknown_one():
 
 
 def test_global_options_go_before_or_after_the_command():
-    before = run("--root", DEMO, "iommu")
-    after = run("iommu", "--root", DEMO)
+    before = command("--root", DEMO, "iommu")
+    after = command("iommu", "--root", DEMO)
     assert before == after and before[0] == 0
     assert before[1].startswith(f"IOMMU groups of {DEMO}: 6 groups, 9 devices")
-    code, out, err = run("--root", DEMO, "--json", "status", "--state-dir", DEMO / "run")
+    code, out, err = command("--root", DEMO, "--json", "status", "--state-dir", DEMO / "run")
     assert code == 0 and '"command": "status"' in out
 
 
 def test_a_command_says_which_global_options_it_ignores():
-    code, out, err = run("iommu", "--root", DEMO, "--config-dir", DEMO)
+    code, out, err = command("iommu", "--root", DEMO, "--config-dir", DEMO)
     assert code == 0 and err == "passthrough-hook: iommu ignores --config-dir\n"
 
 
 def test_an_option_unknown_before_the_command():
-    code, _, err = run("--force", "init", "win10")
+    code, _, err = command("--force", "init", "win10")
     assert code == 2 and 'unknown option "--force"' in err and "go after it" in err
 
 
@@ -117,15 +105,15 @@ def test_a_misspelt_event_is_named_with_the_one_meant():
         "preapre",
         "begin",
     )
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith(
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith(
         'passthrough-hook: unknown event "preapre/begin" (did you mean "prepare/begin"?); '
         "libvirt calls the qemu hook with prepare/begin, start/begin"
     )
 
 
 def test_by_hand_the_domain_needs_a_profile(tmp_path):
-    code, out, err = run(
+    code, out, err = command(
         "--dry-run", "--root", DEMO, "--config-dir", tmp_path, "win10", "prepare", "begin"
     )
     assert code == 2 and out == ""
@@ -136,17 +124,6 @@ def test_by_hand_the_domain_needs_a_profile(tmp_path):
 
 
 # --- libvirt's calls stay tolerant and silent --------------------------------------------------
-
-
-def hook(*args: str, config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["/usr/bin/python3", "-I", str(HOOK), *args],
-        input="<domain type='kvm'><name>win10</name></domain>",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PASSTHROUGH_HOOK_CONFIG_DIR": str(config)},
-    )
 
 
 @pytest.mark.parametrize(
@@ -160,10 +137,10 @@ def hook(*args: str, config: Path) -> subprocess.CompletedProcess:
 )
 def test_libvirt_may_invent_any_event(tmp_path, event):
     """Without a profile, and with one that has no steps for the event: exit 0, nothing said."""
-    assert hook("other", *event, config=tmp_path).returncode == 0
+    assert hook_process("other", *event, config=tmp_path).code == 0
     profiles = trusted_profile(tmp_path / "p")
-    result = hook("win10", *event, config=profiles)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    result = hook_process("win10", *event, config=profiles)
+    assert (result.code, result.out, result.err) == (0, "", "")
 
 
 def test_libvirt_calls_never_take_the_person_grammar(tmp_path, monkeypatch, capsys):
@@ -204,14 +181,14 @@ def test_libvirt_calls_never_take_the_person_grammar(tmp_path, monkeypatch, caps
     ],
 )
 def test_a_directory_that_does_not_exist_is_an_error(argv, flag):
-    code, out, err = run(*argv)
+    code, out, err = command(*argv)
     assert code == 2 and out == ""
     assert err == f"passthrough-hook: {flag} /no/such: no such directory\n"
 
 
 def test_iommu_of_a_tree_without_a_cpu_vendor_does_not_say_unknown_cpu_cpu(tmp_path):
     (tmp_path / "proc").mkdir()
-    code, out, _ = run("iommu", "--root", tmp_path)
+    code, out, _ = command("iommu", "--root", tmp_path)
     assert code == 1 and "unknown CPU CPU" not in out
     assert "the CPU vendor is unknown" in " ".join(out.split())
 
@@ -263,9 +240,9 @@ def test_xml_dash_reads_stdin_and_a_missing_xml_is_said():
         "prepare",
         "begin",
     ]
-    code, out, _ = run(*argv, "--xml", "-", stdin=xml)
+    code, out, _ = command(*argv, "--xml", "-", stdin=xml)
     assert code == 0 and "[1G pages: 0 → 16]" in out
-    code, out, _ = run(*argv)  # libvirt is out of reach from unit tests
+    code, out, _ = command(*argv)  # libvirt is out of reach from unit tests
     flat = " ".join(out.split())
     assert code == 1
     assert (
@@ -283,11 +260,11 @@ def test_validate_applies_the_hooks_trust_rule(tmp_path, monkeypatch):
     profiles = trusted_profile(tmp_path / "p")
     os.chmod(profiles / "win10.yaml", 0o666)
     monkeypatch.setattr(os, "geteuid", lambda: 0)  # as root: an error, as the hook refuses it
-    code, out, err = run("validate", "--config-dir", profiles)
+    code, out, err = command("validate", "--config-dir", profiles)
     assert code == 2 and out == ""
     assert "is writable by group or others (mode 666)" in err and "chmod go-w" in err
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # not root: a warning, the file is fine
-    code, out, err = run("validate", "--config-dir", profiles)
+    code, out, err = command("validate", "--config-dir", profiles)
     assert code == 0 and out.endswith("ok (2 devices, 3 steps), with warnings\n")
     assert "warning: the hook will refuse it" in err
 
@@ -377,4 +354,4 @@ def test_yes_and_a_non_terminal_never_ask(single_gpu):
     # the run itself went ahead: on a tree, `systemctl` is refused (it would act on this machine)
     assert "cannot run `systemctl" in output and code in (1, 2)
     result = program(*single_gpu)  # pipes, not a terminal
-    assert "Go ahead?" not in result.stderr and "cannot run `systemctl" in result.stderr
+    assert "Go ahead?" not in result.err and "cannot run `systemctl" in result.err

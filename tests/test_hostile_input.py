@@ -1,14 +1,13 @@
 """Random and hostile input: profiles and argv. The answer is always a clear error (exit 2)
 or a valid result, never a traceback, never a write to the host."""
 
-import io
 import string
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runs import command
 
-from passthrough.cli import main
 from passthrough.errors import ProfileError
 from passthrough.profile import parse_profile
 
@@ -175,11 +174,10 @@ def test_random_argv_never_writes_or_crashes(kernel, argv):
     os.makedirs("/profiles", exist_ok=True)
     with open("/profiles/win10.yaml", "w") as handle:
         handle.write('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpu0]\n')
-    out, err = io.StringIO(), io.StringIO()
     before = kernel.snapshot()
     writes = len(kernel.writes)
-    code = main(argv, stdin=io.StringIO(""), host_factory=kernel.host, out=out, err=err)
-    text = out.getvalue() + err.getvalue()
+    code, out, err = command(*argv, kernel=kernel)
+    text = out + err
     assert code in (0, 1, 2), (argv, code, text)
     assert "Traceback" not in text
     assert len(kernel.writes) == writes and kernel.snapshot() == before

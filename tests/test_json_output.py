@@ -4,7 +4,6 @@ with the exit code it has without --json."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -13,9 +12,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 from hosts import SEED_PROFILE
-from tool_trees import REPO, host_tree, run, write_profile
+from runs import command, hook
+from tool_trees import REPO, host_tree, write_profile
 
-from passthrough.cli import main
 from passthrough.output import FORMAT, SCHEMA
 
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
@@ -138,20 +137,20 @@ def cases(root: Path, profiles: Path, state: Path, tmp: Path) -> list[tuple[list
 
 def test_every_command_prints_one_valid_document(setup, tmp_path):
     root, profiles, state = setup
-    for argv, code, command in cases(root, profiles, state, tmp_path):
-        got, out, err = run("--json", *argv) if command != "help" else run(*argv, "--json")
+    for argv, code, name in cases(root, profiles, state, tmp_path):
+        got, out, err = command("--json", *argv) if name != "help" else command(*argv, "--json")
         assert got == code, (argv, out, err)
         document = one_document(out)
-        assert document["command"] == command, (argv, document)
+        assert document["command"] == name, (argv, document)
         if "error" in document:
             assert document["error"]["exit_code"] == code and not document["ok"], argv
         if argv[0] not in ("snapshot", "init"):  # those wrote their result the first time
-            assert run(*argv)[0] == code, argv  # the same exit code without --json
+            assert command(*argv)[0] == code, argv  # the same exit code without --json
 
 
 def test_a_dry_run_step_is_planned_not_done(setup):
     root, profiles, _ = setup
-    code, out, _ = run(
+    code, out, _ = command(
         "--dry-run", "--json", "--root", root, "--config-dir", profiles, "win10", "prepare", "begin"
     )
     document = one_document(out)
@@ -161,7 +160,7 @@ def test_a_dry_run_step_is_planned_not_done(setup):
 
 def test_nothing_to_recover_is_a_document(setup):
     root, _, state = setup
-    code, out, _ = run("recover", "--json", "--root", root, "--state-dir", state, "win10")
+    code, out, _ = command("recover", "--json", "--root", root, "--state-dir", state, "win10")
     document = one_document(out)
     assert code == 0 and document["ok"] and document["note"].startswith("nothing to recover")
 
@@ -171,24 +170,9 @@ def test_a_real_run_prints_one_document(kernel):
     os.makedirs("/profiles", exist_ok=True)
     Path("/profiles/win10.yaml").write_text(SEED_PROFILE)
     os.chmod("/profiles/win10.yaml", 0o644)
-    out, err = io.StringIO(), io.StringIO()
-    argv = [
-        "--json",
-        "--root",
-        "/host",
-        "--config-dir",
-        "/profiles",
-        "--state-dir",
-        "/host/run/ph",
-        "--log-file",
-        "/host/log",
-        "win10",
-        "prepare",
-        "begin",
-    ]
-    code = main(argv, stdin=io.StringIO(""), host_factory=kernel.host, out=out, err=err)
-    document = one_document(out.getvalue())
-    assert code == 0 and document["ok"] and not document["dry_run"], err.getvalue()
+    code, out, err = hook(kernel, "prepare", "begin", json=True)
+    document = one_document(out)
+    assert code == 0 and document["ok"] and not document["dry_run"], err
     assert {step["status"] for step in document["steps"]} == {"done"}
 
 

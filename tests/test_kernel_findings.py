@@ -13,20 +13,17 @@ where it runs in milliseconds:
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from runs import CONFIG, hook
 
 from passthrough.actions.base import StepContext
 from passthrough.actions.modprobe import Modprobe, ModprobeArgs
-from passthrough.cli import main
 from passthrough.errors import HostError
 from passthrough.host import Host, commands
 from passthrough.host.modules import Modules
-
-REPO = Path(__file__).resolve().parent.parent
 
 # The 6.1 dependency graph the guest showed (module -> modules it needs), and soft
 # dependencies modprobe loads after a module.
@@ -159,35 +156,14 @@ def test_modprobe_r_failing_with_the_module_still_loaded_is_an_error(proc_module
         real_modules().unload("vfio")
 
 
-def hook(kernel, *event: str, dry_run: bool = False) -> tuple[int, str]:
-    out = io.StringIO()
-    options = [
-        "--root",
-        "/host",
-        "--config-dir",
-        str(REPO / "config"),
-        "--state-dir",
-        "/host/run/ph",
-        "--log-file",
-        "/host/hook.log",
-    ] + (["--dry-run"] if dry_run else [])
-    code = main(
-        [*options, "win10", *event, "-"],
-        stdin=io.StringIO(""),
-        host_factory=None if dry_run else kernel.host,
-        out=out,
-        err=out,
-    )
-    return code, out.getvalue()
-
-
 def test_dry_run_of_release_sees_vfio_pci_freed_by_the_earlier_undo(kernel):
-    assert hook(kernel, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", config=CONFIG)[0] == 0
     # The fake kernel keeps its module list in memory; a dry run reads /proc/modules.
     Path("/host/proc/modules").write_text(
         "".join(f"{m} 16384 0 - Live 0x0\n" for m in sorted(kernel.modules))
     )
-    code, plan = hook(kernel, "release", "end", dry_run=True)
+    result = hook(kernel, "release", "end", dry_run=True, config=CONFIG)
+    code, plan = result.code, result.text
     assert code == 0, plan
     assert "modprobe -r vfio_pci" in plan
     assert "still drives" not in plan

@@ -22,10 +22,9 @@ from pathlib import Path
 import pytest
 from fakekernel import FakeKernel
 from hosts import Bar, GiB, MiB, demo_host
+from runs import LOG, command, hook
 from tool_trees import host_tree
-from tool_trees import run as run_tool
 from tool_trees import write_profile as write_tool_profile
-from toolbox import LOG, run
 
 from passthrough.host.kernel_model import parse_resource, sysfb_on_any_vga
 
@@ -99,15 +98,15 @@ def test_resize_of_a_second_gpu_on_an_affected_kernel_takes_the_hosts_console(fs
     does it; it stays gone after release."""
     kernel = make(fs, spec("6.1.30"))
     profile = SEED % {"bar": 2, "size": "8MiB"}
-    code, out, _ = run(kernel, profile, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=profile, dry_run=True)
     assert code == 0, out
     assert REMOVED in out
     assert FB.exists()  # a dry run changes nothing
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 0, err
     assert not os.path.lexists(FB) and not os.path.lexists(FB_LINK)
     assert REMOVED in Path(LOG).read_text()
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert not os.path.lexists(FB)  # sysfb does not register it again
     assert size(GPU, 2) == 256 * MiB
@@ -115,17 +114,21 @@ def test_resize_of_a_second_gpu_on_an_affected_kernel_takes_the_hosts_console(fs
 
 def test_resize_of_a_second_gpu_on_a_fixed_kernel_leaves_the_console(fs):
     kernel = make(fs, spec("6.6.9-200.fc39.x86_64"))
-    code, out, _ = run(kernel, SEED % {"bar": 2, "size": "8MiB"}, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(
+        kernel, "prepare", "begin", profile=SEED % {"bar": 2, "size": "8MiB"}, dry_run=True
+    )
     assert code == 0, out
     assert "efi-framebuffer" not in out
-    code, _, err = run(kernel, None, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin")
     assert code == 0, err
     assert FB.exists()
 
 
 def test_when_the_kernel_version_does_not_tell_the_plan_says_may(fs):
     kernel = make(fs, spec("6.1.0-9-amd64"))
-    code, out, _ = run(kernel, SEED % {"bar": 2, "size": "8MiB"}, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(
+        kernel, "prepare", "begin", profile=SEED % {"bar": 2, "size": "8MiB"}, dry_run=True
+    )
     assert code == 0, out
     assert "kernel may remove efi-framebuffer.0 (host console; kernels before 6.1.47" in out
 
@@ -155,7 +158,7 @@ def test_check_warns_when_a_resize_takes_the_console_of_another_gpu(tmp_path):
     for name, root in (("old", affected), ("new", fixed)):
         profiles = tmp_path / f"profiles-{name}"
         write_tool_profile(profiles, "win10", profile)
-        code, out, err = run_tool(
+        code, out, err = command(
             "check", "--root", root, "--config-dir", profiles, "--json", "win10"
         )
         assert err == "", err
@@ -198,19 +201,19 @@ def windowed(**extra):
 def test_resize_releases_every_bar_with_the_same_flags_and_assigns_them_again(fs):
     """Shrinking BAR 0 repacks both BARs in the window, largest first: BAR 2 moves too."""
     kernel = make(fs, windowed())
-    code, out, _ = run(kernel, SEED % {"bar": 0, "size": "256MiB"}, "prepare", "begin")
+    code, out, _ = hook(kernel, "prepare", "begin", profile=SEED % {"bar": 0, "size": "256MiB"})
     assert code == 0, out
     (start0, end0, _), (start2, end2, _) = bars(GPU)[0], bars(GPU)[2]
     assert (start0, end0 - start0 + 1) == (WINDOW_BASE, 256 * MiB)
     assert (start2, end2 - start2 + 1) == (WINDOW_BASE + 256 * MiB, 256 * MiB)  # moved
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert size(GPU, 0) == 8 * GiB and size(GPU, 2) == 256 * MiB
 
 
 def test_a_bigger_bar_grows_the_bridge_window_when_the_parent_has_room(fs):
     kernel = make(fs, windowed())
-    code, _, err = run(kernel, SEED % {"bar": 0, "size": "16GiB"}, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=SEED % {"bar": 0, "size": "16GiB"})
     assert code == 0, err
     assert size(GPU, 0) == 16 * GiB
     start, end, _ = bars(BRIDGE)[15]
@@ -221,7 +224,7 @@ def test_enospc_when_the_window_cannot_grow_keeps_the_old_size_and_says_why(fs):
     kernel = make(fs, windowed())
     kernel.window_room[BRIDGE] = 12 * GiB
     before = kernel.snapshot()
-    code, _, err = run(kernel, SEED % {"bar": 0, "size": "16GiB"}, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=SEED % {"bar": 0, "size": "16GiB"})
     assert code == 1
     assert "resource0_resize failed: No space left on device" in err
     assert "the bridge window cannot grow to that size" in err
@@ -235,7 +238,7 @@ def test_enoent_when_another_device_has_bars_in_the_window(fs):
     audio_bar = {0: Bar(16 * 1024, WINDOW_BASE + 8 * GiB + 128 * MiB, flags=0x0014220C)}
     kernel = make(fs, windowed(**{AUDIO: {"bars": audio_bar}}))
     before = kernel.snapshot()
-    code, _, err = run(kernel, SEED % {"bar": 2, "size": "8MiB"}, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=SEED % {"bar": 2, "size": "8MiB"})
     assert code == 1
     assert "resource2_resize failed: No such file or directory" in err
     assert "the bridge window above the device still holds other BARs" in err
@@ -244,7 +247,7 @@ def test_enoent_when_another_device_has_bars_in_the_window(fs):
 
 def test_ebusy_while_sr_iov_vfs_are_enabled(fs):
     kernel = make(fs, spec(**{GPU: {"sriov_numvfs": 2}}))
-    code, _, err = run(kernel, SEED % {"bar": 2, "size": "8MiB"}, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=SEED % {"bar": 2, "size": "8MiB"})
     assert code == 1
     assert "resource2_resize failed: Device or resource busy" in err
     assert "sriov_numvfs" in err
@@ -309,11 +312,11 @@ def test_vfio_pci_loaded_with_ids_takes_the_hosts_identical_card_when_it_is_unbo
     kernel = make(fs, twin_gpus(vfio_at_boot=False))
     kernel.store.set_driver_link(TWIN, None)  # e.g. the host unbound it for a reset
     profile = 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n'
-    code, out, _ = run(kernel, profile, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=profile, dry_run=True)
     assert code == 0, out
     assert f"vfio-pci takes {TWIN}: unbound and listed in ids=1002:73df" in out
     assert "/etc/modprobe.d/vfio.conf:2" in out
-    code, _, err = run(kernel, None, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin")
     assert code == 0, err
     assert kernel.driver(TWIN) == "vfio-pci"
 
@@ -324,9 +327,9 @@ def test_with_vfio_pci_loaded_at_boot_a_reattach_lands_on_vfio_pci(fs):
     kernel = make(fs, twin_gpus(vfio_at_boot=True))
     profile = 'devices: {gpu: "0000:05:00.0"}\nprepare/begin:\n  - reattach: {devices: [gpu], via: sysfs}\n'
     kernel.store.set_driver_link(TWIN, None)
-    code, out, _ = run(kernel, profile, "prepare", "begin", dry_run=True)
+    code, out, _ = hook(kernel, "prepare", "begin", profile=profile, dry_run=True)
     assert "no host driver took the device (it is on vfio-pci)" in out
-    code, _, err = run(kernel, None, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin")
     assert code == 1
     assert "no host driver took the device (it is on vfio-pci)" in err
 
@@ -338,7 +341,7 @@ def test_check_warns_when_vfio_pci_ids_match_a_device_the_host_keeps(tmp_path):
     write_tree(twin_gpus(vfio_at_boot=False), root)
     profiles = tmp_path / "profiles"
     write_tool_profile(profiles, "win10", SEED % {"bar": 2, "size": "8MiB"})
-    code, out, err = run_tool("check", "--root", root, "--config-dir", profiles, "--json", "win10")
+    code, out, err = command("check", "--root", root, "--config-dir", profiles, "--json", "win10")
     assert err == "", err
     found = [f for f in json.loads(out)["findings"] if "ids=" in f["message"]]
     assert [f["severity"] for f in found] == ["warning"]
@@ -358,10 +361,10 @@ def test_a_variant_driver_counts_as_vfio_pci(fs):
     kernel.add_driver("nvgrace_gpu_vfio_pci")
     kernel.libvirt_variant[GPU] = "nvgrace_gpu_vfio_pci"
     profile = 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n  - detach: [gpu]\n'
-    code, _, err = run(kernel, profile, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", profile=profile)
     assert code == 0, err
     assert kernel.driver(GPU) == "nvgrace_gpu_vfio_pci"
-    code, _, err = run(kernel, None, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert kernel.driver(GPU) == "amdgpu"
 
@@ -379,6 +382,6 @@ def test_check_accepts_a_group_member_on_a_variant_driver(tmp_path):
         "win10",
         'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detach: [gpu]\n',
     )
-    code, out, err = run_tool("check", "--root", root, "--config-dir", profiles, "--json", "win10")
+    code, out, err = command("check", "--root", root, "--config-dir", profiles, "--json", "win10")
     groups = [f for f in json.loads(out)["findings"] if f["check"] == "groups"]
     assert groups and all(f["severity"] == "ok" for f in groups), groups

@@ -7,15 +7,13 @@ these run the same whatever kernel this machine has."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 from fakekernel import FakeKernel
 from hosts import KERNELS, SEED_PROFILE, kernel_host
-from tool_trees import host_tree, hostdev_xml, run, write_profile
-
-from passthrough.cli import main
+from runs import LOG, STATE, command, hook
+from tool_trees import host_tree, hostdev_xml, write_profile
 
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
 # What many tutorials load, and the seed profile's list with vfio_virqfd added.
@@ -40,31 +38,6 @@ OBSOLETE = {
 }
 
 
-def hook(kernel: FakeKernel, config: Path, *event: str, dry_run: bool = False):
-    out, err = io.StringIO(), io.StringIO()
-    code = main(
-        [
-            "--root",
-            "/host",
-            "--config-dir",
-            str(config),
-            "--state-dir",
-            "/host/run/passthrough-hook",
-            "--log-file",
-            "/host/log/hook.log",
-            *(["--dry-run"] if dry_run else []),
-            "win10",
-            *event,
-            "-",
-        ],
-        stdin=io.StringIO("<domain/>"),
-        host_factory=kernel.host,
-        out=out,
-        err=err,
-    )
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.mark.parametrize("version", list(KERNELS))
 def test_the_tutorial_profile_starts_and_stops_on_every_kernel(fs, version):
     kernel = FakeKernel(fs, kernel_host(version))
@@ -72,17 +45,17 @@ def test_the_tutorial_profile_starts_and_stops_on_every_kernel(fs, version):
     fs.create_file(str(config / "win10.yaml"), contents=TUTORIAL_PROFILE)
     start = kernel.snapshot()
 
-    code, _, err = hook(kernel, config, "prepare", "begin")
-    assert code == 0, err + Path("/host/log/hook.log").read_text()
+    code, _, err = hook(kernel, "prepare", "begin")
+    assert code == 0, err + Path(LOG).read_text()
     assert kernel.driver(GPU) == "vfio-pci" and kernel.driver(AUDIO) == "vfio-pci"
     absent = OBSOLETE[version]
     loaded = {"vfio", "vfio_iommu_type1", "vfio_virqfd", "vfio_pci"} - set(absent)
     assert loaded <= kernel.modules and not set(absent) & kernel.modules
-    log = Path("/host/log/hook.log").read_text()
+    log = Path(LOG).read_text()
     for module, why in absent.items():
         assert f"modprobe {module} skipped: {why}; drop it from the step" in log
 
-    code, _, err = hook(kernel, config, "release", "end")
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert kernel.snapshot() == start
 
@@ -96,7 +69,7 @@ def test_without_the_kernel_facts_modprobe_fails_the_start(fs):
     Path("/host/boot/config-6.12.9-amd64").unlink()
     Path("/host/proc/sys/kernel/osrelease").write_text("6.1.0-13-amd64\n")  # wrong facts: pre-6.2
     start = kernel.snapshot()
-    code, _, err = hook(kernel, config, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin")
     assert code == 1
     assert (
         "modprobe: FATAL: Module vfio_virqfd not found in directory /lib/modules/6.12.9-amd64"
@@ -110,8 +83,8 @@ def test_the_plan_notes_each_module_the_kernel_does_not_have(fs, version):
     kernel = FakeKernel(fs, kernel_host(version))
     config = Path("/profiles")
     fs.create_file(str(config / "win10.yaml"), contents=TUTORIAL_PROFILE)
-    fs.create_dir("/host/run/passthrough-hook")  # a dry run reads the journal; it creates nothing
-    code, out, err = hook(kernel, config, "prepare", "begin", dry_run=True)
+    fs.create_dir(STATE)  # a dry run reads the journal; it creates nothing
+    code, out, err = hook(kernel, "prepare", "begin", dry_run=True)
     assert code == 0, err
     for module, why in OBSOLETE[version].items():
         assert f"      modprobe {module}   [{module}: {why}; nothing to load]" in out
@@ -123,12 +96,12 @@ def test_the_plan_notes_each_module_the_kernel_does_not_have(fs, version):
 def test_a_snapshot_of_a_newer_host_is_planned_for_its_kernel_on_any_machine(tmp_path, version):
     """Nothing of this machine's kernel is read: the snapshot's release, module names and
     build options decide."""
-    code, _, err = run(
+    code, _, err = command(
         "snapshot", "--root", host_tree(tmp_path, f"kernel-{version}"), tmp_path / "copy"
     )
     assert code == 0, err
     config = write_profile(tmp_path / "profiles", "win10", TUTORIAL_PROFILE).parent
-    code, out, _ = run(
+    code, out, _ = command(
         "--root",
         tmp_path / "copy",
         "--config-dir",
@@ -152,7 +125,7 @@ def test_check_names_the_modules_to_drop(tmp_path, version):
     root = host_tree(tmp_path, f"kernel-{version}")
     config = write_profile(tmp_path / "profiles", "win10", TUTORIAL_PROFILE).parent
     (tmp_path / "win10.xml").write_text(XML)
-    code, out, _ = run(
+    code, out, _ = command(
         "check",
         "--root",
         root,
@@ -196,7 +169,7 @@ def test_check_names_the_modules_to_drop(tmp_path, version):
 def test_init_writes_vfio_pci_alone_and_its_profile_starts(tmp_path, version):
     root = host_tree(tmp_path, f"kernel-{version}")
     (tmp_path / "win10.xml").write_text(XML)
-    code, out, _ = run(
+    code, out, _ = command(
         "init",
         "--root",
         root,
@@ -209,7 +182,7 @@ def test_init_writes_vfio_pci_alone_and_its_profile_starts(tmp_path, version):
     assert code == 0, out
     assert "  - modprobe: [vfio_pci]\n" in out
     assert "warning" not in out
-    code, out, _ = run(
+    code, out, _ = command(
         "--root",
         root,
         "--config-dir",

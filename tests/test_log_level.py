@@ -4,15 +4,12 @@ each step too (DEBUG) when the profile says `log_level: debug` (libvirt's calls)
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from runs import REPO, Result, log, program, tree_options
 
-REPO = Path(__file__).resolve().parent.parent
 STEP = "win10 prepare/begin: 1. write 0 to /sys/bus/pci/drivers_autoprobe: done"
 OPERATION = "DEBUG     write 0 > /sys/bus/pci/drivers_autoprobe   [1 → 0]"
 PROFILE = """\
@@ -29,52 +26,45 @@ def host(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def prepare(host: Path, profile: str, *options: str) -> tuple[subprocess.CompletedProcess, str]:
+def prepare(host: Path, profile: str, *options: str) -> tuple[Result, str]:
     (host / "profiles" / "win10.yaml").write_text(profile)
-    log = host / "hook.log"
-    result = subprocess.run(
-        [sys.executable, "-m", "passthrough", *options, "--root", str(host / "host")]
-        + ["--config-dir", str(host / "profiles"), "--state-dir", str(host / "run")]
-        + ["--log-file", str(log), "win10", "prepare", "begin", "-"],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    result = program(
+        *options,
+        "--config-dir",
+        host / "profiles",
+        *tree_options(host / "host"),
+        "win10",
+        "prepare",
+        "begin",
+        "-",
+        env={"LC_ALL": "C.UTF-8"},
     )
-    assert result.returncode == 0, result.stderr
-    return result, log.read_text(encoding="utf-8")
+    assert result.code == 0, result.err
+    return result, log(host / "host")
 
 
 def test_by_default_the_log_has_each_step_and_not_its_operations(host: Path) -> None:
     result, log = prepare(host, PROFILE)
     assert STEP in log and " INFO " in log
     assert "DEBUG" not in log
-    assert "write 0 >" not in result.stderr
+    assert "write 0 >" not in result.err
 
 
 def test_log_level_debug_in_the_profile_logs_every_operation(host: Path) -> None:
     result, log = prepare(host, "log_level: debug\n" + PROFILE)
     assert STEP in log
     assert OPERATION in log
-    assert "write 0 >" not in result.stderr  # libvirt drops a hook's stdout, shows stderr
+    assert "write 0 >" not in result.err  # libvirt drops a hook's stdout, shows stderr
 
 
 def test_debug_on_the_command_line_logs_and_prints_every_operation(host: Path) -> None:
     result, log = prepare(host, PROFILE, "--debug")
     assert OPERATION in log
-    assert "    write 0 > /sys/bus/pci/drivers_autoprobe   [1 → 0]" in result.stderr.splitlines()
+    assert "    write 0 > /sys/bus/pci/drivers_autoprobe   [1 → 0]" in result.err.splitlines()
 
 
 def test_a_log_level_that_is_not_a_level_is_a_profile_error(host: Path) -> None:
     (host / "profiles" / "win10.yaml").write_text("log_level: verbose\n" + PROFILE)
-    result = subprocess.run(
-        [sys.executable, "-m", "passthrough", "validate", str(host / "profiles" / "win10.yaml")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "win10.yaml:1:12: log_level is info or debug" in result.stderr
+    result = program("validate", host / "profiles" / "win10.yaml")
+    assert result.code == 2
+    assert "win10.yaml:1:12: log_level is info or debug" in result.err

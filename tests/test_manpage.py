@@ -6,7 +6,8 @@ import shutil
 import subprocess
 
 import pytest
-from tool_trees import REPO, run
+from runs import command
+from tool_trees import REPO
 
 from passthrough.cli import GLOBAL_OPTIONS, SUBCOMMANDS
 
@@ -14,7 +15,7 @@ PAGE = REPO / "docs" / "passthrough-hook.8"
 
 
 def test_the_committed_man_page_is_current():
-    code, out, _ = run("help", "--man")
+    code, out, _ = command("help", "--man")
     assert code == 0
     assert PAGE.read_text() == out, (
         "run `python3 -m passthrough help --man > docs/passthrough-hook.8`"

@@ -1,38 +1,22 @@
-"""Never strand a GPU: ownership, locking, crash recovery, idempotency, the host guard,
-holders and timeouts, root-owned configuration, internal errors."""
+"""Never strand a GPU: ownership, crash recovery, idempotency, the host guard, holders and
+timeouts, root-owned configuration, internal errors. (The state dir's lock is StateDir's:
+tests/test_state.py.)"""
 
-import io
 import json
 import os
-import threading
 from pathlib import Path
 
 import hostdeps
 import pytest
 from fakekernel import Killed
 from hosts import SEED_PROFILE
+from runs import LOG, STATE, command, hook, recover
 from test_json_output import one_document
 
-from passthrough.cli import main
 from passthrough.errors import HostError
-from passthrough.state import StateDir, StateError
 
 GPU, AUDIO, NVME, NIC = "0000:03:00.0", "0000:03:00.1", "0000:01:00.0", "0000:02:00.0"
 HOST = Path("/host")
-STATE = "/host/run/passthrough-hook"
-
-
-def run(kernel, *args, config="/profiles"):
-    out, err = io.StringIO(), io.StringIO()
-    argv = list(args)
-    options = ["--root", "/host", "--state-dir", STATE, "--log-file", "/host/log/hook.log"]
-    if argv[0] == "recover":
-        argv = ["recover", *options, *argv[1:]]
-    else:
-        # --debug: the tests read each step's operations from the log.
-        argv = ["--debug", "--config-dir", config, *options, *argv]
-    code = main(argv, stdin=io.StringIO(""), host_factory=kernel.host, out=out, err=err)
-    return code, out.getvalue() + err.getvalue()
 
 
 def profile(name: str, text: str, directory: str = "/profiles") -> None:
@@ -49,49 +33,22 @@ def seed(kernel):
     return kernel
 
 
-# --- ownership and locking -----------------------------------------------------------------
+# --- ownership -----------------------------------------------------------------------------
 
 
 def test_a_device_held_by_another_domain_is_refused_by_name(seed):
     profile("win11", SEED_PROFILE)
-    assert run(seed, "win11", "prepare", "begin", "-")[0] == 0
+    assert hook(seed, "prepare", "begin", domain="win11")[0] == 0
     held = seed.snapshot()
-    code, text = run(seed, "win10", "prepare", "begin", "-")
-    assert code == 1
-    assert "0000:03:00.0 is held by domain win11 since " in text and "stop win11 first" in text
+    result = hook(seed, "prepare", "begin")
+    assert result.code == 1
+    assert (
+        "0000:03:00.0 is held by domain win11 since " in result.text
+        and "stop win11 first" in result.text
+    )
     assert seed.snapshot() == held
-    assert run(seed, "win11", "release", "end", "-")[0] == 0
-    assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
-
-
-def test_a_run_that_cannot_get_the_lock_fails_clearly(tmp_path):
-    state = StateDir(tmp_path / "state")
-    entered, leave = threading.Event(), threading.Event()
-
-    def holder():
-        with state.lock("win11", "prepare/begin"):
-            entered.set()
-            leave.wait(10)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert entered.wait(5)
-        with (
-            pytest.raises(
-                StateError,
-                match=r"another passthrough-hook run \(pid \d+, win11 prepare/begin\) "
-                r"has held .*/lock for over 0 s",
-            ),
-            state.lock("win10", "prepare/begin", timeout=0.2),
-        ):
-            pass
-    finally:
-        leave.set()
-        thread.join()
-    with state.lock("win10", "prepare/begin", timeout=0.2):
-        pass
-    assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
+    assert hook(seed, "release", "end", domain="win11")[0] == 0
+    assert hook(seed, "prepare", "begin")[0] == 0
 
 
 # --- crash safety ---------------------------------------------------------------------------
@@ -110,42 +67,41 @@ def test_killed_mid_prepare_is_undone_by_recover_or_release(seed, fault, then):
     start = seed.snapshot()
     seed.fail(fault, "kill")
     with pytest.raises(Killed):
-        run(seed, "win10", "prepare", "begin", "-")
+        hook(seed, "prepare", "begin")
     journal = json.loads(Path(STATE, "win10.json").read_text())
     assert journal["entries"][-1]["status"] == "running"
     assert seed.snapshot() != start
-    code, text = (
-        run(seed, "recover", "win10")
-        if then == "recover"
-        else run(seed, "win10", "release", "end", "-")
-    )
-    assert code == 0, text
+    result = recover(seed) if then == "recover" else hook(seed, "release", "end")
+    assert result.code == 0, result.text
     assert seed.snapshot() == start
     assert not Path(STATE, "win10.json").exists()
 
 
 def test_recover_with_nothing_journaled(seed):
     os.makedirs(STATE, exist_ok=True)
-    code, text = run(seed, "recover", "win10")
-    assert code == 0 and "nothing to recover" in text
+    result = recover(seed)
+    assert result.code == 0 and "nothing to recover" in result.text
 
 
 def test_recover_from_a_state_dir_that_does_not_exist_is_an_error(seed):
-    code, text = run(seed, "recover", "win10")
-    assert code == 2 and f"--state-dir {STATE}: no such directory" in text
+    result = recover(seed)
+    assert result.code == 2 and f"--state-dir {STATE}: no such directory" in result.text
 
 
 def test_an_undo_that_fails_is_reported_and_kept_for_the_next_try(seed):
     start = seed.snapshot()
-    assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
+    assert hook(seed, "prepare", "begin")[0] == 0
     seed.fail("bus/pci/devices/0000:03:00.0/resource2_resize", "EBUSY")
-    code, text = run(seed, "win10", "release", "end", "-")
-    assert code == 1
-    assert "NOT restored: undo prepare/begin step 3: resize BAR 2 of gpu back to 256 MiB" in text
-    assert "passthrough-hook recover win10" in text
+    result = hook(seed, "release", "end")
+    assert result.code == 1
+    assert (
+        "NOT restored: undo prepare/begin step 3: resize BAR 2 of gpu back to 256 MiB"
+        in result.text
+    )
+    assert "passthrough-hook recover win10" in result.text
     # best effort: the other steps were still undone
     assert seed.driver(AUDIO) == "snd_hda_intel"
-    assert run(seed, "recover", "win10")[0] == 0
+    assert recover(seed)[0] == 0
     assert seed.snapshot() == start
 
 
@@ -155,12 +111,12 @@ def test_an_undo_that_fails_is_reported_and_kept_for_the_next_try(seed):
 def test_release_after_a_failed_prepare_changes_nothing(seed):
     start = seed.snapshot()
     seed.fail("bus/pci/devices/0000:03:00.0/resource2_resize", "EINVAL")
-    assert run(seed, "win10", "prepare", "begin", "-")[0] == 1
+    assert hook(seed, "prepare", "begin")[0] == 1
     assert seed.snapshot() == start
     writes = len(seed.writes)
     for _ in range(2):
-        code, text = run(seed, "win10", "release", "end", "-")
-        assert code == 0, text
+        result = hook(seed, "release", "end")
+        assert result.code == 0, result.text
     assert len(seed.writes) == writes and seed.snapshot() == start
 
 
@@ -170,10 +126,10 @@ def test_a_device_already_on_vfio_is_a_recorded_no_op(seed):
         'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - modprobe: [vfio_pci]\n'
         "  - bind: {device: gpu, driver: vfio-pci}\n  - detach: {devices: [gpu], via: sysfs}\n",
     )
-    assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
+    assert hook(seed, "prepare", "begin")[0] == 0
     entries = json.loads(Path(STATE, "win10.json").read_text())["entries"]
     assert entries[2]["record"]["devices"][0]["changed"] is False
-    assert run(seed, "win10", "release", "end", "-")[0] == 0
+    assert hook(seed, "release", "end")[0] == 0
     assert seed.driver(GPU) == "amdgpu"
 
 
@@ -191,12 +147,12 @@ def test_the_disk_the_root_filesystem_is_on_is_refused(kernel):
         'devices: {gpu: "0000:01:00.0"}\nprepare/begin:\n  - detach: {devices: [gpu], via: sysfs}\n',
     )
     start = kernel.snapshot()
-    code, text = run(kernel, "win10", "prepare", "begin", "-")
-    assert code == 1
+    result = hook(kernel, "prepare", "begin")
+    assert result.code == 1
     assert (
         "0000:01:00.0: refusing to detach gpu (0000:01:00.0) it: the host depends on it now "
         "(/boot/efi is mounted from /dev/nvme0n1p1; / is mounted from /dev/mapper/root)"
-    ) in text.replace("detach gpu (0000:01:00.0) it", "detach gpu (0000:01:00.0) it")
+    ) in result.text.replace("detach gpu (0000:01:00.0) it", "detach gpu (0000:01:00.0) it")
     assert kernel.snapshot() == start
 
 
@@ -207,15 +163,19 @@ def test_an_interface_that_is_up_is_refused_unless_forced(kernel):
         "win10",
         'devices: {nic: "0000:02:00.0"}\nprepare/begin:\n  - detach: {devices: [nic], via: sysfs}\n',
     )
-    code, text = run(kernel, "win10", "prepare", "begin", "-")
-    assert code == 1 and "network interface enp2s0 is up" in text and "force: true" in text
+    result = hook(kernel, "prepare", "begin")
+    assert (
+        result.code == 1
+        and "network interface enp2s0 is up" in result.text
+        and "force: true" in result.text
+    )
     profile(
         "win10",
         'devices: {nic: "0000:02:00.0"}\nprepare/begin:\n  - detach: {devices: [nic], via: sysfs}\n'
         "    force: true\n",
     )
-    code, text = run(kernel, "win10", "prepare", "begin", "-")
-    assert code == 0, text
+    result = hook(kernel, "prepare", "begin")
+    assert result.code == 0, result.text
     assert kernel.driver(NIC) == "vfio-pci"
 
 
@@ -234,14 +194,14 @@ def test_a_gpu_held_by_a_process_is_not_unbound(seed):
         "  - detach: {devices: [gpu], via: sysfs}\n",
     )
     start = seed.snapshot()
-    code, text = run(seed, "win10", "prepare", "begin", "-")
-    assert code == 1
+    result = hook(seed, "prepare", "begin")
+    assert result.code == 1
     assert (
         "cannot unbind while in use: Xorg (pid 1234) holds /dev/dri/card1 of 0000:03:00.0; vkcube (pid 2000) "
         "holds /sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0/resource0 of 0000:03:00.0"
-    ) in text
+    ) in result.text
     assert (
-        "Rolled back, newest first: unload vfio_pci." in text
+        "Rolled back, newest first: unload vfio_pci." in result.text
     )  # the detach itself changed nothing
     assert seed.snapshot() == start
 
@@ -249,12 +209,9 @@ def test_a_gpu_held_by_a_process_is_not_unbound(seed):
 def test_a_sound_device_in_use_is_only_noted(seed):
     hostdeps.add_sound(HOST, AUDIO, 1, "controlC1", "pcmC1D3p")
     hostdeps.add_process(HOST, 900, "pipewire", files=["/dev/snd/controlC1"])
-    code, text = run(seed, "win10", "prepare", "begin", "-")
-    assert code == 0, text
-    assert (
-        "pipewire (pid 900) holds /dev/snd/controlC1 of 0000:03:00.1"
-        in Path("/host/log/hook.log").read_text()
-    )
+    result = hook(seed, "prepare", "begin")
+    assert result.code == 0, result.text
+    assert "pipewire (pid 900) holds /dev/snd/controlC1 of 0000:03:00.1" in Path(LOG).read_text()
 
 
 def test_a_write_stuck_in_the_kernel_fails_the_step_and_the_rest_is_rolled_back(seed):
@@ -272,14 +229,14 @@ def test_a_write_stuck_in_the_kernel_fails_the_step_and_the_rest_is_rolled_back(
     mapped = seed.hold_open(4321, "qemu-system-x86", AUDIO)
     seed.fail("bus/pci/drivers/snd_hda_intel/unbind", "stuck")
     try:
-        code, text = run(seed, "win10", "prepare", "begin", "-")
-        assert code == 1, text
+        result = hook(seed, "prepare", "begin")
+        assert result.code == 1, result.text
         unbind = f"/sys/bus/pci/devices/{AUDIO}/driver/unbind"
-        assert f"{AUDIO}: writing '{AUDIO}' to {unbind} did not return within " in text
-        assert "it is stuck in the kernel (helper pid " in text
-        assert f"still open: qemu-system-x86 (pid 4321) holds {mapped} of {AUDIO}" in text
-        assert f"STUCK: {AUDIO}: `write {AUDIO} > {unbind}` has not returned" in text
-        assert "passthrough-hook recover win10" in text
+        assert f"{AUDIO}: writing '{AUDIO}' to {unbind} did not return within " in result.text
+        assert "it is stuck in the kernel (helper pid " in result.text
+        assert f"still open: qemu-system-x86 (pid 4321) holds {mapped} of {AUDIO}" in result.text
+        assert f"STUCK: {AUDIO}: `write {AUDIO} > {unbind}` has not returned" in result.text
+        assert "passthrough-hook recover win10" in result.text
         assert seed.writes_on_stuck == []
         now = seed.snapshot()
         assert now[GPU] == start[GPU]  # the other device is back
@@ -291,28 +248,27 @@ def test_a_write_stuck_in_the_kernel_fails_the_step_and_the_rest_is_rolled_back(
         journal = json.loads(Path(STATE, "win10.json").read_text())
         assert journal["stuck"][AUDIO]["pid"] == seed.helpers[0]
 
-        out = io.StringIO()
-        code = main(["status", "--root", "/host", "--state-dir", STATE], out=out, err=out)
-        status = " ".join(out.getvalue().split())
-        assert code == 1
+        status_result = command("status", "--root", "/host", "--state-dir", STATE)
+        status = " ".join(status_result.text.split())
+        assert status_result.code == 1
         assert (
             f"PROBLEM (stuck): {AUDIO}: `write {AUDIO} > {unbind}` is stuck in the kernel since "
             in status
         )
         assert f"(helper pid {seed.helpers[0]}, state S)" in status
-        out = io.StringIO()
-        main(["status", "--root", "/host", "--state-dir", STATE, "--json"], out=out, err=out)
-        [win10] = one_document(out.getvalue())["domains"]
+        [win10] = one_document(
+            command("status", "--root", "/host", "--state-dir", STATE, "--json").text
+        )["domains"]
         [stuck] = [p for p in win10["problems"] if p["kind"] == "stuck"]
         assert (stuck["address"], stuck["helper"]) == (AUDIO, seed.helpers[0])
-        code, text = run(seed, "recover", "win10")
-        assert code == 1
-        assert f"not recovering win10 yet: {AUDIO} is still stuck in the kernel" in text
-        assert "qemu-system-x86 (pid 4321)" in text
+        result = recover(seed)
+        assert result.code == 1
+        assert f"not recovering win10 yet: {AUDIO} is still stuck in the kernel" in result.text
+        assert "qemu-system-x86 (pid 4321)" in result.text
     finally:
         seed.release_stuck()
-    code, text = run(seed, "recover", "win10")
-    assert code == 0, text
+    result = recover(seed)
+    assert result.code == 0, result.text
     assert seed.snapshot() == start
     assert not Path(STATE, "win10.json").exists()
 
@@ -323,12 +279,16 @@ def test_a_write_stuck_in_the_kernel_fails_the_step_and_the_rest_is_rolled_back(
 @pytest.mark.skipif(os.geteuid() != 0, reason="the ownership rules apply when running as root")
 def test_profiles_others_can_write_are_refused(seed):
     os.chmod("/profiles/win10.yaml", 0o666)
-    code, text = run(seed, "win10", "prepare", "begin", "-")
-    assert code == 2 and "writable by group or others (mode 666)" in text and "chmod go-w" in text
+    result = hook(seed, "prepare", "begin")
+    assert (
+        result.code == 2
+        and "writable by group or others (mode 666)" in result.text
+        and "chmod go-w" in result.text
+    )
     os.chmod("/profiles/win10.yaml", 0o644)
     os.chown("/profiles/win10.yaml", 1000, 1000)
-    code, text = run(seed, "win10", "prepare", "begin", "-")
-    assert code == 2 and "owned by uid 1000, not root" in text
+    result = hook(seed, "prepare", "begin")
+    assert result.code == 2 and "owned by uid 1000, not root" in result.text
     assert seed.writes == []
 
 
@@ -339,25 +299,28 @@ def test_an_internal_error_exits_3_with_the_traceback_in_the_log(seed, monkeypat
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(Detach, "apply", broken)
-    code, text = run(seed, "win10", "prepare", "begin", "-")
-    assert code == 3
+    result = hook(seed, "prepare", "begin")
+    assert result.code == 3
     assert (
-        "internal error (a bug, not your profile); the traceback is in /host/log/hook.log" in text
+        "internal error (a bug, not your profile); the traceback is in /host/log/hook.log"
+        in result.text
     )
-    assert "Traceback" not in text
-    assert "ZeroDivisionError: a bug" in Path("/host/log/hook.log").read_text()
+    assert "Traceback" not in result.text
+    assert "ZeroDivisionError: a bug" in Path(LOG).read_text()
 
 
 def test_a_profile_broken_while_the_vm_runs_still_releases(seed):
     """The user edits the YAML into an error while the VM runs: release must still put
     the devices back from the journal, and say why it ignored the profile."""
     start = seed.snapshot()
-    assert run(seed, "win10", "prepare", "begin", "-")[0] == 0
+    assert hook(seed, "prepare", "begin")[0] == 0
     profile("win10", SEED_PROFILE + "release/end:\n  - detatch: [gpu]\n")
-    code, text = run(seed, "win10", "release", "end", "-")
-    assert code == 0, text
-    assert "warning: the profile did not load, so its release/end steps were not used" in text
-    assert 'unknown action "detatch"' in text
+    result = hook(seed, "release", "end")
+    assert result.code == 0, result.text
+    assert (
+        "warning: the profile did not load, so its release/end steps were not used" in result.text
+    )
+    assert 'unknown action "detatch"' in result.text
     assert seed.snapshot() == start
     # Other events still refuse the broken profile.
-    assert run(seed, "win10", "prepare", "begin", "-")[0] == 2
+    assert hook(seed, "prepare", "begin")[0] == 2

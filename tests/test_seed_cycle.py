@@ -1,71 +1,36 @@
 """The seed scenario on the fake kernel: prepare, release, and the host ends as it began."""
 
-import io
 import json
 from pathlib import Path
 
-from passthrough.cli import main
-
-REPO = Path(__file__).resolve().parent.parent
+from runs import CONFIG, LOG, STATE, hook, write_profile
 
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
 
 
-def run(kernel, *event, profile_dir=None, extra=()):
-    out, err = io.StringIO(), io.StringIO()
-    code = main(
-        [
-            "--root",
-            "/host",
-            "--config-dir",
-            str(profile_dir or REPO / "config"),
-            "--state-dir",
-            "/host/run/passthrough-hook",
-            "--log-file",
-            "/host/log/hook.log",
-            *extra,
-            "win10",
-            *event,
-            "-",
-        ],
-        stdin=io.StringIO("<domain/>"),
-        host_factory=kernel.host,
-        out=out,
-        err=err,
-    )
-    return code, out.getvalue(), err.getvalue()
-
-
-def write_profile(tmp: str, text: str) -> Path:
-    directory = Path(tmp)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "win10.yaml").write_text(text)
-    return directory
-
-
 def test_prepare_then_release_restores_the_host(kernel):
     start = kernel.snapshot()
-    code, _, err = run(kernel, "prepare", "begin")
-    assert code == 0, err + Path("/host/log/hook.log").read_text()
+    code, _, err = hook(kernel, "prepare", "begin", config=CONFIG)
+    assert code == 0, err + Path(LOG).read_text()
     assert kernel.driver(GPU) == "vfio-pci" and kernel.driver(AUDIO) == "vfio-pci"
     assert (
         kernel.store.read(f"bus/pci/devices/{GPU}/resource").splitlines()[2].split()[1]
         == "0x00000078007fffff"
     )
     assert {"vfio", "vfio_iommu_type1", "vfio_pci"} <= kernel.modules
-    journal = json.loads(Path("/host/run/passthrough-hook/win10.json").read_text())
+    journal = json.loads(Path(STATE, "win10.json").read_text())
     assert journal["format"] == 1
     assert [e["action"] for e in journal["entries"]] == ["modprobe", "detach", "resize_bar"]
     assert "resize BAR 2 of gpu (0000:03:00.0) to 8 MiB: done" in err
 
-    code, _, err = run(kernel, "release", "end")
+    code, _, err = hook(kernel, "release", "end", config=CONFIG)
     assert code == 0, err
     assert kernel.snapshot() == start
-    assert not Path("/host/run/passthrough-hook/win10.json").exists()
+    assert not Path(STATE, "win10.json").exists()
 
 
 def test_resize_is_done_unbound_and_rebound(kernel):
-    run(kernel, "prepare", "begin")
+    hook(kernel, "prepare", "begin", config=CONFIG)
     writes = [w for w in kernel.writes if GPU in w[0] or w[1] == GPU]
     resize = writes.index((f"bus/pci/devices/{GPU}/resource2_resize", "3"))
     assert writes[resize - 1] == ("bus/pci/drivers/vfio-pci/unbind", GPU)
@@ -74,22 +39,22 @@ def test_resize_is_done_unbound_and_rebound(kernel):
 
 def test_release_without_prepare_does_nothing(kernel):
     start = kernel.snapshot()
-    code, _, err = run(kernel, "release", "end")
+    code, _, err = hook(kernel, "release", "end", config=CONFIG)
     assert code == 0 and err == ""
     assert kernel.snapshot() == start
 
 
 def test_prepare_twice_changes_nothing_more_and_one_release_restores(kernel):
     start = kernel.snapshot()
-    assert run(kernel, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", config=CONFIG)[0] == 0
     after_first = kernel.snapshot()
     writes = len(kernel.writes)
-    assert run(kernel, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", config=CONFIG)[0] == 0
     assert kernel.snapshot() == after_first
     assert len(kernel.writes) == writes  # nothing written the second time
-    assert run(kernel, "release", "end")[0] == 0
+    assert hook(kernel, "release", "end", config=CONFIG)[0] == 0
     assert kernel.snapshot() == start
-    assert run(kernel, "release", "end")[0] == 0
+    assert hook(kernel, "release", "end", config=CONFIG)[0] == 0
     assert kernel.snapshot() == start
 
 
@@ -97,19 +62,16 @@ def test_probe_that_binds_nothing_is_caught_and_rolled_back(kernel):
     """vfio-pci's probe fails (no IOMMU): drivers_probe says success, the device has no driver."""
     kernel.fail_probe("vfio-pci")
     start = kernel.snapshot()
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
         "prepare",
         "begin",
-        profile_dir=write_profile(
-            "/profiles",
-            """\
+        profile="""\
 devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
 prepare/begin:
   - modprobe: [vfio_pci]
   - detach: {devices: [gpu, gpu-audio], via: sysfs}
 """,
-        ),
     )
     assert code == 1
     assert (
@@ -123,23 +85,20 @@ prepare/begin:
     assert "Rolled back, newest first: restore gpu → amdgpu; unload vfio_pci." in err
     assert "Log: /host/log/hook.log" in err
     assert kernel.snapshot() == start
-    assert not Path("/host/run/passthrough-hook/win10.json").exists()
+    assert not Path(STATE, "win10.json").exists()
 
 
 def test_unsupported_bar_size_names_the_supported_ones(kernel):
     start = kernel.snapshot()
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
         "prepare",
         "begin",
-        profile_dir=write_profile(
-            "/profiles",
-            """\
+        profile="""\
 devices: {gpu: "0000:03:00.0"}
 prepare/begin:
   - resize_bar: {device: gpu, bar: 2, size: 1GiB}
 """,
-        ),
     )
     assert code == 1
     assert (
@@ -153,15 +112,14 @@ def test_failed_resize_rebinds_the_driver(kernel):
     """ENOSPC from the kernel: the device must not be left without its driver."""
     kernel.fail("bus/pci/devices/0000:03:00.0/resource2_resize", "ENOSPC")
     start = kernel.snapshot()
-    code, _, err = run(kernel, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", config=CONFIG)
     assert code == 1
     assert "No space left on device" in err and "bridge window" in err
     assert kernel.snapshot() == start
 
 
 def test_explicit_release_steps_replace_the_default(kernel):
-    profile = write_profile(
-        "/profiles",
+    write_profile(
         """\
 devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
 prepare/begin:
@@ -171,19 +129,18 @@ release/end:
 """,
     )
     kernel.add_driver("vfio-pci")
-    code, _, err = run(kernel, "prepare", "begin", profile_dir=profile)
+    code, _, err = hook(kernel, "prepare", "begin")
     assert code == 0, err
-    code, _, err = run(kernel, "release", "end", profile_dir=profile)
+    code, _, err = hook(kernel, "release", "end")
     assert code == 0, err
     assert kernel.driver(AUDIO) == "snd_hda_intel" and kernel.override(AUDIO) is None
     assert kernel.driver(GPU) == "vfio-pci"  # the profile's own release left it there
-    assert "dropping 1 journal entries" in Path("/host/log/hook.log").read_text()
+    assert "dropping 1 journal entries" in Path(LOG).read_text()
 
 
 def test_undo_step_in_release(kernel):
     start = kernel.snapshot()
-    profile = write_profile(
-        "/profiles",
+    write_profile(
         """\
 devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
 prepare/begin:
@@ -193,25 +150,22 @@ release/end:
   - undo: prepare/begin
 """,
     )
-    assert run(kernel, "prepare", "begin", profile_dir=profile)[0] == 0
-    assert run(kernel, "release", "end", profile_dir=profile)[0] == 0
+    assert hook(kernel, "prepare", "begin")[0] == 0
+    assert hook(kernel, "release", "end")[0] == 0
     assert kernel.snapshot() == start
 
 
 def test_absent_device_fails_cleanly(kernel):
     start = kernel.snapshot()
-    code, _, err = run(
+    code, _, err = hook(
         kernel,
         "prepare",
         "begin",
-        profile_dir=write_profile(
-            "/profiles",
-            """\
+        profile="""\
 devices: {gpu: "0000:0a:00.0"}
 prepare/begin:
   - detach: [gpu]
 """,
-        ),
     )
     assert code == 1
     assert "0000:0a:00.0: no such PCI device on this host" in err
@@ -222,7 +176,7 @@ prepare/begin:
 def test_libvirt_detach_failure_is_reported_and_rolled_back(kernel):
     kernel.fail(f"libvirt detach {AUDIO}", "libvirt")
     start = kernel.snapshot()
-    code, _, err = run(kernel, "prepare", "begin")
+    code, _, err = hook(kernel, "prepare", "begin", config=CONFIG)
     assert code == 1
     assert "injected failure" in err
     assert kernel.snapshot() == start
@@ -230,8 +184,7 @@ def test_libvirt_detach_failure_is_reported_and_rolled_back(kernel):
 
 def test_module_with_bound_devices_is_not_unloaded_on_undo(kernel):
     """modprobe -r vfio_pci would silently unbind devices; undo leaves it loaded instead."""
-    profile = write_profile(
-        "/profiles",
+    write_profile(
         """\
 devices: {gpu: "0000:03:00.0"}
 prepare/begin:
@@ -241,7 +194,7 @@ release/end:
   - undo: prepare/begin
 """,
     )
-    assert run(kernel, "prepare", "begin", profile_dir=profile)[0] == 0
+    assert hook(kernel, "prepare", "begin")[0] == 0
     # Someone else binds the audio function to vfio-pci while the VM runs.
     with open(f"/host/sys/bus/pci/devices/{AUDIO}/driver_override", "w") as f:
         f.write("vfio-pci")
@@ -249,7 +202,7 @@ release/end:
         f.write(AUDIO)
     with open("/host/sys/bus/pci/drivers_probe", "w") as f:
         f.write(AUDIO)
-    code, _, err = run(kernel, "release", "end", profile_dir=profile)
+    code, _, err = hook(kernel, "release", "end")
     assert code == 1
     assert "vfio_pci" in kernel.modules and kernel.driver(AUDIO) == "vfio-pci"
     assert kernel.driver(GPU) == "amdgpu"

@@ -74,7 +74,11 @@ def test_the_lock_serializes_runs_and_names_the_holder(tmp_path):
     try:
         assert held.wait(30)
         with (
-            pytest.raises(StateError, match=r"win11 prepare/begin\) has held .*/lock for over 0 s"),
+            pytest.raises(
+                StateError,
+                match=r"another passthrough-hook run \(pid \d+, win11 prepare/begin\) "
+                r"has held .*/lock for over 0 s",
+            ),
             state.lock("win10", "prepare/begin", timeout=0.05),
         ):
             pass
@@ -83,3 +87,4 @@ def test_the_lock_serializes_runs_and_names_the_holder(tmp_path):
         thread.join()
     with state.lock("win10", "prepare/begin", timeout=5):
         pass
+    assert stat.S_IMODE(state.path.stat().st_mode) == 0o700  # the lock made the directory

@@ -5,7 +5,8 @@ import os
 import time
 
 import pytest
-from tool_trees import REPO, host_tree, hostdev_xml, run, write_profile
+from runs import command
+from tool_trees import REPO, host_tree, hostdev_xml, write_profile
 
 DEMO = REPO / "config" / "demo-host"
 CODE43_OK = "<hyperv mode='custom'><vendor_id state='on' value='0123456789ab'/></hyperv><kvm><hidden state='on'/></kvm>"
@@ -38,7 +39,7 @@ def check(tmp_path, root, profile: str, xml: str | None, *extra):
     if xml is not None:
         (tmp_path / "win10.xml").write_text(xml)
         args[-1:-1] = ["--xml", tmp_path / "win10.xml"]
-    code, out, err = run(*args)
+    code, out, err = command(*args)
     assert err == ""
     return code, json.loads(out)["findings"]
 
@@ -52,7 +53,7 @@ def of(findings, check_name, severity=None):
 
 
 def test_demo_host_with_the_bundled_profile_and_xml_passes():
-    code, out, err = run(
+    code, out, err = command(
         "check",
         "--root",
         DEMO,
@@ -424,9 +425,9 @@ def test_profile_errors_and_missing_profiles_exit_2(tmp_path):
     write_profile(
         profiles, "win10", 'devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detatch: [gpu]\n'
     )
-    code, _, err = run("check", "--root", DEMO, "--config-dir", profiles, "win10")
+    code, _, err = command("check", "--root", DEMO, "--config-dir", profiles, "win10")
     assert code == 2 and err.startswith(f'{profiles}/win10.yaml:3:5: unknown action "detatch"')
-    code, _, err = run("check", "--root", DEMO, "--config-dir", profiles, "other")
+    code, _, err = command("check", "--root", DEMO, "--config-dir", profiles, "other")
     assert code == 2
     assert err == (
         f"passthrough-hook: other has no profile in {profiles} (no other.yaml); write a first one with "
@@ -441,7 +442,7 @@ def test_a_profile_others_can_write_is_an_error(tmp_path):
     profiles = tmp_path / "profiles"
     path = write_profile(profiles, "win10", (REPO / "config" / "win10.yaml").read_text())
     path.chmod(0o666)
-    code, out, _ = run("check", "--root", DEMO, "--config-dir", profiles, "--json", "win10")
+    code, out, _ = command("check", "--root", DEMO, "--config-dir", profiles, "--json", "win10")
     [finding] = of(json.loads(out)["findings"], "profile")
     assert code == 1 and finding["severity"] == "error"
     assert finding["message"] == (

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from hosts import apparmor_files, selinux_files
-from tool_trees import host_tree, run, write_profile
+from runs import command
+from tool_trees import host_tree, write_profile
 
 PROFILE = """\
 devices: {gpu: "0000:03:00.0", gpu-audio: "0000:03:00.1"}
@@ -49,7 +50,7 @@ def tree(tmp_path: Path, files: dict[str, str], hook: str | None = "qemu") -> Pa
 def check(tmp_path: Path, root: Path, rom: str | None = None) -> tuple[int, list[dict]]:
     profiles = write_profile(tmp_path / "profiles", "win10", PROFILE).parent
     (tmp_path / "win10.xml").write_text(domain_xml(rom))
-    code, out, err = run(
+    code, out, err = command(
         "check",
         "--root",
         root,

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 
 import pytest
-from tool_trees import run
+from runs import command
 
 from passthrough.cli import SUBCOMMANDS
 
@@ -29,7 +29,7 @@ def need(shell: str) -> str:
 
 
 def bash_complete(profiles, *words: str) -> list[str]:
-    code, script, _ = run("completion", "bash")
+    code, script, _ = command("completion", "bash")
     assert code == 0
     line = " ".join(f"'{w}'" for w in words)
     program = (
@@ -50,7 +50,7 @@ def bash_complete(profiles, *words: str) -> list[str]:
 
 def zsh_complete(profiles, *words: str) -> list[str]:
     """The zsh function with compadd and _files replaced by printers (no interactive shell)."""
-    code, script, _ = run("completion", "zsh")
+    code, script, _ = command("completion", "zsh")
     assert code == 0
     line = " ".join(f"'{w}'" for w in words)
     program = (
@@ -126,7 +126,7 @@ def test_every_option_of_every_command_is_in_the_scripts():
     assert "--state-dir" in specs["status"].flags + tuple(o for o, _ in specs["status"].valued)
     assert specs["recover"].positionals == ("domain",)  # found by catching its parser
     for shell in ("bash", "zsh"):
-        script = run("completion", shell)[1]
+        script = command("completion", shell)[1]
         for spec in specs.values():
             for option in spec.flags + tuple(o for o, _ in spec.valued):
                 assert option in script, (shell, spec.name, option)

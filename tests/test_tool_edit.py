@@ -4,11 +4,11 @@ import io
 import os
 import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from runs import command, program
 from tool_trees import REPO
 
 PROFILE = (REPO / "config" / "win10.yaml").read_text()
@@ -33,12 +33,8 @@ def editor(tmp_path, monkeypatch, body: str, variable: str = "EDITOR") -> None:
 
 def edit_profile(profiles, monkeypatch, answers=""):
     """Run `edit` through the program's entry point, answers on stdin."""
-    from passthrough.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stdin", io.StringIO(answers))
-    code = main(["edit", "--config-dir", str(profiles), "win10"], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
+    return command("edit", "--config-dir", profiles, "win10")
 
 
 BREAK = "sed -i 's/- detach:/- detatch:/' \"$1\"\n"
@@ -140,26 +136,22 @@ def test_edit_as_users_run_it(profiles, tmp_path):
     script = tmp_path / "editor.sh"
     script.write_text("#!/bin/sh\n" + BREAK)
     script.chmod(0o755)
-    result = subprocess.run(
-        [sys.executable, "-m", "passthrough", "edit", "--config-dir", str(profiles), "win10"],
-        input="x\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env={**os.environ, "EDITOR": str(script), "VISUAL": ""},
+    result = program(
+        "edit",
+        "--config-dir",
+        profiles,
+        "win10",
+        stdin="x\n",
+        env={"EDITOR": str(script), "VISUAL": ""},
     )
-    assert result.returncode == 2, result.stderr
-    assert 'unknown action "detatch"' in result.stderr and "Traceback" not in result.stderr
+    assert result.code == 2, result.err
+    assert 'unknown action "detatch"' in result.err and "Traceback" not in result.err
     assert (profiles / "win10.yaml").read_text() == PROFILE
 
 
 def test_no_profile_points_at_init(tmp_path):
-    out, err = io.StringIO(), io.StringIO()
-    from passthrough.cli import main
-
-    code = main(["edit", "--config-dir", str(tmp_path), "win11"], out=out, err=err)
-    assert code == 2 and "write a first one with `passthrough-hook init win11`" in err.getvalue()
+    code, _, err = command("edit", "--config-dir", tmp_path, "win11")
+    assert code == 2 and "write a first one with `passthrough-hook init win11`" in err
 
 
 class Terminal(io.StringIO):
@@ -173,18 +165,16 @@ def test_after_a_valid_save_at_a_terminal_it_offers_the_preflight(profiles, tmp_
     monkeypatch.setattr(
         "passthrough.tools.check.main", lambda argv, out, err: ran.append(argv) or 0
     )
-    from passthrough.cli import main
-
     monkeypatch.setattr(sys, "stdin", Terminal("\n"))  # Enter: yes
-    out = io.StringIO()
-    assert main(["edit", "--config-dir", str(profiles), "win10"], out=out, err=io.StringIO()) == 0
+    result = command("edit", "--config-dir", profiles, "win10")
+    assert result.code == 0
     assert "Run the preflight (`passthrough-hook check win10`) against this host now? [Y/n] " in (
-        out.getvalue()
+        result.out
     )
     assert ran == [["--config-dir", str(profiles), "win10"]]
     editor(tmp_path, monkeypatch, "sed -i 's/size: 16MiB/size: 32MiB/' \"$1\"\n")
     monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
-    assert main(["edit", "--config-dir", str(profiles), "win10"], out=out, err=io.StringIO()) == 0
+    assert command("edit", "--config-dir", profiles, "win10").code == 0
     assert len(ran) == 1
 
 

@@ -5,7 +5,8 @@ import threading
 import types
 
 import pytest
-from tool_trees import REPO, host_tree, hostdev_xml, run
+from runs import command
+from tool_trees import REPO, host_tree, hostdev_xml
 
 from passthrough.profile import load_profile
 from passthrough.tools.facts import PciFunction
@@ -18,7 +19,7 @@ SCHEMA = REPO / "passthrough" / "profile.schema.json"
 
 def init(tmp_path, root, xml: str, *extra, domain="win10"):
     (tmp_path / "domain.xml").write_text(xml)
-    return run(
+    return command(
         "init",
         "--root",
         root,
@@ -32,7 +33,7 @@ def init(tmp_path, root, xml: str, *extra, domain="win10"):
 
 
 def test_demo_host_profile_from_the_bundled_xml(tmp_path):
-    code, out, err = run(
+    code, out, err = command(
         "init",
         "--root",
         DEMO,
@@ -261,7 +262,7 @@ def test_a_stuck_libvirt_is_given_up_on(monkeypatch):
 
 def test_a_profile_that_cannot_be_written_is_a_one_line_error(tmp_path):
     (tmp_path / "not-a-dir").write_text("")
-    code, _, err = run(
+    code, _, err = command(
         "init",
         "--root",
         DEMO,

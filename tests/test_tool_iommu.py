@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from tool_trees import REPO, add_pci_ids, host_tree, run
+from runs import command
+from tool_trees import REPO, add_pci_ids, host_tree
 
 from passthrough.tools.pcidb import PciIds
 
@@ -22,7 +23,7 @@ def lines_of(output: str, group: str) -> list[str]:
 
 
 def test_demo_host_lists_groups_with_class_ids_driver_and_reset():
-    code, out, err = run("iommu", "--root", DEMO)
+    code, out, err = command("iommu", "--root", DEMO)
     assert (code, err) == (0, "")
     assert out.startswith(f"IOMMU groups of {DEMO}: 6 groups, 9 devices\n")
     gpu_group = lines_of(out, "14")
@@ -45,7 +46,7 @@ def test_demo_host_lists_groups_with_class_ids_driver_and_reset():
 
 
 def test_mixed_group_is_marked_with_the_host_devices_it_holds(tmp_path):
-    code, out, _ = run("iommu", "--root", host_tree(tmp_path, "mixed"))
+    code, out, _ = command("iommu", "--root", host_tree(tmp_path, "mixed"))
     assert code == 0
     group = lines_of(out, "7")
     assert group[0] == (
@@ -64,7 +65,7 @@ def test_mixed_group_is_marked_with_the_host_devices_it_holds(tmp_path):
 
 
 def test_four_function_card_is_one_clean_group(tmp_path):
-    code, out, _ = run("iommu", "--root", host_tree(tmp_path, "nvidia4"))
+    code, out, _ = command("iommu", "--root", host_tree(tmp_path, "nvidia4"))
     assert code == 0
     group = lines_of(out, "16")
     assert [line.split()[:4] for line in group[2:]] == [
@@ -80,7 +81,7 @@ def test_four_function_card_is_one_clean_group(tmp_path):
 def test_json_names_come_from_the_trees_pci_ids(tmp_path):
     root = host_tree(tmp_path, "mixed")
     ids = add_pci_ids(root)
-    code, out, _ = run("iommu", "--root", root, "--json")
+    code, out, _ = command("iommu", "--root", root, "--json")
     data = json.loads(out)
     assert code == 0 and data["iommu"] and data["pci_ids"] == str(ids) and data["advice"] is None
     group = next(g for g in data["groups"] if g["group"] == "7")
@@ -115,7 +116,7 @@ def advice(tmp_path, name="mixed", files=(), **changes) -> str:
     for rel, text in files:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    code, out, _ = run("iommu", "--root", root, "--json")
+    code, out, _ = command("iommu", "--root", root, "--json")
     data = json.loads(out)
     assert code == 1 and not data["iommu"] and data["groups"] == []
     return data
@@ -130,7 +131,7 @@ def test_no_iommu_groups_says_which_kernel_parameter_to_add(tmp_path):
     for rel, text in (DEBIAN, GRUB):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    code, out, _ = run("iommu", "--root", root)
+    code, out, _ = command("iommu", "--root", root)
     assert code == 1
     assert out.startswith("The kernel has no IOMMU groups")
     flat = " ".join(out.split())  # wrapped to the terminal
@@ -244,10 +245,10 @@ def test_the_boot_loader_is_read_from_the_host_tree(tmp_path, files, name, how):
 def test_reset_column_tells_none_from_unknown(tmp_path):
     root = host_tree(tmp_path, "demo")
     (root / "sys/devices/pci0000:00/0000:00:01.2/0000:02:00.0/reset_method").unlink()
-    _, out, _ = run("iommu", "--root", root)
+    _, out, _ = command("iommu", "--root", root)
     assert lines_of(out, "4")[1].split()[4] == "none"  # 6.1 hides the file when there is no reset
     (root / "proc/sys/kernel/osrelease").write_text("5.10.0-26-amd64\n")
-    _, out, _ = run("iommu", "--root", root)
+    _, out, _ = command("iommu", "--root", root)
     assert lines_of(out, "4")[1].split()[4] == "?"  # before 5.15 there is no such file at all
 
 
@@ -273,7 +274,7 @@ def test_names_come_only_from_the_tree(tmp_path):
     of `--root` must not depend on where it runs."""
     root = host_tree(tmp_path, "demo")
     (root / "usr/share/misc/pci.ids").unlink()
-    code, out, _ = run("iommu", "--root", root)
+    code, out, _ = command("iommu", "--root", root)
     assert code == 0
     assert "Navi 22" not in out and "Advanced Micro Devices" not in out
     assert f"(No device names: {root} has no usr/share/misc/pci.ids; a `snapshot` of a host " in out
@@ -281,6 +282,6 @@ def test_names_come_only_from_the_tree(tmp_path):
 
 def test_snapshot_carries_the_names(tmp_path):
     root = host_tree(tmp_path, "nvidia4")
-    assert run("snapshot", "--root", root, tmp_path / "copy")[0] == 0
-    code, out, _ = run("iommu", "--root", tmp_path / "copy")
+    assert command("snapshot", "--root", root, tmp_path / "copy")[0] == 0
+    code, out, _ = command("iommu", "--root", tmp_path / "copy")
     assert code == 0 and "NVIDIA Corporation TU106 [GeForce RTX 2070]" in out

@@ -2,7 +2,8 @@
 
 import re
 
-from tool_trees import REPO, run
+from runs import command
+from tool_trees import REPO
 
 README = (REPO / "README.md").read_text()
 DRAFT_PROFILE = """\
@@ -22,7 +23,7 @@ def shown(command: str) -> str:
 
 
 def test_init_output(tmp_path):
-    code, out, _ = run(
+    code, out, _ = command(
         "init",
         "--root",
         "config/demo-host",
@@ -58,7 +59,7 @@ def test_check_output_of_the_draft(tmp_path):
         flags=re.S,
     )
     (tmp_path / "win10.xml").write_text(xml)
-    code, out, _ = run(
+    code, out, _ = command(
         "check",
         "--root",
         "config/demo-host",
@@ -80,9 +81,9 @@ def test_check_output_of_the_draft(tmp_path):
 
 def test_snapshot_and_status_output(tmp_path):
     copy = tmp_path / "demo-copy"
-    code, out, _ = run("snapshot", "--root", "config/demo-host", copy)
+    code, out, _ = command("snapshot", "--root", "config/demo-host", copy)
     assert code == 0
-    out += run("status", "--root", copy)[1]
+    out += command("status", "--root", copy)[1]
     expected = shown("passthrough-hook snapshot --root config/demo-host /tmp/demo-copy")
     assert out.replace(str(tmp_path), "/tmp") == expected.replace(
         "$ passthrough-hook status --root /tmp/demo-copy\n", ""
@@ -92,7 +93,7 @@ def test_snapshot_and_status_output(tmp_path):
 def test_iommu_output():
     """The demo tree carries the pci.ids lines of its devices, so the names are the README's
     on any machine, with or without a pci.ids of its own."""
-    code, out, _ = run("iommu", "--root", "config/demo-host")
+    code, out, _ = command("iommu", "--root", "config/demo-host")
     assert code == 0
     assert out == shown("passthrough-hook iommu --root config/demo-host")
 
@@ -103,9 +104,9 @@ def test_no_path_of_a_test_machine_or_tree_in_the_readme():
 
 
 def test_the_grammar_errors_shown_are_current():
-    code, _, err = run("chekc", "win10", "prepare", "begin")
+    code, _, err = command("chekc", "win10", "prepare", "begin")
     assert code == 2 and err in shown("passthrough-hook chekc win10 prepare begin")
-    code, _, err = run(
+    code, _, err = command(
         "--dry-run",
         "--root",
         "config/demo-host",

@@ -5,7 +5,8 @@ import json
 import jsonschema
 import pytest
 import yaml
-from tool_trees import REPO, run
+from runs import command
+from tool_trees import REPO
 
 from passthrough.errors import ProfileError
 from passthrough.profile import parse_profile
@@ -25,7 +26,7 @@ def test_shipped_schema_is_the_generated_one():
     assert SHIPPED.read_text() == render(), (
         "regenerate with: python3 -m passthrough schema > passthrough/profile.schema.json"
     )
-    assert run("schema") == (0, render(), "")
+    assert command("schema") == (0, render(), "")
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "config").glob("*.yaml")))
@@ -98,7 +99,7 @@ def test_profiles_the_validator_rejects_fail_the_schema(validator, text, problem
 
 
 def test_profiles_init_writes_pass_the_schema(validator, tmp_path):
-    code, _, _ = run(
+    code, _, _ = command(
         "init",
         "--root",
         REPO / "config/demo-host",

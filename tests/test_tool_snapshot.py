@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from hosts import HOSTS
-from tool_trees import REPO, host_tree, run
+from runs import command
+from tool_trees import REPO, host_tree
 
 DEMO = REPO / "config" / "demo-host"
 ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -58,7 +59,7 @@ def facts(root) -> dict[str, str]:
 @pytest.mark.parametrize("name", sorted(HOSTS))
 def test_snapshot_of_a_host_tree_is_that_tree(tmp_path, name):
     root = host_tree(tmp_path, name)
-    code, out, err = run("snapshot", "--root", root, tmp_path / "copy")
+    code, out, err = command("snapshot", "--root", root, tmp_path / "copy")
     assert (code, err) == (0, "")
     assert out.startswith(f"Wrote a snapshot of {root} to {tmp_path}/copy: ")
     copied, original = facts(tmp_path / "copy"), facts(root)
@@ -79,17 +80,17 @@ def test_snapshot_of_a_host_tree_is_that_tree(tmp_path, name):
 
 def test_snapshot_of_a_host_without_iommu(tmp_path):
     root = host_tree(tmp_path, "mixed", iommu=False)
-    assert run("snapshot", "--root", root, tmp_path / "copy")[0] == 0
+    assert command("snapshot", "--root", root, tmp_path / "copy")[0] == 0
     assert facts(tmp_path / "copy") == facts(root)
     assert not os.path.exists(tmp_path / "copy/sys/kernel/iommu_groups")
 
 
 def test_commands_read_a_snapshot_as_they_read_the_host(tmp_path):
     root = host_tree(tmp_path, "nvidia4")
-    run("snapshot", "--root", root, tmp_path / "copy")
-    for command in (["iommu", "--json"], ["status", "--json"]):
-        original = run(*command, "--root", root)[1].replace(str(root), "ROOT")
-        copied = run(*command, "--root", tmp_path / "copy")[1].replace(
+    command("snapshot", "--root", root, tmp_path / "copy")
+    for words in (["iommu", "--json"], ["status", "--json"]):
+        original = command(*words, "--root", root)[1].replace(str(root), "ROOT")
+        copied = command(*words, "--root", tmp_path / "copy")[1].replace(
             str(tmp_path / "copy"), "ROOT"
         )
         assert json.loads(copied) == json.loads(original)
@@ -101,7 +102,7 @@ def test_never_config_space_roms_bars_or_big_files(tmp_path):
     for name in ("config", "rom", "resource0", "resource2", "resource2_wc", "vpd"):
         (gpu / name).write_bytes(b"\xff" * 256)
     (gpu / "modalias").write_text("x" * (64 * 1024 + 1))
-    code, out, _ = run("snapshot", "--root", root, tmp_path / "copy")
+    code, out, _ = command("snapshot", "--root", root, tmp_path / "copy")
     assert code == 0
     copied = tmp_path / "copy/sys/devices/pci0000:00/0000:00:03.1/0000:03:00.0"
     names = set(os.listdir(copied))
@@ -131,7 +132,7 @@ def test_never_config_space_roms_bars_or_big_files(tmp_path):
 def test_links_that_leave_sys_are_not_copied(tmp_path):
     root = host_tree(tmp_path, "demo")
     os.symlink("/etc", root / "sys/bus/pci/drivers/amdgpu/0000:0f:00.0")
-    code, out, _ = run("snapshot", "--root", root, tmp_path / "copy")
+    code, out, _ = command("snapshot", "--root", root, tmp_path / "copy")
     assert code == 0 and not os.path.lexists(
         tmp_path / "copy/sys/bus/pci/drivers/amdgpu/0000:0f:00.0"
     )
@@ -148,7 +149,7 @@ def test_a_large_modules_builtin_keeps_its_vfio_lines(tmp_path):
         "".join(f"kernel/drivers/misc/m{i}.ko\n" for i in range(4000))
         + "kernel/drivers/vfio/vfio.ko\n"
     )
-    run("snapshot", "--root", root, tmp_path / "copy")
+    command("snapshot", "--root", root, tmp_path / "copy")
     assert (
         tmp_path / "copy/lib/modules/6.1.0-13-amd64/modules.builtin"
     ).read_text() == "kernel/drivers/vfio/vfio.ko\n"
@@ -157,7 +158,7 @@ def test_a_large_modules_builtin_keeps_its_vfio_lines(tmp_path):
 def test_refuses_a_directory_that_is_not_empty(tmp_path):
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy/keep").write_text("mine")
-    code, _, err = run("snapshot", "--root", DEMO, tmp_path / "copy")
+    code, _, err = command("snapshot", "--root", DEMO, tmp_path / "copy")
     assert code == 2 and err == (
         f"passthrough-hook: {tmp_path}/copy exists and is not an empty directory; give a "
         f"new directory\n"
@@ -167,7 +168,7 @@ def test_refuses_a_directory_that_is_not_empty(tmp_path):
 
 def test_a_directory_that_cannot_be_written_is_a_one_line_error(tmp_path):
     (tmp_path / "file").write_text("")
-    code, _, err = run("snapshot", "--root", DEMO, tmp_path / "file/copy")
+    code, _, err = command("snapshot", "--root", DEMO, tmp_path / "file/copy")
     assert code == 2 and err.startswith(
         f"passthrough-hook: cannot write the snapshot in {tmp_path}/file/copy: "
     )

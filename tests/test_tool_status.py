@@ -1,45 +1,17 @@
 """`passthrough-hook status`: the journals a real run leaves, on the fake kernel."""
 
-import io
 import json
 import os
 
 import pytest
 from fakekernel import Killed
-from tool_trees import REPO, host_tree, run
-
-from passthrough.cli import main
-
-STATE = "/host/run/passthrough-hook"
-
-
-def hook(kernel, *event):
-    out, err = io.StringIO(), io.StringIO()
-    code = main(
-        [
-            "--root",
-            "/host",
-            "--config-dir",
-            str(REPO / "config"),
-            "--state-dir",
-            STATE,
-            "--log-file",
-            "/host/log/hook.log",
-            "win10",
-            *event,
-            "-",
-        ],
-        stdin=io.StringIO("<domain/>"),
-        host_factory=kernel.host,
-        out=out,
-        err=err,
-    )
-    return code, err.getvalue()
+from runs import CONFIG, STATE, command, hook
+from tool_trees import host_tree
 
 
 def test_status_after_prepare_and_after_release(kernel):
-    assert hook(kernel, "prepare", "begin")[0] == 0
-    code, out, err = run("status", "--root", "/host")
+    assert hook(kernel, "prepare", "begin", config=CONFIG)[0] == 0
+    code, out, err = command("status", "--root", "/host")
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].startswith("win10: holds 2 devices since ") and lines[0].endswith(
@@ -51,13 +23,13 @@ def test_status_after_prepare_and_after_release(kernel):
         "  BAR 2 of gpu (0000:03:00.0): set to 8 MiB, was 256 MiB",
         "  modules it loaded: vfio vfio_iommu_type1 vfio_pci",
     ]
-    data = json.loads(run("status", "--root", "/host", "--json")[1])
+    data = json.loads(command("status", "--root", "/host", "--json")[1])
     [win10] = data["domains"]
     assert [d["address"] for d in win10["devices"]] == ["0000:03:00.0", "0000:03:00.1"]
     assert win10["problems"] == [] and data["vfio_without_journal"] == []
 
-    assert hook(kernel, "release", "end")[0] == 0
-    assert run("status", "--root", "/host") == (
+    assert hook(kernel, "release", "end", config=CONFIG)[0] == 0
+    assert command("status", "--root", "/host") == (
         0,
         f"No domain holds devices (no journals in {STATE}).\n",
         "",
@@ -67,8 +39,8 @@ def test_status_after_prepare_and_after_release(kernel):
 def test_a_hook_killed_mid_step_is_reported_with_recover(kernel):
     kernel.fail("libvirt detach 0000:03:00.1", "kill")
     with pytest.raises(Killed):
-        hook(kernel, "prepare", "begin")
-    code, out, _ = run("status", "--root", "/host")
+        hook(kernel, "prepare", "begin", config=CONFIG)
+    code, out, _ = command("status", "--root", "/host")
     assert code == 1
     assert "  gpu (0000:03:00.0): now vfio-pci, was amdgpu" in out
     assert (
@@ -90,18 +62,18 @@ def test_a_hook_killed_mid_step_is_reported_with_recover(kernel):
 def test_a_running_step_of_a_live_process_is_not_a_crash(kernel):
     kernel.fail("libvirt detach 0000:03:00.1", "kill")
     with pytest.raises(Killed):
-        hook(kernel, "prepare", "begin")
+        hook(kernel, "prepare", "begin", config=CONFIG)
     os.makedirs(f"/host/proc/{os.getpid()}")  # the journal's pid is this test process
-    code, out, _ = run("status", "--root", "/host")
+    code, out, _ = command("status", "--root", "/host")
     assert code == 0 and "PROBLEM" not in out
 
 
 def test_a_failed_undo_is_reported(kernel):
-    assert hook(kernel, "prepare", "begin")[0] == 0
+    assert hook(kernel, "prepare", "begin", config=CONFIG)[0] == 0
     kernel.fail("libvirt reattach 0000:03:00.1", "libvirt", times=10)
-    code, _ = hook(kernel, "release", "end")
+    code, _, _ = hook(kernel, "release", "end", config=CONFIG)
     assert code == 1
-    code, out, _ = run("status", "--root", "/host", "--json")
+    code, out, _ = command("status", "--root", "/host", "--json")
     [win10] = json.loads(out)["domains"]
     assert code == 1
     # The devices could not be given back, so the vfio modules that drive them stayed loaded too.
@@ -126,7 +98,7 @@ def test_unreadable_journal_and_devices_on_vfio_without_one(tmp_path):
     os.unlink(gpu / "driver")
     (root / "sys/bus/pci/drivers/vfio-pci").mkdir()
     os.symlink("../../../../bus/pci/drivers/vfio-pci", gpu / "driver")
-    code, out, _ = run("status", "--root", root)
+    code, out, _ = command("status", "--root", root)
     assert code == 1
     assert out.splitlines()[0] == "win10: its journal cannot be read"
     assert f"PROBLEM (unreadable): {state}/win10.json: cannot read the journal" in " ".join(
@@ -168,7 +140,7 @@ def test_other_actions_are_shown_by_what_their_undo_will_do(tmp_path, monkeypatc
     (state / "win10.json").write_text(
         json.dumps({"format": 1, "domain": "win10", "entries": [entry]})
     )
-    code, out, _ = run("status", "--root", root)
+    code, out, _ = command("status", "--root", root)
     assert code == 0
     assert out.splitlines()[1] == (
         "  prepare/begin step 1 (reserve 8192 hugepages of 2048 kB); undo: set 2048 kB "

@@ -4,36 +4,25 @@ README shows, and a full prepare/release cycle on the fake kernel that ends wher
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 from fakecommands import install_fake_commands
+from runs import hook, program
 from test_cli import tree_digest
-from toolbox import run, system_state
+from toolbox import system_state
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "config" / "demo-host"
 DOMAIN_XML = (REPO / "config" / "tuned-dual-gpu.xml").read_text()
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "passthrough", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_both_profiles_validate():
-    result = cli("validate", "config/single-gpu.yaml", "config/tuned-dual-gpu.yaml")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    result = program("validate", "config/single-gpu.yaml", "config/tuned-dual-gpu.yaml")
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
         "config/single-gpu.yaml: ok (2 devices, 7 steps)",
         "config/tuned-dual-gpu.yaml: ok (2 devices, 6 steps)",
     ]
@@ -53,10 +42,10 @@ def test_single_gpu_dry_run_on_the_demo_host(tmp_path):
     demo = tmp_path / "host"
     shutil.copytree(DEMO, demo, symlinks=True)
     before = tree_digest(demo)
-    result = cli(
+    result = program(
         "--dry-run", "--root", str(demo), "--config-dir", "config", "single-gpu", "prepare", "begin"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.code == 0, result.out + result.err
     for line in [
         "systemctl --user --machine=1000@.host stop graphical-session.target   "
         "[1000's graphical session: stopped]",
@@ -69,7 +58,7 @@ def test_single_gpu_dry_run_on_the_demo_host(tmp_path):
         "libvirt nodedev-detach pci_0000_03_00_0 --driver vfio   [amdgpu → vfio-pci]",
         "Plan: 7 step(s), no problems seen.",
     ]:
-        assert line in result.stdout, result.stdout
+        assert line in result.out, result.out
     assert tree_digest(demo) == before
 
 
@@ -77,7 +66,7 @@ def test_tuned_dual_gpu_dry_run_on_the_demo_host(tmp_path):
     demo = tmp_path / "host"
     shutil.copytree(DEMO, demo, symlinks=True)
     before = tree_digest(demo)
-    result = cli(
+    result = program(
         "--dry-run",
         "--root",
         str(demo),
@@ -89,7 +78,7 @@ def test_tuned_dual_gpu_dry_run_on_the_demo_host(tmp_path):
         "prepare",
         "begin",
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.code == 0, result.out + result.err
     for line in [
         "write 16 > /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages   [1G pages: 0 → 16]",
         "write performance > /sys/devices/system/cpu/cpu15/cpufreq/scaling_governor   "
@@ -99,8 +88,8 @@ def test_tuned_dual_gpu_dry_run_on_the_demo_host(tmp_path):
         "[init.scope CPUs: all (unset) → 0-3,8-11]",
         "Plan: 6 step(s), no problems seen.",
     ]:
-        assert line in result.stdout, result.stdout
-    assert "warning" not in result.stdout
+        assert line in result.out, result.out
+    assert "warning" not in result.out
     assert tree_digest(demo) == before
 
 
@@ -109,10 +98,10 @@ def test_prepare_then_release_puts_the_host_back(kernel, profile):
     book = install_fake_commands(kernel)
     start = system_state(kernel)
     text = (REPO / "config" / f"{profile}.yaml").read_text()
-    code, _, err = run(kernel, text, "prepare", "begin", xml=DOMAIN_XML)
+    code, _, err = hook(kernel, "prepare", "begin", profile=text, xml=DOMAIN_XML)
     assert code == 0, err
     assert system_state(kernel) != start
-    code, _, err = run(kernel, None, "release", "end", xml=DOMAIN_XML)
+    code, _, err = hook(kernel, "release", "end", xml=DOMAIN_XML)
     assert code == 0, err
     assert system_state(kernel) == start
     if profile == "single-gpu":
@@ -131,7 +120,7 @@ def test_prepare_then_release_puts_the_host_back(kernel, profile):
     ],
 )
 def test_the_readme_shows_the_current_dry_runs(args):
-    result = cli(
+    result = program(
         "--dry-run",
         "--root",
         "config/demo-host",
@@ -141,9 +130,9 @@ def test_the_readme_shows_the_current_dry_runs(args):
         "prepare",
         "begin",
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout in (REPO / "README.md").read_text(), (
-        "README.md shows an outdated dry run; paste the new one:\n" + result.stdout
+    assert result.code == 0, result.out + result.err
+    assert result.out in (REPO / "README.md").read_text(), (
+        "README.md shows an outdated dry run; paste the new one:\n" + result.out
     )
 
 

@@ -1,15 +1,13 @@
 """Helpers for the tests of the profile-editing commands (passthrough/tools): host trees
-from tests/hosts.py written to a temporary directory, and the program run in-process."""
+from tests/hosts.py written to a temporary directory (the program runs through
+runs.command)."""
 
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 
 from hosts import HOSTS, write_tree
-
-from passthrough.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,12 +42,6 @@ def add_pci_ids(root: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(PCI_IDS)
     return path
-
-
-def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main([str(a) for a in argv], stdin=io.StringIO(stdin), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def write_profile(directory: Path, domain: str, text: str) -> Path:

@@ -1,63 +1,10 @@
-"""Running a profile of toolbox actions on the fake kernel, and what the tests compare."""
+"""What the toolbox actions' tests compare: the system state a toolbox action may change (the
+runs go through runs.hook)."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
-
-from passthrough.cli import main
-
-PROFILES = Path("/profiles")
-STATE = "/host/run/passthrough-hook"
-LOG = "/host/log/hook.log"
-
-
-def write_profile(text: str, domain: str = "win10") -> Path:
-    PROFILES.mkdir(parents=True, exist_ok=True)
-    (PROFILES / f"{domain}.yaml").write_text(text)
-    return PROFILES
-
-
-def run(
-    kernel,
-    profile: str | None,
-    *event: str,
-    dry_run: bool = False,
-    xml: str = "<domain/>",
-    domain: str = "win10",
-) -> tuple[int, str, str]:
-    """main() as libvirt calls the hook, on the fake kernel at /host (a dry run reads the same
-    tree through the dry-run host). Returns (exit code, stdout, stderr)."""
-    if profile is not None:
-        write_profile(profile, domain)
-    if dry_run:  # a dry run reads journals from a state dir that exists (a real run makes it)
-        Path(STATE).mkdir(parents=True, exist_ok=True)
-    out, err = io.StringIO(), io.StringIO()
-    code = main(
-        [
-            *(["--dry-run"] if dry_run else []),
-            "--debug",  # the tests read each step's operations from the log
-            "--root",
-            "/host",
-            "--config-dir",
-            str(PROFILES),
-            "--state-dir",
-            STATE,
-            "--log-file",
-            LOG,
-            "--xml",
-            "-",  # the XML on stdin, as libvirt gives it
-            domain,
-            *event,
-            "-",
-        ],
-        stdin=io.StringIO(xml),
-        host_factory=None if dry_run else kernel.host,
-        out=out,
-        err=err,
-    )
-    return code, out.getvalue(), err.getvalue()
 
 
 def read(path: str) -> str | None:
