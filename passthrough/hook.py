@@ -10,48 +10,66 @@ command line's parser, not the tools.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, TextIO
 
 from .constants import PROG
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, PassthroughError, ProfileError
 
+if TYPE_CHECKING:
+    from .event import HostFactory, Paths
 
-def read_domain_xml() -> str:
+
+def read_domain_xml(stream: TextIO | None) -> str:
     """All of stdin, always, so libvirt never writes into a pipe nobody reads."""
-    stream = sys.stdin
     if stream is None or stream.isatty():
         return ""
     return stream.read()
 
 
-def hook_main(argv: list[str]) -> int:
+def hook_main(
+    argv: list[str],
+    *,
+    paths: Paths | None = None,
+    host_factory: HostFactory | None = None,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """libvirt's call: `DOMAIN OPERATION SUB_OPERATION [EXTRA]`. The keywords are for tests
+    (a fake kernel's tree and host); libvirt's call uses the host at / and the process's
+    standard streams."""
+    err = err or sys.stderr
     if len(argv) < 3:
         print(
             f"{PROG}: libvirt calls the hook with DOMAIN OPERATION SUB_OPERATION EXTRA; got "
             f"{len(argv)} argument(s) (`{PROG} help` lists the commands)",
-            file=sys.stderr,
+            file=err,
         )
         return EXIT_USAGE
     try:
         from .event import NoWork, Paths, Request, resolve, run
 
-        xml = read_domain_xml()
+        xml = read_domain_xml(stdin if stdin is not None else sys.stdin)
         request = Request(
-            domain=argv[0], event=f"{argv[1]}/{argv[2]}", paths=Paths.resolve(), person=False
+            domain=argv[0],
+            event=f"{argv[1]}/{argv[2]}",
+            paths=paths or Paths.resolve(),
+            person=False,
         )
         work = resolve(request)
         if isinstance(work, NoWork):
             return 0
-        return run(work, None, sys.stdout, sys.stderr, xml)
+        return run(work, host_factory, out or sys.stdout, err, xml)
     except ProfileError as exc:
-        print(str(exc), file=sys.stderr)
+        print(str(exc), file=err)
         return exc.exit_code
     except PassthroughError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=err)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=err)
         return EXIT_INTERRUPTED
     except Exception:
         from .log import internal_error
 
-        return internal_error(sys.stderr)
+        return internal_error(err)

@@ -9,8 +9,9 @@ Two kinds of caller run passthrough-hook, and each has its function here:
   in PROFILES and the state dir and log file under ROOT. `recover(kernel, domain="win10")`
   undoes what a killed run left, with the same paths.
 
-hook() goes through main() with --root/--config-dir/--state-dir/--log-file (and so the typed,
-strict path): hook_main, libvirt's real entry, has no options and acts on the host at /.
+hook() goes through main() with --root/--config-dir/--state-dir/--log-file (the typed,
+strict path, with --debug). `libvirt(kernel, OP, SUB)` goes through hook_main, libvirt's
+real entry (tolerant and silent), with the same paths.
 
 The same two callers as processes, for what only a process shows (the interpreter line,
 imports, the environment): `program(*argv)` is `python -m passthrough ARGV`, and
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from passthrough.cli import main
+from passthrough.event import Paths
+from passthrough.hook import hook_main
 
 if TYPE_CHECKING:
     from fakekernel import FakeKernel
@@ -132,6 +135,33 @@ def hook(
         stdin=xml,
         kernel=None if dry_run else kernel,
     )
+
+
+def libvirt(
+    kernel: FakeKernel,
+    operation: str,
+    sub_operation: str,
+    *,
+    domain: str = "win10",
+    profile: str | None = None,
+    xml: str = "<domain/>",
+    config: str | Path = PROFILES,
+    root: str | Path = ROOT,
+) -> Result:
+    """libvirt's call through its own entry (hook_main) on the fake kernel, hook()'s paths."""
+    if profile is not None:
+        write_profile(profile, domain, Path(config))
+    out, err = io.StringIO(), io.StringIO()
+    paths = Paths(Path(root), Path(config), Path(root, STATE_DIR), Path(root, LOG_FILE))
+    code = hook_main(
+        [domain, operation, sub_operation, "-"],
+        paths=paths,
+        host_factory=kernel.host,
+        stdin=io.StringIO(xml),
+        out=out,
+        err=err,
+    )
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 def recover(kernel: FakeKernel, domain: str = "win10", *, root: str | Path = ROOT) -> Result:
