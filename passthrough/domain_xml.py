@@ -17,7 +17,8 @@ or URLs) need.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass
+
+from .record import record
 
 # Far above any real domain XML (libvirt's RPC caps a string at 4 MiB).
 MAX_CHARS = 16 * 1024 * 1024
@@ -26,13 +27,13 @@ MAX_CHARS = 16 * 1024 * 1024
 _ADDRESS_PARTS = (("domain", 0xFFFF), ("bus", 0xFF), ("slot", 0x1F), ("function", 0x7))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Hostdev:
     address: str  # "0000:01:00.0", the form profiles use
     managed: bool  # managed='yes': libvirt detaches and reattaches it itself
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DomainXml:
     name: str | None = None
     hostdevs: tuple[Hostdev, ...] = ()

@@ -10,12 +10,12 @@ argv. Nothing here imports the command line's parser, so libvirt's call does not
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .constants import CONFIG_DIR, CONFIG_DIR_ENV, LOG_FILE, PROG, STATE_DIR
 from .errors import EXIT_FAILED, EXIT_OK, PassthroughError, UsageError
+from .record import record, replace
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     HostFactory = Callable[[Path], Host]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Paths:
     """Where the host, the profiles, the journals and the log are."""
 
@@ -57,7 +57,7 @@ class Paths:
         )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Request:
     """What to do: one event of one domain (or `recover`: undo its journal)."""
 
@@ -80,7 +80,7 @@ class Request:
         return self.paths.state_dir / f"{self.domain}.json"
 
 
-@dataclass
+@record
 class Work:
     """What resolve found to run: the profile (None when release/end undoes a journal
     alone) and the event's steps."""
@@ -96,7 +96,7 @@ class Work:
         return [address for step in self.steps for address in step.action.addresses()]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NoWork:
     """Nothing to run; `message` is what a person is told (None: say nothing)."""
 
@@ -241,7 +241,7 @@ def refuse_while_stuck(runner: Runner, domain: str) -> None:
     )
 
 
-@dataclass
+@record
 class Reporter:
     """What a run says: each step's outcome to the log (and to a person's stderr), then the
     plan (dry run), the JSON document (--json) or the failure text."""

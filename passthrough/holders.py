@@ -10,8 +10,9 @@ sysfs resource files, read from <root>/proc/<pid>/fd and maps.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from .record import record
 
 if TYPE_CHECKING:
     from .host import Host
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 SOUND_NODE = re.compile(r"^(controlC|pcmC|hwC|midiC)\d+")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Holder:
     pid: int
     command: str

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .constants import STUB_DRIVERS
 from .errors import HostError
+from .record import record
 from .units import format_bytes
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def is_stub_driver(driver: str | None) -> bool:
     return driver in STUB_DRIVERS or is_vfio_driver(driver)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Binding:
     """A device's driver and driver_override, as recorded in the journal."""
 

@@ -7,10 +7,10 @@ Everything goes through the Host: /proc is read with host.procfs, signals are se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import HostError
+from .record import record
 
 if TYPE_CHECKING:
     from .host import Host
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 SIGNALS = ("TERM", "INT", "HUP", "QUIT", "KILL")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Process:
     pid: int
     command: str  # the kernel's name for it (/proc/<pid>/comm)

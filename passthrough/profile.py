@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProfileError, UsageError
+from .record import record
 from .schema import Bool, Context, Invalid, PciAddress, Seconds, closest, kind_of, mapping_items
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ EVENTS = (
 STEP_OPTIONS = {"timeout": Seconds(), "force": Bool()}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Where:
     file: str
     line: int
@@ -52,7 +52,7 @@ class Where:
         return f"{self.file}:{self.line}:{self.column}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Step:
     event: str
     number: int  # 1-based position within its event
@@ -62,7 +62,7 @@ class Step:
     force: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Profile:
     path: str
     devices: dict[str, str]  # name -> PCI address, in file order

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .actions import REGISTRY
 from .actions.base import Action, StepContext
@@ -19,9 +18,10 @@ from .errors import PassthroughError, StepTimeout
 from .host import Host, Operation
 from .journal import Journal
 from .profile import Profile, Step
+from .record import field, record
 
 
-@dataclass
+@record
 class Outcome:
     """What one step (or one undo) did."""
 
@@ -33,7 +33,7 @@ class Outcome:
     error: str | None = None
 
 
-@dataclass
+@record
 class EventResult:
     domain: str
     event: str

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .record import field, record
 from .units import parse_bar_size, parse_pci_address
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def _constructor() -> yaml.SafeLoader:
 # --- value types -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Context:
     """What value types may look up while checking: the profile's device names."""
 
@@ -440,7 +440,7 @@ class ArgValues:
             size: int
 
     The schema builds one instance per step (`Args.check`), every field given (optional
-    ones get their default). Not a @dataclass: the hook imports every class on an event and
+    ones get their default). Not a @record: the hook imports every class on an event and
     a dataclass costs a generated-code exec() each; this one base does the same for all.
     """
 
@@ -481,7 +481,7 @@ class ArgValues:
         return f"{type(self).__name__}({shown})"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Field:
     name: str
     type: Type
@@ -497,7 +497,7 @@ def _comma_hint(mapping: Any, value: Any) -> str:
     return ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Args:
     """An action's arguments: a mapping of fields, optionally written in a short form.
 

@@ -11,16 +11,16 @@ record alone: the profile may have been edited since the change was made.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from ..record import field, record
 from ..schema import Args, ArgValues
 
 if TYPE_CHECKING:
     from ..host import Host
 
 
-@dataclass
+@record
 class StepContext:
     host: Host
     names: dict[str, str]  # PCI address -> device name from the profile

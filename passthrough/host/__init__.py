@@ -11,11 +11,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import HostError, StepTimeout
+from ..record import field, record
 from .parts import (
     CommandRunner,
     ModuleControl,
@@ -33,7 +33,7 @@ T = TypeVar("T")
 OPERATION_TIMEOUT = 20.0
 
 
-@dataclass
+@record
 class Operation:
     """One concrete change (or predicted change) to the host, for the plan and the log."""
 
@@ -48,7 +48,7 @@ def _unattached(part: str) -> Callable[[], Any]:
     return lambda: Unattached(part)
 
 
-@dataclass
+@record
 class Host:
     root: Path
     sysfs: SysfsAccess = field(default_factory=_unattached("sysfs"))
