@@ -10,38 +10,29 @@ import pytest
 from passthrough import record as rec
 
 
+def point_class(field):
+    """One class body, its fields made with `field` (dataclasses' or record's)."""
+
+    class Point:
+        x: int
+        y: int = 0
+        tags: list = field(default_factory=list)
+        cache: dict = field(default_factory=dict, repr=False, compare=False)
+        note: str = field(default="", init=False)
+        kind: ClassVar[str] = "point"
+
+        def norm(self) -> int:
+            return abs(self.x) + abs(self.y)
+
+    return Point
+
+
 def pair(frozen: bool):
     """The same class made by dataclasses and by record."""
-
-    def body():
-        class Point:
-            x: int
-            y: int = 0
-            tags: list = dataclasses.field(default_factory=list)
-            cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
-            note: str = dataclasses.field(default="", init=False)
-            kind: ClassVar[str] = "point"
-
-            def norm(self) -> int:
-                return abs(self.x) + abs(self.y)
-
-        return Point
-
-    def body_record():
-        class Point:
-            x: int
-            y: int = 0
-            tags: list = rec.field(default_factory=list)
-            cache: dict = rec.field(default_factory=dict, repr=False, compare=False)
-            note: str = rec.field(default="", init=False)
-            kind: ClassVar[str] = "point"
-
-            def norm(self) -> int:
-                return abs(self.x) + abs(self.y)
-
-        return Point
-
-    return dataclasses.dataclass(frozen=frozen)(body()), rec.record(frozen=frozen)(body_record())
+    return (
+        dataclasses.dataclass(frozen=frozen)(point_class(dataclasses.field)),
+        rec.record(frozen=frozen)(point_class(rec.field)),
+    )
 
 
 @pytest.mark.parametrize("frozen", [False, True])
