@@ -19,9 +19,9 @@ from .record import record, replace
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from logging import Logger
 
     from .host import Host
+    from .log import Log
     from .profile import Profile, Step
     from .runner import EventResult, Outcome, Runner
 
@@ -156,10 +156,8 @@ def run(
 ) -> int:
     """Run the work on the host (a dry-run host for a dry run) and report it; the exit
     status: 0 done, 1 a step failed (what was rolled back is reported)."""
-    import logging
-
     from .journal import Journal
-    from .log import setup
+    from .log import DEBUG, INFO, setup
     from .runner import Runner
     from .state import StateDir, check_ownership
 
@@ -174,7 +172,7 @@ def run(
     logger = setup(
         None if request.dry_run else paths.log_file,
         use_syslog=not request.dry_run and str(paths.root) == "/",
-        level=logging.DEBUG if debug else logging.INFO,
+        level=DEBUG if debug else INFO,
     )
     reporter = Reporter(request, logger, out, err)
     state = StateDir(paths.state_dir)
@@ -247,7 +245,7 @@ class Reporter:
     plan (dry run), the JSON document (--json) or the failure text."""
 
     request: Request
-    logger: Logger
+    logger: Log
     out: TextIO
     err: TextIO
 

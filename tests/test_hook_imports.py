@@ -52,5 +52,5 @@ def test_an_event_without_steps_loads_the_profile_but_not_the_command_line(tmp_p
         assert name not in modules, name
     assert not [m for m in modules if m.startswith("passthrough.tools")]
     # No step ran, so the runner, the journal and the log were not imported.
-    for name in ("passthrough.runner", "passthrough.journal", "logging"):
+    for name in ("passthrough.runner", "passthrough.journal", "passthrough.log"):
         assert name not in modules, name
