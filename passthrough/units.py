@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-_PCI_ADDRESS = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$")
+from .constants import PCI_ADDRESS
+
+_PCI_ADDRESS = re.compile(f"^{PCI_ADDRESS}$")
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 _UNIT_MIB = {"": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
@@ -15,7 +17,7 @@ def parse_pci_address(text: str) -> str:
     A missing domain (`03:00.0`) is accepted and means domain 0000, as lspci prints it.
     """
     candidate = text.strip().lower()
-    if re.fullmatch(r"[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]", candidate):
+    if re.fullmatch(PCI_ADDRESS.split(":", 1)[1], candidate):  # no domain part
         candidate = "0000:" + candidate
     if not _PCI_ADDRESS.match(candidate):
         raise ValueError(

@@ -33,9 +33,7 @@ def bound_devices(host: Host, module: str) -> list[str]:
     silently unbind them and leave them without a driver)."""
     for driver in driver_names(module):
         entries = host.sysfs.listdir(f"bus/pci/drivers/{driver}")
-        devices = [
-            e for e in entries if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", e)
-        ]
+        devices = [e for e in entries if re.fullmatch(PCI_ADDRESS, e)]
         if devices:
             return devices
     return []

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from ..constants import PCI_ADDRESS
 from ..desktop import stopped_by
 from ..pci import is_stub_driver
 from ..processes import all_processes
@@ -93,9 +94,7 @@ class Overlay:
     def upstream(self, address: str) -> str | None:
         """The bridge above a device: the parent directory of its /sys/devices path."""
         parent = self.real.kernel_path(f"bus/pci/devices/{address}").rsplit("/", 2)[-2]
-        return (
-            parent if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", parent) else None
-        )
+        return parent if re.fullmatch(PCI_ADDRESS, parent) else None
 
     def exists(self, rel: str) -> bool:
         if self._gone(rel):
