@@ -7,7 +7,7 @@ from ..constants import PCI_ADDRESS, STUB_DRIVERS
 from ..errors import HostError
 from ..guard import check_not_needed
 from ..host.commands import CommandError
-from ..host.modules import canonical, driver_names
+from ..host.modules import canonical, driver_names, goes_with
 from ..pci import Binding, PciDevice
 from ..schema import Args, ArgValues, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
@@ -284,13 +284,23 @@ class Modprobe(Action):
             if modules.is_loaded(module):
                 modules.unload(module)  # still held by something else: modprobe -r says by what
         devices = record.get("devices", [])
+        stuck: list[HostError] = []
         for module in reversed(record.get("unloaded", [])):
+            try:
+                # An unload stuck in the kernel: not loaded back behind its back, nor done;
+                # the journal keeps the step for recover once that unload has returned.
+                ctx.host.refuse_if_module_stuck(module, f"load {module} back")
+            except HostError as exc:
+                stuck.append(exc)
+                continue
             if not modules.is_loaded(module):
                 drivers = tuple(
                     dict.fromkeys(d["driver"] for d in devices if d["module"] == module)
                 )
                 modules.load(module, drivers)
         problems = _back_on_drivers(ctx, devices)
+        if stuck:
+            raise HostError("; ".join([str(stuck[0]), *problems]))
         if kept or problems:
             # Not done: the journal keeps the step, and the next release or recover retries it
             # once those devices are back on their own drivers.
@@ -321,23 +331,6 @@ class Modprobe(Action):
 
 def _hex(value: str | None) -> str:
     return (value or "?").removeprefix("0x")
-
-
-def goes_with(modules: ModuleControl, module: str) -> list[str]:
-    """The modules `modprobe -r module` removes: the module, then each dependency left with
-    no user and no other reference (kmod removes those too), recursively."""
-    gone = [canonical(module)]
-    for name in gone:
-        for dependency in modules.dependencies(name):
-            count, users = modules.usage(dependency)
-            if (
-                dependency not in gone
-                and set(users) <= set(gone)
-                and count == len(users)
-                and not modules.is_builtin(dependency)
-            ):
-                gone.append(dependency)
-    return gone
 
 
 def _drivers(host: Host) -> dict[str, str | None]:
