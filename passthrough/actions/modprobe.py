@@ -7,7 +7,7 @@ from ..constants import PCI_ADDRESS, STUB_DRIVERS
 from ..errors import HostError
 from ..guard import check_not_needed
 from ..host.commands import CommandError
-from ..host.modules import canonical, driver_names, goes_with
+from ..host.modules import canonical, driver_names
 from ..pci import Binding, PciDevice
 from ..schema import Args, ArgValues, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
@@ -331,6 +331,23 @@ class Modprobe(Action):
 
 def _hex(value: str | None) -> str:
     return (value or "?").removeprefix("0x")
+
+
+def goes_with(modules: ModuleControl, module: str) -> list[str]:
+    """The modules `modprobe -r module` removes: the module, then each dependency left with
+    no user and no other reference (kmod removes those too), recursively."""
+    gone = [canonical(module)]
+    for name in gone:
+        for dependency in modules.dependencies(name):
+            count, users = modules.usage(dependency)
+            if (
+                dependency not in gone
+                and set(users) <= set(gone)
+                and count == len(users)
+                and not modules.is_builtin(dependency)
+            ):
+                gone.append(dependency)
+    return gone
 
 
 def _drivers(host: Host) -> dict[str, str | None]:

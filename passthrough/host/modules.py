@@ -17,7 +17,6 @@ from . import commands, detached
 
 if TYPE_CHECKING:
     from . import Host
-    from .parts import ModuleControl
 
 
 def canonical(module: str) -> str:
@@ -67,23 +66,6 @@ def _lines(path: Path) -> list[str]:
             return handle.read(8 << 20).splitlines()
     except OSError:
         return []
-
-
-def goes_with(modules: ModuleControl, module: str) -> list[str]:
-    """The modules `modprobe -r module` removes: the module, then each dependency left with
-    no user and no other reference (kmod removes those too), recursively."""
-    gone = [canonical(module)]
-    for name in gone:
-        for dependency in modules.dependencies(name):
-            count, users = modules.usage(dependency)
-            if (
-                dependency not in gone
-                and set(users) <= set(gone)
-                and count == len(users)
-                and not modules.is_builtin(dependency)
-            ):
-                gone.append(dependency)
-    return gone
 
 
 class KernelModules:
@@ -345,9 +327,9 @@ class Modules:
         for name in taken:
             for dependency in self.dependencies(name):
                 users = self.usage(dependency)[1]
-                if dependency not in taken and set(users) <= set(taken):
-                    if not self.is_builtin(dependency):
-                        taken.append(dependency)
+                free = dependency not in taken and set(users) <= set(taken)
+                if free and not self.is_builtin(dependency):
+                    taken.append(dependency)
         devices = [
             entry
             for name in taken
