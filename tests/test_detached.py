@@ -122,7 +122,7 @@ def test_a_bounded_read_gives_the_content_or_names_the_stuck_helper(tmp_path):
     fifo = tmp_path / "locked"
     os.mkfifo(fifo)  # reading it blocks until a writer comes, as a read on a locked device
     with pytest.raises(detached.StuckWrite) as caught:
-        detached.read(str(fifo), 1, "reading driver_override")
+        detached.read(str(fifo), 0.5, "reading driver_override")
     assert f"helper pid {caught.value.pid} still waits there" in str(caught.value)
     os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     os.waitpid(caught.value.pid, 0)
@@ -143,10 +143,10 @@ def test_a_command_that_does_not_return_is_left_running_on_its_own_stdio(tmp_pat
     os.mkfifo(fifo)
     program = f"open({str(fifo)!r}, 'w').write('x')"
     with pytest.raises(detached.StuckWrite) as caught:
-        detached.command([sys.executable, "-c", program], 1, "`modprobe -r vfio_pci`", env=None)
+        detached.command([sys.executable, "-c", program], 0.5, "`modprobe -r vfio_pci`", env=None)
     pid = caught.value.pid
     try:
-        assert str(caught.value).startswith("`modprobe -r vfio_pci` did not return within 1.0 s")
+        assert str(caught.value).startswith("`modprobe -r vfio_pci` did not return within 0.5 s")
         assert os.getsid(pid) == pid
         fds = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)}
         assert fds[0] == "/dev/null"

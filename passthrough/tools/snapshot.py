@@ -86,6 +86,8 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     copier = Snapshot(Path(args.root), Path(args.directory))
     copier.run()
     counts = copier.counts
+    for warning in copier.warnings:
+        print(f"{PROG} snapshot: warning: {warning}", file=err)
     if args.json:
         emit(
             out,
@@ -110,8 +112,6 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     )
     for note in copier.notes:
         print(f"Note: {note}", file=out)
-    for warning in copier.warnings:
-        print(f"{PROG} snapshot: warning: {warning}", file=err)
     print(f"Look at it with `{PROG} iommu --root {args.directory}`.", file=out)
     return EXIT_OK
 
