@@ -6,19 +6,18 @@ everything back."""
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 from fakekernel import FakeKernel
 from hosts import demo_host
+from runs import STATE, command, hook, recover
 from test_actions_modprobe_remove import GPU, STACK, nvidia_host
 from test_json_output import one_document
-from toolbox import STATE, run
 
-from passthrough.cli import main
 from passthrough.errors import HostError, StepTimeout
 from passthrough.host import Host, detached
 from passthrough.host.libvirt import NodeDevices
@@ -28,17 +27,9 @@ SEED_GPU, SEED_AUDIO = "0000:03:00.0", "0000:03:00.1"
 
 
 def status(json_output: bool = False) -> tuple[int, str]:
-    out = io.StringIO()
     argv = ["status", "--root", "/host", "--state-dir", STATE, *(["--json"] if json_output else [])]
-    code = main(argv, out=out, err=out)
-    return code, out.getvalue()
-
-
-def recover(kernel) -> tuple[int, str]:
-    out, err = io.StringIO(), io.StringIO()
-    argv = ["recover", "--root", "/host", "--state-dir", STATE, "--log-file", "/host/hook.log"]
-    code = main([*argv, "win10"], host_factory=kernel.host, out=out, err=err)
-    return code, out.getvalue() + err.getvalue()
+    result = command(*argv)
+    return result.code, result.text
 
 
 @pytest.fixture
@@ -71,7 +62,7 @@ def test_a_stuck_module_unload_is_journaled_shown_and_recovered(make):
         """
     )
     try:
-        code, out, err = run(kernel, profile, "prepare", "begin")
+        code, out, err = hook(kernel, "prepare", "begin", profile=profile)
         assert code == 1, err
         pid = kernel.helpers[0]
         said = " ".join(err.split())
@@ -110,14 +101,16 @@ def test_a_stuck_module_unload_is_journaled_shown_and_recovered(make):
             pid,
         )
 
-        code, text = recover(kernel)
+        code, out, err = recover(kernel)
+        text = out + err
         assert code == 1
         assert "not recovering win10 yet: module nvidia_uvm is still stuck in the kernel" in text
         assert "nvidia-smi (pid 4321)" in text
         assert kernel.writes_on_stuck == []
     finally:
         kernel.release_stuck()  # the process let go: the kernel finishes the unload
-    code, text = recover(kernel)
+    code, out, err = recover(kernel)
+    text = out + err
     assert code == 0, text
     assert kernel.snapshot() == start
     assert not Path(STATE, "win10.json").exists()
@@ -138,7 +131,7 @@ def test_a_stuck_libvirt_detach_marks_the_device_and_the_other_goes_back(make):
         """
     )
     try:
-        code, out, err = run(kernel, profile, "prepare", "begin")
+        code, out, err = hook(kernel, "prepare", "begin", profile=profile)
         assert code == 1, err
         pid = kernel.helpers[0]
         said = " ".join(err.split())
@@ -162,13 +155,15 @@ def test_a_stuck_libvirt_detach_marks_the_device_and_the_other_goes_back(make):
             f"PROBLEM (stuck): {SEED_AUDIO}: `libvirt nodedev-detach pci_0000_03_00_1` is stuck"
             in " ".join(text.split())
         )
-        code, text = recover(kernel)
+        code, out, err = recover(kernel)
+        text = out + err
         assert code == 1
         assert f"not recovering win10 yet: {SEED_AUDIO} is still stuck in the kernel" in text
     finally:
         kernel.release_stuck()  # libvirtd's detach finishes
     assert kernel.override(SEED_AUDIO) == "vfio-pci"
-    code, text = recover(kernel)
+    code, out, err = recover(kernel)
+    text = out + err
     assert code == 0, text
     assert kernel.snapshot() == start
 
@@ -211,8 +206,6 @@ def open(uri):
 def test_the_real_calls_run_in_a_helper_with_its_own_stdio(tmp_path, monkeypatch):
     (tmp_path / "libvirt.py").write_text(STAND_IN)
     fifo = tmp_path / "unbind"
-    import os
-
     os.mkfifo(fifo)
     monkeypatch.setenv("STAND_IN_FIFO", str(fifo))
     monkeypatch.setenv("STAND_IN_LOG", str(tmp_path / "calls.log"))

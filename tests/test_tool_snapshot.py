@@ -185,7 +185,7 @@ def test_a_device_whose_lock_is_held_is_named_and_the_rest_is_written(tmp_path, 
     (device / "driver_override").unlink()
     os.mkfifo(device / "driver_override")
     try:
-        code, out, err = run("snapshot", "--json", "--root", root, tmp_path / "copy")
+        code, out, err = command("snapshot", "--json", "--root", root, tmp_path / "copy")
         assert code == 0
         assert (
             f"passthrough-hook snapshot: warning: {audio}: reading driver_override did not "
