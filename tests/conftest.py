@@ -79,6 +79,7 @@ def _no_real_host(monkeypatch, request):
 
     monkeypatch.setattr(sysfs_module.Sysfs, "__init__", guarded_init)
     monkeypatch.setattr("passthrough.host.commands.run", no_commands)
+    monkeypatch.setattr("passthrough.host.commands.run_detached", no_commands)
     monkeypatch.setattr(detached, "command", guarded_command)
 
     def no_domain_lookup(domain, uri, timeout):

@@ -288,11 +288,12 @@ class Modules:
         self._guard("unload", module)
         self.refuse_unload(module)
         self.host.record(f"modprobe -r {module}", f"{module}: loaded → not loaded")
-        scope = self.unload_scope(module)
         try:
             self._remove_module(module)
         except detached.StuckWrite as exc:
-            raise self.stuck(module, scope, exc) from None
+            # What it unbinds, read now: the device the kernel waits on keeps its driver
+            # link until the unbind returns, those after it too.
+            raise self.stuck(module, self.unload_scope(module), exc) from None
         except commands.CommandError:
             # kmod removes a module's post-softdeps first, with their dependencies once unused,
             # which can be the module itself (vfio → vfio_iommu_type1 → vfio); it then fails
@@ -307,15 +308,9 @@ class Modules:
         self.host.refuse_if_module_stuck(module, f"unload {module}")
 
     def _remove_module(self, module: str) -> None:
-        argv = ["modprobe", "-r", module]
-        code, output = detached.command(
-            [commands.resolve("modprobe"), *argv[1:]],
-            self.host.time_left(),
-            f"`{' '.join(argv)}`",
-            env={"PATH": commands.SYSTEM_PATH, "LC_ALL": "C"},
+        commands.run_detached(
+            ["modprobe", "-r", module], self.host.time_left(), f"`modprobe -r {module}`"
         )
-        if code:
-            raise commands.CommandError(argv, code, output)
 
     def unload_scope(self, module: str) -> tuple[list[str], list[str]]:
         """What `modprobe -r module` removes (the module, and the dependencies it takes
