@@ -226,10 +226,16 @@ def refuse_while_stuck(runner: Runner, domain: str) -> None:
     stuck = runner.stuck_devices()
     if not stuck:
         return
+    from .host.detached import subject
+
     parts = [
-        f"{record['address']} is still stuck in the kernel ({record.get('write', 'a write')} "
+        f"{subject(record)} is still stuck in the kernel ({record.get('write', 'a write')} "
         f"since {str(record.get('since', '?'))[11:19]}; helper pid {record.get('pid', '?')} "
-        f"still waits there){runner.holders_note([record['address']])}"
+        f"still waits there)"
+        + runner.holders_note(
+            list(record.get("devices") or ())
+            or ([record["address"]] if "address" in record else [])
+        )
         for record in stuck
     ]
     raise PassthroughError(

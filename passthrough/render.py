@@ -77,6 +77,16 @@ def failure_text(result: EventResult, log_path: str | None) -> str:
     for outcome in result.not_restored:
         lines.append(f"NOT restored: {outcome.title}: {outcome.error}")
     for stuck in result.stuck:
+        if stuck.get("module"):
+            lines.append(
+                f"STUCK: module {stuck['module']}: `{stuck.get('write', 'modprobe -r')}` has not "
+                f"returned (helper pid {stuck.get('pid', '?')} waits in the kernel"
+                + (f", unbinding {', '.join(stuck['devices'])}" if stuck.get("devices") else "")
+                + "); the module was not loaded or unloaded again. Once the processes holding "
+                f"its devices exit, the kernel finishes the unload; then `passthrough-hook "
+                f"recover {result.domain}` puts it back."
+            )
+            continue
         lines.append(
             f"STUCK: {stuck['address']}: `{stuck.get('write', 'a write')}` has not returned "
             f"(helper pid {stuck.get('pid', '?')} waits in the kernel); nothing more was "

@@ -89,10 +89,10 @@ class Runner:
 
         procfs = self.host.procfs
         if not self.host.stuck:
-            for address, record in self.journal.stuck.items():
+            for key, record in self.journal.stuck.items():
                 stat = procfs.read(f"{record.get('pid')}/stat")
                 if process_state(stat, record.get("started")) != "gone":
-                    self.host.stuck[address] = record
+                    self.host.stuck[key] = record
             self.journal.set_stuck(self.host.stuck)
         return list(self.host.stuck.values())
 
@@ -155,7 +155,8 @@ class Runner:
             self.journal.update(entry, entry["record"], status="failed")
             message = str(exc)
             if isinstance(exc, StepTimeout):
-                message += self.holders_note(action.addresses())
+                held = [*action.addresses(), *self.host.stuck_addresses()]
+                message += self.holders_note(list(dict.fromkeys(held)))
             return entry, Outcome(
                 title,
                 str(step.where),
@@ -237,7 +238,7 @@ class Runner:
             except PassthroughError as exc:
                 message = str(exc)
                 if isinstance(exc, StepTimeout):
-                    message += self.holders_note(list(self.host.stuck))
+                    message += self.holders_note(self.host.stuck_addresses())
                 outcome = Outcome(
                     title,
                     entry["where"],

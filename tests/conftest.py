@@ -65,12 +65,22 @@ def _no_real_host(monkeypatch, request):
     def no_commands(*args, **kwargs):
         raise UnsafeOperation(f"a unit test tried to run a command on the real host: {args}")
 
-    def no_libvirt(self, address):
-        raise UnsafeOperation("a unit test tried to connect to the real libvirt")
+    original_command = detached.command
+
+    def guarded_command(argv, timeout, what, env):
+        # Detached programs: only this Python, and the libvirt helper only with a stand-in
+        # libvirt module on its path (never modprobe, never the real libvirt).
+        from passthrough.host.libvirt import HELPER
+
+        real_libvirt = HELPER in argv and len(argv) <= argv.index(HELPER) + 5
+        if argv[0] != sys.executable or real_libvirt:
+            raise UnsafeOperation(f"a unit test tried to run a command on the real host: {argv}")
+        return original_command(argv, timeout, what, env)
 
     monkeypatch.setattr(sysfs_module.Sysfs, "__init__", guarded_init)
     monkeypatch.setattr("passthrough.host.commands.run", no_commands)
-    monkeypatch.setattr("passthrough.host.libvirt.NodeDevices._lookup", no_libvirt)
+    monkeypatch.setattr("passthrough.host.commands.run_detached", no_commands)
+    monkeypatch.setattr(detached, "command", guarded_command)
 
     def no_domain_lookup(domain, uri, timeout):
         from passthrough.tools.libvirt_domain import DomainXmlError

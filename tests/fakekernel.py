@@ -36,6 +36,7 @@ from passthrough.host import Host, detached
 from passthrough.host.commands import CommandError, Commands
 from passthrough.host.kernel_files import SystemFiles
 from passthrough.host.kernel_model import KernelModel, sysfb_policy
+from passthrough.host.libvirt import stuck_call
 from passthrough.host.modules import KernelModules, Modules, canonical, configured_ids, driver_names
 from passthrough.host.procfs import Procfs
 from passthrough.host.sysfs import Sysfs
@@ -260,6 +261,9 @@ class FakeKernel:
         self.stuck_writes: list[tuple[str, str]] = []  # (path, value) waiting in the kernel
         self.writes_on_stuck: list[tuple[str, str]] = []  # later writes to a stuck device
         self.helpers: list[int] = []  # pids of the hook's helpers blocked on the hold pipe
+        # Module unloads and libvirt calls stuck in the kernel: (module or None, the devices
+        # whose lock it holds, what the kernel does once the holder lets go).
+        self.stuck_calls: list[tuple[str | None, list[str], object]] = []
         # How long the hook waits for a stuck write (None: the step's time left). It never
         # returns, so the wait changes nothing but the test's duration.
         self.stuck_wait: float | None = None
@@ -354,7 +358,32 @@ class FakeKernel:
     # --- writes stuck in the kernel ------------------------------------------------------------
 
     def stuck_devices(self) -> set[str]:
-        return {d for d in (device_of(rel, value) for rel, value in self.stuck_writes) if d}
+        """The devices a stuck write, module unload or libvirt call holds the lock of."""
+        found = {d for d in (device_of(rel, value) for rel, value in self.stuck_writes) if d}
+        return found | {d for _module, devices, _finish in self.stuck_calls for d in devices}
+
+    def stuck_modules(self) -> set[str]:
+        return {module for module, _devices, _finish in self.stuck_calls if module}
+
+    def stuck_subjects(self) -> set[str]:
+        """What the hook must name as stuck: each device a write or libvirt call is stuck
+        on, and `module NAME` for a stuck unload."""
+        found = {d for d in (device_of(rel, value) for rel, value in self.stuck_writes) if d}
+        for module, devices, _finish in self.stuck_calls:
+            found |= {f"module {module}"} if module else set(devices)
+        return found
+
+    def block(self, host: Host, what: str) -> None:
+        """The call waits in the kernel: a real detached helper blocks on the hold pipe, and
+        the hook gets StuckWrite once it stops waiting."""
+        wait = host.time_left()
+        if self.stuck_wait is not None:
+            wait = min(wait, self.stuck_wait)
+        try:
+            detached.run(self.blocked_job(), wait, what, keep_fds=(self.hold_fd(),))
+        except detached.StuckWrite as exc:
+            self.helper_started(exc.pid)
+            raise
 
     def hold_fd(self) -> int:
         """The end of the hold pipe a stuck helper blocks on (created on first use)."""
@@ -401,6 +430,9 @@ class FakeKernel:
             except OSError:
                 pass
         self.stuck_writes.clear()
+        calls, self.stuck_calls = self.stuck_calls, []
+        for _module, _devices, finish in calls:
+            finish()  # type: ignore[operator]
         if self._hold is not None:
             for fd in self._hold:
                 posix.close(fd)
@@ -552,15 +584,7 @@ class FakeSysfs(Sysfs):
         try:
             self._apply(rel, path, value)
         except StuckInKernel:
-            job = self.kernel.blocked_job()
-            try:
-                wait = self.host.time_left()
-                if self.kernel.stuck_wait is not None:
-                    wait = min(wait, self.kernel.stuck_wait)
-                detached.run(job, wait, what, keep_fds=(self.kernel.hold_fd(),))
-            except detached.StuckWrite as exc:
-                self.kernel.helper_started(exc.pid)
-                raise
+            self.kernel.block(self.host, what)
 
 
 def call_point(kernel: FakeKernel, host: Host, point: str) -> None:
@@ -607,6 +631,7 @@ class FakeModules(Modules):
         ]
 
     def load(self, module: str, drivers: tuple[str, ...] = ()) -> None:
+        self.host.refuse_if_module_stuck(module, f"load {module}")
         self.host.record(f"modprobe {module}")
         call_point(self.kernel, self.host, f"modprobe {module}")
         spec = self.kernel.spec
@@ -637,10 +662,21 @@ class FakeModules(Modules):
             self.kernel.model.driver_registered(driver_names(name)[0], ids)
 
     def unload(self, module: str) -> None:
-        self.host.refuse_if_driver_stuck(driver_names(module), f"unload {module}")
+        self.refuse_unload(module)
         self.host.record(f"modprobe -r {module}")
-        call_point(self.kernel, self.host, f"modprobe -r {module}")
         name = canonical(module)
+        fault = self.kernel.take_fault(f"modprobe -r {module}")
+        if fault and fault.kind == "stuck":
+            # Unloading unbinds the module's devices; one a process holds waits in the kernel.
+            scope = self.unload_scope(module)
+            try:
+                self.kernel.block(self.host, f"`modprobe -r {module}`")
+            except detached.StuckWrite as exc:
+                finish = lambda: self._finish_unload(name)  # noqa: E731
+                self.kernel.stuck_calls.append((name, scope[1], finish))
+                raise self.stuck(module, scope, exc) from None
+        if fault:
+            self.host.bounded(f"modprobe -r {module}", lambda: self.kernel.trigger(fault))
         argv = ["modprobe", "-r", module]
         if name not in self.kernel.modules:
             raise CommandError(argv, 1, f"modprobe: FATAL: Module {name} is not currently loaded.")
@@ -648,6 +684,13 @@ class FakeModules(Modules):
             raise CommandError(argv, 1, f"modprobe: FATAL: Module {name} is in use.")
         self._remove(name)
         self.kernel.write_proc_modules()
+
+    def _finish_unload(self, name: str) -> None:
+        """A stuck unload once the holder let go: the module is gone, as its dependencies
+        nothing else uses."""
+        if name in self.kernel.modules:
+            self._remove(name)
+            self.kernel.write_proc_modules()
 
     def _remove(self, name: str) -> None:
         for driver in self.kernel.module_drivers(name):
@@ -692,8 +735,20 @@ class FakeNodeDevices:
             ) from None
 
     def _call(self, verb: str, address: str, override: str) -> None:
+        fault = self.kernel.take_fault(f"libvirt {verb} {address}")
+        if fault and fault.kind == "stuck":
+            # libvirtd's worker waits in the kernel's unbind of the device; the hook's helper
+            # waits for its answer. Once the holder lets go, libvirtd does the whole call.
+            self.calls.append((verb, address))
+            try:
+                self.kernel.block(self.host, f"libvirt {verb} of {address}")
+            except detached.StuckWrite as exc:
+                self.kernel.stuck_calls.append(
+                    (None, [address], lambda: self._finish(address, override))
+                )
+                raise stuck_call(self.host, address, verb, exc) from None
+
         def libvirt_call() -> None:
-            fault = self.kernel.take_fault(f"libvirt {verb} {address}")
             if fault:
                 self.kernel.trigger(fault)
             self.kernel.in_libvirt = True
@@ -707,6 +762,14 @@ class FakeNodeDevices:
 
         self.calls.append((verb, address))
         self.host.bounded(f"libvirt {verb} of {address}", libvirt_call)
+
+    def _finish(self, address: str, override: str) -> None:
+        """libvirtd's stuck call, once the holder let go: the rest of what it does."""
+        model = self.kernel.model
+        model.write(f"bus/pci/devices/{address}/driver_override", override)
+        if self.kernel.driver(address):
+            model.write(f"bus/pci/devices/{address}/driver/unbind", address)
+        model.write("bus/pci/drivers_probe", address)
 
     def detach(self, address: str, driver: str, effect: str) -> None:
         self.host.refuse_if_stuck(address, "detach it through libvirt")

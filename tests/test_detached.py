@@ -110,3 +110,52 @@ def test_process_state_reads_proc_stat():
     assert detached.process_state(stat, 7778) == "gone"  # the pid now names another process
     assert detached.process_state(stat.replace(") S", ") Z"), 7777) == "gone"
     assert detached.process_state("", None) == "gone"
+
+
+def test_a_bounded_read_gives_the_content_or_names_the_stuck_helper(tmp_path):
+    target = tmp_path / "driver_override"
+    target.write_bytes(b"vfio-pci\n")
+    assert detached.read(str(target), 30, "reading") == b"vfio-pci\n"
+    with pytest.raises(OSError) as missing:
+        detached.read(str(tmp_path / "absent"), 30, "reading")
+    assert missing.value.errno == errno.ENOENT
+    fifo = tmp_path / "locked"
+    os.mkfifo(fifo)  # reading it blocks until a writer comes, as a read on a locked device
+    with pytest.raises(detached.StuckWrite) as caught:
+        detached.read(str(fifo), 0.5, "reading driver_override")
+    assert f"helper pid {caught.value.pid} still waits there" in str(caught.value)
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    os.waitpid(caught.value.pid, 0)
+
+
+def test_a_command_that_does_not_return_is_left_running_on_its_own_stdio(tmp_path):
+    """`modprobe -r` stuck in the kernel, played by a program blocked on a FIFO: the caller
+    gets StuckWrite with its pid; the program has its own session, stdin on /dev/null, its
+    own pipe for stdout and stderr (never the caller's), and goes on once let go."""
+    code, output = detached.command(
+        [sys.executable, "-c", "import sys; print('out'); sys.exit('FATAL: in use')"],
+        30,
+        "a command",
+        env=None,
+    )
+    assert (code, output.split()) == (1, ["out", "FATAL:", "in", "use"])
+    fifo = tmp_path / "unbind"
+    os.mkfifo(fifo)
+    program = f"open({str(fifo)!r}, 'w').write('x')"
+    with pytest.raises(detached.StuckWrite) as caught:
+        detached.command([sys.executable, "-c", program], 0.5, "`modprobe -r vfio_pci`", env=None)
+    pid = caught.value.pid
+    try:
+        assert str(caught.value).startswith("`modprobe -r vfio_pci` did not return within 0.5 s")
+        assert os.getsid(pid) == pid
+        fds = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)}
+        assert fds[0] == "/dev/null"
+        assert fds[1] == fds[2] and fds[1].startswith("pipe:")
+        assert fds[1] not in {os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)}
+    finally:
+        with open(fifo) as reader:  # the kernel lets go: the write completes
+            assert reader.read() == "x"
+    deadline = time.monotonic() + 30
+    while _state(pid) != "gone" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _state(pid) == "gone"

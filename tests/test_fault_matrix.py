@@ -12,9 +12,9 @@ never meets the fault meant for release. A write that blocks is injected as "dea
 fails as the step's time runs out, without waiting for the clock), so no outcome depends on
 how busy the machine is; tests/test_safety.py times a real blocked write.
 
-"stuck" is a write that does not return while the test holds it (an unbind while a process
-holds the device; tests/fakekernel.py): the hook's real helper process blocks on a pipe
-the test holds. The hook must return anyway, name the stuck device, write nothing more to
+"stuck" is a write, a `modprobe -r` or a libvirt call that does not return while the test
+holds it (an unbind while a process holds the device; tests/fakekernel.py): the hook's real
+helper process blocks on a pipe the test holds. The hook must return anyway, name the stuck device, write nothing more to
 it, restore every other device, and refuse `recover` until the test lets the write finish;
 `recover` then restores everything. Such a write never returns, so how long the hook waits
 for it (FakeKernel.stuck_wait) changes nothing in the outcome.
@@ -86,10 +86,12 @@ def kinds_for(point: str, by_libvirt: bool = False) -> tuple[str, ...]:
     libvirtd's worker that waits in the kernel; the hook sees a libvirt call that times out
     ("deadline" at the libvirt point). The hook's own writes that can wait in the kernel
     run in a detached helper: they get "stuck" instead of "deadline"."""
+    if point.startswith("modprobe -r"):  # it unbinds the module's devices: it can get stuck
+        return ("command", "deadline", "kill", "stuck")
     if point.startswith("modprobe"):
         return ("command", "deadline", "kill")
-    if point.startswith("libvirt"):
-        return ("libvirt", "deadline", "kill")
+    if point.startswith("libvirt"):  # libvirtd unbinds the device: it can get stuck there
+        return ("libvirt", "deadline", "kill", "stuck")
     probes = ("nobind",) if point == "bus/pci/drivers_probe" or point.endswith("/bind") else ()
     if by_libvirt or not BLOCKING.search(point):
         return WRITE_KINDS + probes
@@ -105,7 +107,7 @@ class Case:
         Case.count += 1
         spec, text = CASES[shape]
         self.kernel = FakeKernel(fs, spec(), root=f"/hosts/{Case.count}")
-        self.kernel.stuck_wait = 1.0
+        self.kernel.stuck_wait = 0.3
         self.root = self.kernel.root
         profiles = self.root / "profiles"
         profiles.mkdir()
@@ -134,12 +136,13 @@ class Case:
         """After a run that left a write stuck: what is wrong. Then the write is let go, and
         recover must restore everything."""
         stuck = self.kernel.stuck_devices()
+        named = self.kernel.stuck_subjects()
         problems = []
         if code != 1:
             problems.append(f"{label}: exit {code} with a stuck write: {text[-300:]}")
         problems += [
             f"{label}: stuck {d} not reported: {text[-400:]}"
-            for d in stuck
+            for d in named
             if f"STUCK: {d}:" not in text
         ]
         if self.kernel.writes_on_stuck:
@@ -153,7 +156,7 @@ class Case:
             and now[address] != self.start[address]
         ]
         code, text = self.run("recover")
-        if code != 1 or not all(f"{d} is still stuck in the kernel" in text for d in stuck):
+        if code != 1 or not all(f"{d} is still stuck in the kernel" in text for d in named):
             problems.append(f"{label}: recover went on while stuck (exit {code}): {text[-300:]}")
         self.kernel.release_stuck()
         code, text = self.run("recover")

@@ -119,9 +119,10 @@ def proc_modules(fs):
 
 
 def modprobe_r_removing(proc_modules: Path, gone: bool):
-    """`modprobe -r vfio` as kmod 30 does it: the module goes (or not), and the status is 1."""
+    """`modprobe -r vfio` as kmod 30 does it (commands.run_detached, as Modules.unload runs
+    it): the module goes (or not), and the status is 1."""
 
-    def run(argv, timeout, stdin=None):
+    def run(argv, timeout, what):
         if gone:
             proc_modules.write_text("snd 126976 0 - Live 0x0000000000000000\n")
         raise commands.CommandError(
@@ -144,14 +145,14 @@ def real_modules() -> Modules:
 def test_modprobe_r_failing_on_a_module_it_already_removed_counts_as_unloaded(
     proc_modules, monkeypatch
 ):
-    monkeypatch.setattr(commands, "run", modprobe_r_removing(proc_modules, gone=True))
+    monkeypatch.setattr(commands, "run_detached", modprobe_r_removing(proc_modules, gone=True))
     modules = real_modules()
     modules.unload("vfio")
     assert not modules.is_loaded("vfio")
 
 
 def test_modprobe_r_failing_with_the_module_still_loaded_is_an_error(proc_modules, monkeypatch):
-    monkeypatch.setattr(commands, "run", modprobe_r_removing(proc_modules, gone=False))
+    monkeypatch.setattr(commands, "run_detached", modprobe_r_removing(proc_modules, gone=False))
     with pytest.raises(HostError, match="could not remove 'vfio'"):
         real_modules().unload("vfio")
 

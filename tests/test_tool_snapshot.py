@@ -172,3 +172,35 @@ def test_a_directory_that_cannot_be_written_is_a_one_line_error(tmp_path):
     assert code == 2 and err.startswith(
         f"passthrough-hook: cannot write the snapshot in {tmp_path}/file/copy: "
     )
+
+
+def test_a_device_whose_lock_is_held_is_named_and_the_rest_is_written(tmp_path, monkeypatch):
+    """driver_override's read takes the device lock, which a write stuck in the kernel holds:
+    here a FIFO nobody writes, so reading it blocks. The snapshot names the device and
+    writes everything else, its other files included."""
+    monkeypatch.setattr("passthrough.tools.snapshot.READ_TIMEOUT", 2.0)
+    root = host_tree(tmp_path, "demo")
+    audio = "0000:03:00.1"
+    device = root / "sys/devices/pci0000:00/0000:00:03.1" / audio
+    (device / "driver_override").unlink()
+    os.mkfifo(device / "driver_override")
+    try:
+        code, out, err = command("snapshot", "--json", "--root", root, tmp_path / "copy")
+        assert code == 0
+        assert (
+            f"passthrough-hook snapshot: warning: {audio}: reading driver_override did not "
+            "return within 2 s: a write stuck in the kernel holds the device's lock" in err
+        )
+        document = json.loads(out)
+        assert document["unanswered"] == [audio]
+        assert f"{audio}: driver_override did not answer; left out" in document["notes"]
+        copied = tmp_path / "copy/sys/devices/pci0000:00/0000:00:03.1"
+        assert not (copied / audio / "driver_override").exists()
+        assert (copied / audio / "vendor").read_text() == (device / "vendor").read_text()
+        gpu = "0000:03:00.0"
+        assert (copied / gpu / "driver_override").read_text() == (
+            root / "sys/devices/pci0000:00/0000:00:03.1" / gpu / "driver_override"
+        ).read_text()
+    finally:
+        fd = os.open(device / "driver_override", os.O_WRONLY | os.O_NONBLOCK)  # let them go
+        os.close(fd)

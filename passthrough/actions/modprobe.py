@@ -282,13 +282,23 @@ class Modprobe(Action):
             if modules.is_loaded(module):
                 modules.unload(module)  # still held by something else: modprobe -r says by what
         devices = record.get("devices", [])
+        stuck: list[HostError] = []
         for module in reversed(record.get("unloaded", [])):
+            try:
+                # An unload stuck in the kernel: not loaded back behind its back, nor done;
+                # the journal keeps the step for recover once that unload has returned.
+                ctx.host.refuse_if_module_stuck(module, f"load {module} back")
+            except HostError as exc:
+                stuck.append(exc)
+                continue
             if not modules.is_loaded(module):
                 drivers = tuple(
                     dict.fromkeys(d["driver"] for d in devices if d["module"] == module)
                 )
                 modules.load(module, drivers)
         problems = _back_on_drivers(ctx, devices)
+        if stuck:
+            raise HostError("; ".join([str(stuck[0]), *problems]))
         if kept or problems:
             # Not done: the journal keeps the step, and the next release or recover retries it
             # once those devices are back on their own drivers.

@@ -69,7 +69,8 @@ class Host:
     # most drivers; some probe asynchronously, and firmware loading takes time.
     bind_wait: float = 5.0
     on_operation: Callable[[Operation], None] | None = None
-    # Devices a write left stuck in the kernel (address -> what, since, the helper's pid):
+    # Devices a write left stuck in the kernel (address -> what, since, the helper's pid),
+    # and module unloads (`module NAME` -> the same, with the devices of its drivers):
     # their device lock is held, so nothing more is written to them. Loaded from the
     # journal at the start of a run, saved to it after each step.
     stuck: dict[str, dict] = field(default_factory=dict)
@@ -100,25 +101,72 @@ class Host:
         finally:
             self.deadline, self.force = saved
 
+    def note_stuck(self, key: str, write: str, pid: int, **fields: object) -> dict:
+        """Note what a write or command left stuck in the kernel (key: the device's address,
+        or `module NAME` for a module unload): nothing more touches it in this run, the
+        journal keeps the helper's pid, and recover waits until that helper is gone."""
+        from .detached import start_time
+
+        stat = self.procfs.read(f"{pid}/stat") if self.procfs else None
+        record = {
+            **fields,
+            "write": write,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pid": pid,
+            "started": start_time(stat),
+        }
+        self.stuck[key] = record
+        return record
+
+    def stuck_addresses(self) -> list[str]:
+        """The devices whose lock a stuck write holds, or that a stuck module unload is
+        taking its driver from."""
+        found = [r["address"] for r in self.stuck.values() if r.get("address")]
+        found += [a for r in self.stuck.values() for a in r.get("devices") or ()]
+        return list(dict.fromkeys(found))
+
     def refuse_if_stuck(self, address: str, doing: str) -> None:
         """Raise HostError when a write on address is stuck in the kernel: the device's lock
-        is held, so this would block too (or act behind that write's back)."""
+        is held, so this would block too (or act behind that write's back). So is a device
+        of a module whose unload is stuck: the kernel is unbinding it."""
         stuck = self.stuck.get(address)
         if stuck is None:
+            stuck = next(
+                (r for r in self.stuck.values() if address in (r.get("devices") or ())), None
+            )
+        if stuck is None:
             return
+        held = f"module {stuck['module']}'s unload, " if stuck.get("module") else ""
         raise HostError(
             f"not going to {doing}: the device is stuck in the kernel since "
-            f"{stuck.get('since', '?')[11:19]} ({stuck.get('write', 'a write')}, helper pid "
-            f"{stuck.get('pid', '?')})",
+            f"{str(stuck.get('since', '?'))[11:19]} ({held}{stuck.get('write', 'a write')}, "
+            f"helper pid {stuck.get('pid', '?')})",
             device=address,
             hint="end the processes holding it; `passthrough-hook recover` then puts it back",
+        )
+
+    def refuse_if_module_stuck(self, module: str, doing: str) -> None:
+        """Raise HostError when an unload of module is stuck in the kernel: loading or
+        unloading it again would wait behind it (or act behind its back)."""
+        name = module.replace("-", "_")
+        stuck = next(
+            (r for r in self.stuck.values() if name in (r.get("modules") or [r.get("module")])),
+            None,
+        )
+        if stuck is None or not stuck.get("module"):
+            return
+        raise HostError(
+            f"not going to {doing}: `{stuck.get('write')}` is stuck in the kernel since "
+            f"{str(stuck.get('since', '?'))[11:19]} (helper pid {stuck.get('pid', '?')})",
+            hint="end the processes holding the module's devices; `passthrough-hook recover` "
+            "then puts it back",
         )
 
     def refuse_if_driver_stuck(self, drivers: tuple[str, ...], doing: str) -> None:
         """Raise HostError when a device stuck in the kernel is on one of drivers: unloading
         its module would wait on that device's lock too."""
         for address, stuck in self.stuck.items():
-            if stuck.get("driver") in drivers:
+            if stuck.get("address") and stuck.get("driver") in drivers:
                 self.refuse_if_stuck(address, doing)
 
     def time_left(self, default: float | None = None) -> float:

@@ -66,6 +66,20 @@ def run(argv: list[str], timeout: float, stdin: bytes | None = None) -> subproce
     return result
 
 
+def run_detached(argv: list[str], timeout: float, what: str) -> str:
+    """Run argv as a detached helper (host/detached.py `command`: its own session and stdio,
+    not waited for past the timeout), for a program that can wait in the kernel. Its
+    output; CommandError on a non-zero exit, detached.StuckWrite when it has not returned."""
+    from . import detached
+
+    code, output = detached.command(
+        [resolve(argv[0]), *argv[1:]], timeout, what, env={"PATH": SYSTEM_PATH, "LC_ALL": "C"}
+    )
+    if code:
+        raise CommandError(argv, code, output)
+    return output
+
+
 class Commands:
     """Commands as a Host member, so dry runs can record instead of run.
 

@@ -12,7 +12,10 @@ kernel, on its own.
 
 Forked after the imports (about a millisecond), never a new interpreter. The child calls
 only os functions and leaves with os._exit: another thread may hold a lock (logging,
-stdio) that would never be released in the child.
+stdio) that would never be released in the child. Programs that can wait in the kernel
+(`modprobe -r`, a libvirt node-device call) run the same way through `command`: their own
+session and stdio, never waited for past the timeout. `read` is the bounded read of an
+attribute whose read takes the device lock.
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ NO_ANSWER = -1
 class StuckWrite(StepTimeout):
     """A detached write did not return in time: the helper (pid) still waits in the kernel."""
 
-    def __init__(self, message: str, *, pid: int, device: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, pid: int, device: str | None = None, timeout: float = 0.0
+    ) -> None:
         self.pid = pid
+        self.timeout = timeout
         super().__init__(message, device=device)
 
 
@@ -63,16 +69,51 @@ def run(job: Callable[[], int], timeout: float, what: str, keep_fds: tuple[int, 
     """Run job in a detached helper process; its answer (0 or an errno), or NO_ANSWER when
     the helper died without one. Raises StuckWrite when there is none within timeout.
     keep_fds: descriptors the job needs besides /dev/null (the tests' fake kernel)."""
+    answer = _run(lambda: str(job()).encode(), timeout, what, keep_fds)
+    return int(answer) if answer else NO_ANSWER
+
+
+def read(path: str, timeout: float, what: str, limit: int = 64 * 1024) -> bytes:
+    """The first `limit` bytes of a file, read in a detached helper: a sysfs attribute whose
+    read takes the device lock (driver_override) waits as long as a write stuck on that
+    device does. Raises OSError with the kernel's errno, StuckWrite when there is no answer
+    within timeout."""
+
+    def job() -> bytes:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            return str(exc.errno or errno.EIO).encode()
+        try:
+            return b"0 " + os.read(fd, limit)
+        except OSError as exc:
+            return str(exc.errno or errno.EIO).encode()
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    answer = _run(job, timeout, what, ())
+    code, _, data = answer.partition(b" ")
+    if not code:
+        raise OSError(errno.EIO, f"the helper reading {path} died without an answer")
+    if code != b"0":
+        raise OSError(int(code), os.strerror(int(code)))
+    return data
+
+
+def _run(job: Callable[[], bytes], timeout: float, what: str, keep_fds: tuple[int, ...]) -> bytes:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the helper
-        code = NO_ANSWER
         try:
             _detach(write_end, keep_fds)
-            code = job()
-            os.write(write_end, str(code).encode())
+            reply = job()
+            while reply:
+                reply = reply[os.write(write_end, reply) :]
         finally:
-            os._exit(0 if code == 0 else 1)
+            os._exit(0)
     os.close(write_end)
     try:
         answer = _read_answer(read_end, timeout)
@@ -83,9 +124,45 @@ def run(job: Callable[[], int], timeout: float, what: str, keep_fds: tuple[int, 
             f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
             f"(helper pid {pid} still waits there)",
             pid=pid,
+            timeout=timeout,
         )
     os.waitpid(pid, 0)  # it has answered, so it is exiting now
     return answer
+
+
+def command(
+    argv: list[str], timeout: float, what: str, env: dict[str, str] | None
+) -> tuple[int, str]:
+    """Run a program that can wait in the kernel (`modprobe -r`, a libvirt call) as a
+    detached helper: its own session, stdin on /dev/null, stdout and stderr on a pipe of
+    its own (never libvirt's), no other descriptor of the hook. (exit status, its output)
+    once it exits; StuckWrite when it has not within timeout: the hook stops waiting and
+    the helper goes on, or stays in the kernel, on its own (never killed: a process in the
+    kernel's uninterruptible wait cannot be, and a signal turns vfio's wait uninterruptible)."""
+    import subprocess  # only when a command runs (~2 ms)
+
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        close_fds=True,
+        start_new_session=True,
+        cwd="/",
+        env=env,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if process.stdout is not None:
+            process.stdout.close()  # its later output goes nowhere; it is not waited for
+        raise StuckWrite(
+            f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
+            f"(helper pid {process.pid} still waits there)",
+            pid=process.pid,
+            timeout=timeout,
+        ) from None
+    return process.returncode, output.decode(errors="replace")
 
 
 def _detach(keep: int, keep_fds: tuple[int, ...]) -> None:
@@ -103,7 +180,9 @@ def _detach(keep: int, keep_fds: tuple[int, ...]) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _read_answer(fd: int, timeout: float) -> int | None:
+def _read_answer(fd: int, timeout: float) -> bytes | None:
+    """All the helper wrote before closing the pipe (b"" if it died without an answer),
+    or None when it has not closed it within timeout."""
     end = time.monotonic() + timeout
     data = b""
     while True:
@@ -113,9 +192,9 @@ def _read_answer(fd: int, timeout: float) -> int | None:
         ready, _, _ = select.select([fd], [], [], left)
         if not ready:
             return None
-        chunk = os.read(fd, 32)
+        chunk = os.read(fd, 1 << 16)
         if not chunk:  # the helper closed the pipe: it answered, or died
-            return int(data) if data else NO_ANSWER
+            return data
         data += chunk
 
 
@@ -139,3 +218,10 @@ def start_time(stat: str | None) -> int | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def subject(record: dict) -> str:
+    """What a stuck record is about, in messages: the device's address, or `module NAME`."""
+    if record.get("module"):
+        return f"module {record['module']}"
+    return str(record.get("address", "?"))

@@ -203,6 +203,7 @@ class PredictedModules(Modules):
         return max(0, count - len(gone)), [u for u in users if u not in gone]
 
     def load(self, module: str, drivers: tuple[str, ...] = ()) -> None:
+        self.host.refuse_if_module_stuck(module, f"load {module}")
         self.host.record(f"modprobe {module}", f"{module}: not loaded → loaded")
         name = canonical(module)
         self.changed[name] = True
@@ -222,7 +223,7 @@ class PredictedModules(Modules):
             self.sysfs.model.register_driver(driver, self.sysfs.addresses())
 
     def unload(self, module: str) -> None:
-        self.host.refuse_if_driver_stuck(driver_names(module), f"unload {module}")
+        self.refuse_unload(module)
         self.host.record(f"modprobe -r {module}", f"{module}: loaded → not loaded")
         self._remove(canonical(module))
 

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import HostError, UnsafeOperation
-from . import commands
+from ..errors import HostError, StepTimeout, UnsafeOperation
+from . import commands, detached
 
 if TYPE_CHECKING:
     from . import Host
@@ -205,6 +205,7 @@ class Modules:
         """modprobe the module. `drivers`: the PCI drivers it is known to register (from a
         journal record), for a dry run to predict; the real kernel needs no telling."""
         self._guard("load", module)
+        self.host.refuse_if_module_stuck(module, f"load {module}")
         self.host.record(f"modprobe {module}", f"{module}: not loaded → loaded")
         try:
             self.host.bounded(
@@ -281,20 +282,74 @@ class Modules:
         ][:1]
 
     def unload(self, module: str) -> None:
+        """`modprobe -r`, as a detached helper: unloading a driver unbinds its devices, which
+        waits in the kernel for as long as a process holds one (vfio_pci under QEMU). Stuck
+        there, the module is noted stuck (host.stuck) and StepTimeout names what holds it."""
         self._guard("unload", module)
-        self.host.refuse_if_driver_stuck(driver_names(module), f"unload {module}")
+        self.refuse_unload(module)
         self.host.record(f"modprobe -r {module}", f"{module}: loaded → not loaded")
         try:
-            self.host.bounded(
-                f"modprobe -r {module}",
-                lambda: commands.run(["modprobe", "-r", module], self.host.time_left()),
-            )
+            self._remove_module(module)
+        except detached.StuckWrite as exc:
+            # What it unbinds, read now: the device the kernel waits on keeps its driver
+            # link until the unbind returns, those after it too.
+            raise self.stuck(module, self.unload_scope(module), exc) from None
         except commands.CommandError:
             # kmod removes a module's post-softdeps first, with their dependencies once unused,
             # which can be the module itself (vfio → vfio_iommu_type1 → vfio); it then fails
             # with ENOENT on the module already gone. What matters is that it is gone.
             if self.is_loaded(module):
                 raise
+
+    def refuse_unload(self, module: str) -> None:
+        """Raise HostError when unloading module would wait behind a write or an unload
+        stuck in the kernel."""
+        self.host.refuse_if_driver_stuck(driver_names(module), f"unload {module}")
+        self.host.refuse_if_module_stuck(module, f"unload {module}")
+
+    def _remove_module(self, module: str) -> None:
+        commands.run_detached(
+            ["modprobe", "-r", module], self.host.time_left(), f"`modprobe -r {module}`"
+        )
+
+    def unload_scope(self, module: str) -> tuple[list[str], list[str]]:
+        """What `modprobe -r module` removes (the module, and the dependencies it takes
+        along), and the devices bound to their PCI drivers: what it unbinds."""
+        sysfs = self.host.sysfs
+        # Dependencies only these modules use: kmod takes them along once their other
+        # references go (a process holding a device is what makes the unload wait).
+        taken = [canonical(module)]
+        for name in taken:
+            for dependency in self.dependencies(name):
+                users = self.usage(dependency)[1]
+                free = dependency not in taken and set(users) <= set(taken)
+                if free and not self.is_builtin(dependency):
+                    taken.append(dependency)
+        devices = [
+            entry
+            for name in taken
+            for driver in self.pci_drivers(name)
+            for entry in sysfs.listdir(f"bus/pci/drivers/{driver}")
+            if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", entry)
+        ]
+        return taken, devices
+
+    def stuck(
+        self, module: str, scope: tuple[list[str], list[str]], exc: detached.StuckWrite
+    ) -> StepTimeout:
+        """Note the unload stuck (nothing in this run loads or unloads those modules again,
+        or writes to their devices); the error to raise, naming the devices it unbinds."""
+        taken, devices = scope
+        self.host.note_stuck(
+            f"module {canonical(module)}",
+            f"modprobe -r {module}",
+            exc.pid,
+            module=canonical(module),
+            modules=taken,
+            devices=devices,
+        )
+        unbinding = f"; it was unbinding {', '.join(devices)}" if devices else ""
+        return StepTimeout(str(exc) + unbinding)
 
 
 MODPROBE_DIRS = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,8 @@ from . import detached
 # Attributes whose read takes the device lock (driver_override_show does): on a device
 # stuck in the kernel the read would wait as long as the write does.
 LOCKED_READ = re.compile(r"^bus/pci/devices/([^/]+)/driver_override$")
+# How long a person's tool (snapshot) waits for such a read before naming the device.
+READ_TIMEOUT = 5.0
 BLOCKING = re.compile(
     r"(/unbind|/bind|^bus/pci/drivers_probe|/remove|/rescan|/resource\d+_resize)$"
 )
@@ -62,6 +63,20 @@ class Sysfs:
         try:
             with open(self.path(rel), encoding="utf-8", errors="replace") as handle:
                 return handle.read().strip()
+        except OSError:
+            return None
+
+    def read_bounded(self, rel: str, timeout: float = READ_TIMEOUT) -> bytes | None:
+        """The raw content of a file, for reads that can wait in the kernel (LOCKED_READ on
+        a device another write is stuck on, which nothing here may know of): in a detached
+        helper when it can block, so the reader never hangs. None when the file does not
+        exist or cannot be read; raises detached.StuckWrite when it does not answer."""
+        path = self.path(rel)
+        try:
+            if os.path.basename(rel) == "driver_override":  # a LOCKED_READ, by any path
+                return detached.read(str(path), timeout, f"reading /sys/{rel}")
+            with open(path, "rb") as handle:
+                return handle.read(64 * 1024)
         except OSError:
             return None
 
@@ -158,15 +173,13 @@ class Sysfs:
         address = device or (match.group(1) if match else None)
         if address is None:
             return
-        stat = self.host.procfs.read(f"{exc.pid}/stat") if self.host.procfs else None
-        self.host.stuck[address] = {
-            "address": address,
-            "write": f"write {value.strip()} > /sys/{rel}",
-            "driver": self.link_name(f"bus/pci/devices/{address}/driver"),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "pid": exc.pid,
-            "started": detached.start_time(stat),
-        }
+        self.host.note_stuck(
+            address,
+            f"write {value.strip()} > /sys/{rel}",
+            exc.pid,
+            address=address,
+            driver=self.link_name(f"bus/pci/devices/{address}/driver"),
+        )
 
     def _apply(self, rel: str, path: Path, value: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as `echo value > file` does

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import EXIT_OK, UsageError
-from ..host.sysfs import Sysfs
+from ..host import detached
+from ..host.sysfs import READ_TIMEOUT, Sysfs
 from ..output import emit
 from .common import PROG, add_json, add_root, parser_for
 from .facts import ADDRESS, HostFacts
@@ -85,6 +86,8 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     copier = Snapshot(Path(args.root), Path(args.directory))
     copier.run()
     counts = copier.counts
+    for warning in copier.warnings:
+        print(f"{PROG} snapshot: warning: {warning}", file=err)
     if args.json:
         emit(
             out,
@@ -97,6 +100,7 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
                     k: counts[k] for k in ("device", "group", "driver", "module", "file", "link")
                 },
                 "notes": copier.notes,
+                "unanswered": copier.unanswered,
             },
         )
         return EXIT_OK
@@ -113,13 +117,18 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
 
 
 class Snapshot:
-    def __init__(self, source: Path, target: Path):
+    def __init__(self, source: Path, target: Path, read_timeout: float | None = None):
         self.source = source
         self.target = target
         self.sysfs = Sysfs(source, host=None)  # reads only (and the tests' guard applies)
         self.facts = HostFacts(source)
         self.counts: Counter = Counter()
         self.notes: list[str] = []
+        # Reads that take the device lock (driver_override) go through a bounded read: a
+        # device a write is stuck on would hold them for as long. Devices that did not answer:
+        self.read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
+        self.unanswered: list[str] = []
+        self.warnings: list[str] = []
 
     def run(self) -> None:
         if self.target.exists() and (not self.target.is_dir() or any(self.target.iterdir())):
@@ -167,6 +176,8 @@ class Snapshot:
         name = os.path.basename(rel)
         if NEVER.match(name):
             return False
+        if name == "driver_override":
+            return self._copy_locked(rel)
         try:
             with open(self.source / rel, "rb") as handle:
                 data = handle.read(MAX_FILE + 1)
@@ -174,6 +185,28 @@ class Snapshot:
             return False  # absent, or an attribute this device does not support (EINVAL, EIO)
         if len(data) > MAX_FILE:
             self.notes.append(f"skipped {rel}: over {MAX_FILE // 1024} KiB")
+            return False
+        self.put(rel, data)
+        return True
+
+    def _copy_locked(self, rel: str) -> bool:
+        """Copy an attribute whose read takes the device lock, through a bounded read; a
+        device that does not answer is named and left without it."""
+        address = os.path.basename(os.path.dirname(rel))
+        try:
+            data = self.sysfs.read_bounded(rel.removeprefix("sys/"), self.read_timeout)
+        except detached.StuckWrite as exc:
+            self.unanswered.append(address)
+            self.warnings.append(
+                f"{address}: reading {os.path.basename(rel)} did not return within "
+                f"{self.read_timeout:g} s: a write stuck in the kernel holds the device's lock "
+                f"(helper pid {exc.pid} still waits there); the snapshot has the rest of the "
+                f"device, without that file. `{PROG} status` shows stuck writes; once the "
+                f"process holding the device exits, take the snapshot again"
+            )
+            self.notes.append(f"{address}: {os.path.basename(rel)} did not answer; left out")
+            return False
+        if data is None:
             return False
         self.put(rel, data)
         return True

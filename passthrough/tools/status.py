@@ -125,20 +125,37 @@ def _stuck_problem(domain: str, record: dict, facts: HostFacts) -> dict:
     state = process_state(_read(facts.root / "proc" / str(pid) / "stat"), record.get("started"))
     write = f"`{record.get('write', 'a write')}`"
     since = record.get("since", "?")
+    module = record.get("module")
+    what = f"module {module}" if module else record.get("address")
+    shape = {"kind": "stuck", "address": record.get("address")}
+    if module:
+        shape = {"kind": "stuck", "address": None, "module": module}
     if state == "gone":
         return {
-            "kind": "stuck",
-            "address": record.get("address"),
+            **shape,
             "helper": None,
-            "message": f"{record.get('address')}: {write}, stuck in the kernel since {since}, "
+            "message": f"{what}: {write}, stuck in the kernel since {since}, "
             f"has returned since (its helper pid {pid} is gone)",
-            "fix": f"run `{PROG} recover {domain}`: it puts the device back",
+            "fix": f"run `{PROG} recover {domain}`: it puts the "
+            + ("module" if module else "device")
+            + " back",
+        }
+    if module:
+        devices = record.get("devices") or []
+        return {
+            **shape,
+            "helper": pid,
+            "message": f"{what}: {write} is stuck in the kernel since {since} (helper pid "
+            f"{pid}, state {state}): unloading it unbinds "
+            + (", ".join(devices) if devices else "its devices")
+            + ", and the kernel waits until the process holding one lets go",
+            "fix": f"end the process holding its devices (the hook's message named it; `fuser "
+            f"-v /dev/vfio/*` shows it), then run `{PROG} recover {domain}`",
         }
     return {
-        "kind": "stuck",
-        "address": record.get("address"),
+        **shape,
         "helper": pid,
-        "message": f"{record.get('address')}: {write} is stuck in the kernel since {since} "
+        "message": f"{what}: {write} is stuck in the kernel since {since} "
         f"(helper pid {pid}, state {state}): a process still holds the device, and the "
         f"kernel holds the device's lock until it lets go",
         "fix": f"end the process holding it (the hook's message named it; `fuser -v "
