@@ -227,6 +227,11 @@ class SimulatedSysfs(Sysfs):
     def _apply(self, rel: str, path: Path, value: str) -> None:
         self.kernel.timed(self.kernel.model.write, rel, value)
 
+    def _write_detached(self, rel: str, path: Path, value: str, what: str) -> None:
+        # The real hook hands writes that can block (unbind, drivers_probe...) to a helper
+        # process; the model never blocks, so it takes them here, bounded like the others.
+        self.host.bounded(what, lambda: self._apply(rel, path, value))
+
 
 class SimulatedModules(Modules):
     """The program's reads of /proc/modules, with modprobe simulated."""
