@@ -40,6 +40,16 @@ def run_guest(rounds: int) -> dict:
     return data
 
 
+def _each_step(cycles: list[dict]) -> str:
+    """Each step's median time over the rounds, for the note of the steps row."""
+    times: dict[str, list[int]] = {}
+    for cycle in cycles:
+        for phase in ("prepare", "release"):
+            for title, ms in cycle.get(f"{phase}_each", []):
+                times.setdefault(title, []).append(ms)
+    return "; ".join(f"{title} {statistics.median(ms):g}" for title, ms in times.items())
+
+
 def _heaviest(imports: dict) -> str:
     """The modules whose own import time is largest, for the note of the imports row."""
     heaviest = imports.get("heaviest") or []
@@ -63,7 +73,12 @@ def measure(quick: bool = False) -> tuple[list[Figure], dict]:
         Figure("hook prepare/begin", "ms", tuple(c["prepare"] for c in hook)),
         Figure("hook release/end", "ms", tuple(c["release"] for c in hook)),
         Figure("hook prepare + release", "ms", tuple(total(c) for c in hook)),
-        Figure("  of which the steps (as the hook logs them)", "ms", tuple(steps(c) for c in hook)),
+        Figure(
+            "  of which the steps (as the hook logs them)",
+            "ms",
+            tuple(steps(c) for c in hook),
+            note=_each_step(hook),
+        ),
         Figure(
             "  of which imports (-X importtime, one extra run)",
             "ms",

@@ -36,6 +36,8 @@ SYS = Path("/sys/bus/pci/devices")
 NAP_SECONDS = 2  # the tutorials' fixed sleep after a rebinding
 REBINDINGS = 6  # per prepare + release in guest_minimal.sh: 3 each way
 STEP_LINE = re.compile(r": (?:done|undone) \((\d+) ms\)$")
+# passthrough-hook: win10 prepare/begin: 2. detach gpu, gpu-audio ...: done (812 ms)
+STEP_TITLE = re.compile(r"^passthrough-hook: \S+ \S+: (.+): (?:done|undone) \((\d+) ms\)$")
 
 PROFILE = """\
 # The benchmark's seed-like profile (bench/guest_driver.py)
@@ -201,6 +203,11 @@ def cycle(who: str, initial: dict, nap: int | None = None) -> dict:
         figures[f"{phase}_settle"] = settle(phase, initial, who) * 1000
         if who == "hook":
             figures[f"{phase}_steps"] = steps_ms(run)
+            figures[f"{phase}_each"] = [
+                [m.group(1), int(m.group(2))]
+                for line in run.output.splitlines()
+                if (m := STEP_TITLE.match(line))
+            ]
     return figures
 
 
