@@ -148,7 +148,9 @@ class Host:
     def refuse_if_module_stuck(self, module: str, doing: str) -> None:
         """Raise HostError when an unload of module is stuck in the kernel: loading or
         unloading it again would wait behind it (or act behind its back)."""
-        name = module.replace("-", "_")
+        from .modules import canonical
+
+        name = canonical(module)
         stuck = next(
             (r for r in self.stuck.values() if name in (r.get("modules") or [r.get("module")])),
             None,

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..constants import PCI_ADDRESS
 from ..errors import HostError, StepTimeout, UnsafeOperation
 from . import commands, detached
 
@@ -330,7 +331,7 @@ class Modules:
             for name in taken
             for driver in self.pci_drivers(name)
             for entry in sysfs.listdir(f"bus/pci/drivers/{driver}")
-            if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", entry)
+            if re.fullmatch(PCI_ADDRESS, entry)
         ]
         return taken, devices
 
