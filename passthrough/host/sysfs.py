@@ -18,7 +18,9 @@ from . import detached
 # as driver_override, in the hook's process.
 # Attributes whose read takes the device lock (driver_override_show does): on a device
 # stuck in the kernel the read would wait as long as the write does.
-LOCKED_READ = re.compile(r"^bus/pci/devices/([^/]+)/driver_override$")
+# By any path to the device's directory (bus/pci/devices/X or the devices/pci0000:00/... one
+# it links to); group 1 is the device's address.
+LOCKED_READ = re.compile(r"(?:^|/)([^/]+)/driver_override$")
 # How long a person's tool (snapshot) waits for such a read before naming the device.
 READ_TIMEOUT = 5.0
 BLOCKING = re.compile(
@@ -57,7 +59,7 @@ class Sysfs:
 
     def read(self, rel: str) -> str | None:
         """The content of a sysfs file, stripped; None when it does not exist or cannot be read."""
-        locked = LOCKED_READ.match(rel)
+        locked = LOCKED_READ.search(rel)
         if locked and self.host is not None:  # it waits for the lock a stuck write holds
             self.host.refuse_if_stuck(locked.group(1), f"read /sys/{rel}")
         try:
@@ -73,7 +75,7 @@ class Sysfs:
         exist or cannot be read; raises detached.StuckWrite when it does not answer."""
         path = self.path(rel)
         try:
-            if os.path.basename(rel) == "driver_override":  # a LOCKED_READ, by any path
+            if LOCKED_READ.search(rel):
                 return detached.read(str(path), timeout, f"reading /sys/{rel}")
             with open(path, "rb") as handle:
                 return handle.read(64 * 1024)
