@@ -119,14 +119,6 @@ def hook_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_stdin(stdin: TextIO | None) -> str:
-    """The domain XML on stdin (`--xml -`)."""
-    stream = stdin if stdin is not None else sys.stdin
-    if stream is None or stream.isatty():
-        return ""
-    return stream.read()
-
-
 def _read_xml_file(name: str) -> str:
     try:
         return Path(name).read_text(encoding="utf-8")
@@ -140,7 +132,9 @@ def _typed_xml(
     """The domain XML for a command typed by a person, and warnings. Never waits on stdin
     unless told to (`--xml -`): a person's stdin is not libvirt's pipe and may never end."""
     if xml_option == "-":
-        return _read_stdin(stdin), []
+        from .hook import read_domain_xml
+
+        return read_domain_xml(stdin if stdin is not None else sys.stdin), []
     if xml_option:
         return _read_xml_file(xml_option), []
     needing = [step for step in steps if step.action.needs_domain_xml()]

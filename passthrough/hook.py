@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def read_domain_xml(stream: TextIO | None) -> str:
-    """All of stdin, always, so libvirt never writes into a pipe nobody reads."""
+    """All of the stream (libvirt's stdin, or `--xml -`), so libvirt never writes into a
+    pipe nobody reads; nothing from a terminal."""
     if stream is None or stream.isatty():
         return ""
     return stream.read()
