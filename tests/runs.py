@@ -24,6 +24,7 @@ for wherever they are printed. `log()` reads the log file the runs wrote.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -188,6 +189,18 @@ def program(
         {**os.environ, **where, **(env or {})},
         cwd,
     )
+
+
+def probe(code: str, *argv: str, env: dict[str, str] | None = None, stdin: str = "") -> dict:
+    """`python -c CODE ARGV` in a fresh interpreter in the repository (what a new process
+    imports); CODE prints one JSON document, returned. `env` replaces the environment."""
+    result = _process(
+        [sys.executable, "-c", code, *argv],
+        stdin,
+        env if env is not None else {**os.environ},
+    )
+    assert result.code == 0, result.err
+    return json.loads(result.out)
 
 
 def hook_process(

@@ -3,17 +3,13 @@ needs one of its actions (profile validation, journal undo); tools still see the
 
 from __future__ import annotations
 
-import json
 import pkgutil
-import subprocess
-import sys
-from pathlib import Path
+
+from runs import REPO, probe
 
 import passthrough.actions
 from passthrough.actions import ACTIONS, REGISTRY, Registry
 from passthrough.actions.base import Action, UnknownAction
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_listed_name_is_the_action_of_that_name_in_its_module():
@@ -89,16 +85,7 @@ print(json.dumps({"before": before, "profile": profile, "journal": journal, "und
 def test_an_event_imports_only_the_actions_its_profile_and_journal_name(tmp_path):
     typo = tmp_path / "typo.yaml"
     typo.write_text('devices: {gpu: "0000:03:00.0"}\nprepare/begin:\n  - detatch: [gpu]\n')
-    run = subprocess.run(
-        [sys.executable, "-c", PROBE, str(REPO / "config/win10.yaml"), str(typo)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    result = probe(PROBE, str(REPO / "config/win10.yaml"), str(typo))
     assert result["known"] is True
     assert result["before"] == []  # listing and testing names imports no action
     seed = ["passthrough.actions.base", "passthrough.actions.drivers"]

@@ -3,13 +3,10 @@ pays for each import (issue #14's cost targets, measured in tools/bench)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from runs import REPO, probe
 
 PROBE = """
 import json, sys
@@ -26,17 +23,7 @@ def imported(tmp_path: Path, *argv: str) -> tuple[int, set[str]]:
         "PASSTHROUGH_HOOK_CONFIG_DIR": str(tmp_path),
         "PYTHONPATH": str(REPO),
     }
-    run = subprocess.run(
-        [sys.executable, "-c", PROBE, *argv],
-        input="<domain/>",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    result = probe(PROBE, *argv, env=env, stdin="<domain/>")
     return result["code"], set(result["modules"])
 
 
