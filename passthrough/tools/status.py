@@ -119,14 +119,14 @@ def domain_status(path: Path, facts: HostFacts) -> dict:
 def _stuck_problem(domain: str, record: dict, facts: HostFacts) -> dict:
     """A write the kernel has not returned from (passthrough/host/detached.py), as long as
     its helper process waits there; once it is gone, what is left is recover's to undo."""
-    from ..host.detached import process_state
+    from ..host.detached import process_state, subject
 
     pid = record.get("pid")
     state = process_state(_read(facts.root / "proc" / str(pid) / "stat"), record.get("started"))
     write = f"`{record.get('write', 'a write')}`"
     since = record.get("since", "?")
     module = record.get("module")
-    what = f"module {module}" if module else record.get("address")
+    what = subject(record)
     shape = {"kind": "stuck", "address": record.get("address")}
     if module:
         shape = {"kind": "stuck", "address": None, "module": module}
