@@ -280,7 +280,6 @@ class Reporter:
                     print(f"    {op}", file=self.err)
 
     def finished(self, result: EventResult, profile_problem: bool) -> int:
-        from .log import log_path
         from .render import failure_text, plan_text, result_json
 
         request, root = self.request, str(self.request.paths.root)
@@ -291,7 +290,7 @@ class Reporter:
         elif request.dry_run:
             print(plan_text(result, root), end="", file=self.out)
         if not result.ok and not request.dry_run:
-            print(failure_text(result, log_path(self.logger)), end="", file=self.err)
+            print(failure_text(result, self.logger.path), end="", file=self.err)
         elif request.recover and not request.dry_run and not request.json:
             print(
                 f"{request.domain}: undid {len(result.rollback)} journaled change(s); "

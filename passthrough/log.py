@@ -91,10 +91,6 @@ def setup(log_file: Path | None, use_syslog: bool, level: int = INFO) -> Log:
     return _current
 
 
-def log_path(logger: Log) -> str | None:
-    return logger.path
-
-
 def internal_error(err: TextIO) -> int:
     """The error boundary's last case (a bug): the traceback goes to the log (or a file of
     its own when there is no log) and the person gets a pointer to it, not the traceback."""

@@ -30,17 +30,17 @@ def test_a_line_is_what_logging_wrote(tmp_path, monkeypatch):
     assert lines[0] == expected
     assert f"[{os.getpid()}] ERROR two" in lines[1] and lines[2] == "lines"
     assert len(lines) == 3  # DEBUG left out at INFO
-    assert log.log_path(mine) is None  # closed
+    assert mine.path is None  # closed
 
 
 def test_debug_level_and_an_unwritable_log(tmp_path):
     target = tmp_path / "hook.log"
     mine = log.setup(target, use_syslog=False, level=log.DEBUG)
     mine.debug("    write 0 > /sys/bus/pci/drivers_autoprobe")
-    assert log.log_path(mine) == str(target)
+    assert mine.path == str(target)
     assert " DEBUG     write 0 > /sys/bus/pci/drivers_autoprobe" in target.read_text()
     blocked = tmp_path / "file"
     blocked.write_text("")
     quiet = log.setup(blocked / "hook.log", use_syslog=False)  # its directory is a file
     quiet.error("goes nowhere, raises nothing")
-    assert log.log_path(quiet) is None
+    assert quiet.path is None
