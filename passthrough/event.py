@@ -226,11 +226,11 @@ def refuse_while_stuck(runner: Runner, domain: str) -> None:
     stuck = runner.stuck_devices()
     if not stuck:
         return
-    from .host.detached import subject
+    from .host.detached import since, subject
 
     parts = [
         f"{subject(record)} is still stuck in the kernel ({record.get('write', 'a write')} "
-        f"since {str(record.get('since', '?'))[11:19]}; helper pid {record.get('pid', '?')} "
+        f"since {since(record)}; helper pid {record.get('pid', '?')} "
         f"still waits there)"
         + runner.holders_note(
             list(record.get("devices") or ())

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from ..errors import HostError, StepTimeout
 from ..record import field, record
+from .detached import since
 from .parts import (
     CommandRunner,
     ModuleControl,
@@ -139,7 +140,7 @@ class Host:
         held = f"module {stuck['module']}'s unload, " if stuck.get("module") else ""
         raise HostError(
             f"not going to {doing}: the device is stuck in the kernel since "
-            f"{str(stuck.get('since', '?'))[11:19]} ({held}{stuck.get('write', 'a write')}, "
+            f"{since(stuck)} ({held}{stuck.get('write', 'a write')}, "
             f"helper pid {stuck.get('pid', '?')})",
             device=address,
             hint="end the processes holding it; `passthrough-hook recover` then puts it back",
@@ -159,7 +160,7 @@ class Host:
             return
         raise HostError(
             f"not going to {doing}: `{stuck.get('write')}` is stuck in the kernel since "
-            f"{str(stuck.get('since', '?'))[11:19]} (helper pid {stuck.get('pid', '?')})",
+            f"{since(stuck)} (helper pid {stuck.get('pid', '?')})",
             hint="end the processes holding the module's devices; `passthrough-hook recover` "
             "then puts it back",
         )

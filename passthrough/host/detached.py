@@ -220,6 +220,11 @@ def start_time(stat: str | None) -> int | None:
     return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
 
 
+def since(record: dict) -> str:
+    """When a stuck record's write started, as HH:MM:SS for messages ("" if not known)."""
+    return str(record.get("since", "?"))[11:19]
+
+
 def subject(record: dict) -> str:
     """What a stuck record is about, in messages: the device's address, or `module NAME`."""
     if record.get("module"):
