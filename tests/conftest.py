@@ -7,7 +7,9 @@ tests reach a kernel only through the fake one (or the QEMU guest tier).
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import yaml  # noqa: F401  loaded once here: pyfakefs unloads modules first impo
 # and PyYAML's C parser keeps building nodes of the first import's classes.
 from pyfakefs.fake_filesystem_unittest import Patcher
 
+import passthrough
 from passthrough.actions import REGISTRY
 from passthrough.errors import UnsafeOperation
 from passthrough.host import detached
@@ -35,18 +38,15 @@ Patcher.SKIPMODULES.add(detached)
 
 REPO = Path(__file__).resolve().parent.parent
 
-if "coverage" in sys.modules:
-    # tools/coverage: coverage.py decides once per file whether to trace it, when its code
-    # first runs; a module first imported inside a test would be decided on pyfakefs's fake
-    # filesystem, where the file is not found, and never counted. Import them all here.
-    import importlib
-    import pkgutil
-
-    import passthrough
-
-    for module in pkgutil.walk_packages(passthrough.__path__, "passthrough."):
-        if not module.name.endswith(".__main__"):  # that one runs the program
-            importlib.import_module(module.name)
+# Every module of the program is imported here, before any test. pyfakefs unloads a module
+# first imported inside a test when the test ends, but `from passthrough import trust` in a
+# later test still finds the old module object on the package, with its `os` bound to the
+# finished fake filesystem (a CI run failed so, in whichever xdist worker first imported
+# trust inside a fake-filesystem test). coverage.py too decides once per file whether to
+# trace it, when its code first runs: on pyfakefs's filesystem the file is not found.
+for _module in pkgutil.walk_packages(passthrough.__path__, "passthrough."):
+    if not _module.name.endswith(".__main__"):  # that one runs the program
+        importlib.import_module(_module.name)
 
 
 @pytest.fixture(autouse=True)
