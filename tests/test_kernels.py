@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 from fakekernel import FakeKernel
 from hosts import KERNELS, SEED_PROFILE, kernel_host
+from hypothesis import given
+from hypothesis import strategies as st
 from runs import LOG, STATE, command, hook
 from tool_trees import host_tree, hostdev_xml, write_profile
+
+from passthrough.host.modules import module_file_name, module_names
 
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
 # What many tutorials load, and the seed profile's list with vfio_virqfd added.
@@ -193,3 +197,32 @@ def test_init_writes_vfio_pci_alone_and_its_profile_starts(tmp_path, version):
         "begin",
     )
     assert code == 0 and "no problems seen" in out, out
+
+
+# What the kernel's files look like: paths of module files, compressed or not, with or
+# without the dependencies after the colon; and the lines that name no module.
+_PART = st.sampled_from(
+    ["kernel", "drivers", "vfio", "pci", "vfio-pci", "vfio_iommu_type1", "snd-hda-intel", "x.ko"]
+)
+_FILE = st.builds(
+    lambda dirs, name, ext: "/".join([*dirs, name + ext]),
+    st.lists(_PART, max_size=3),
+    _PART,
+    st.sampled_from(["", ".ko", ".ko.xz", ".ko.zst", ".o", ".kox"]),
+)
+_LINE = st.builds(
+    lambda file, deps, lead, trail: f"{lead}{file}{deps}{trail}",
+    _FILE,
+    st.sampled_from(["", ":", ": kernel/drivers/vfio/vfio.ko.xz", ":kernel/a.ko b.ko"]),
+    st.sampled_from(["", " ", "\t"]),
+    st.sampled_from(["", " "]),
+)
+
+
+@given(st.lists(_LINE, max_size=8))
+def test_module_names_reads_each_line_as_module_file_name_does(lines):
+    """One scan of the whole modules.dep (the hook reads it on every start) finds what
+    module_file_name finds line by line."""
+    text = "\n".join(lines)
+    by_line = {module_file_name(line.split(":", 1)[0]) for line in lines} - {""}
+    assert module_names(text) == by_line

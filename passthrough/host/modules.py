@@ -61,12 +61,29 @@ def module_file_name(path: str) -> str:
     return canonical(base.split(".ko", 1)[0]) if ".ko" in base else ""
 
 
-def _lines(path: Path) -> list[str]:
+# Each line's module as module_file_name names it, for a whole modules.dep
+# ("kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/vfio.ko.xz") or
+# modules.builtin ("kernel/drivers/vfio/vfio.ko") in one scan of the text: the name before
+# the first .ko of the file name, in the part before the colon. Line by line, the 6,000
+# lines of a distribution's modules.dep cost the hook about 0.3 s under QEMU.
+_MODULE_LINE = re.compile(r"^[ \t]*(?:[^:\n]*/)?([^/:\n]+?)\.ko(?=[^/:\n]*(?::|$))", re.M)
+
+
+def module_names(text: str) -> set[str]:
+    """The modules a modules.dep or modules.builtin text lists (names with _)."""
+    return set(_MODULE_LINE.findall(canonical(text)))
+
+
+def _text(path: Path) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(8 << 20).splitlines()
+            return handle.read(8 << 20)
     except OSError:
-        return []
+        return ""
+
+
+def _lines(path: Path) -> list[str]:
+    return _text(path).splitlines()
 
 
 class KernelModules:
@@ -88,8 +105,7 @@ class KernelModules:
     def builtin(self) -> set[str]:
         if self._builtin is None:
             d = self.directory
-            lines = _lines(d / "modules.builtin") if d else []
-            self._builtin = {name for name in map(module_file_name, lines) if name}
+            self._builtin = module_names(_text(d / "modules.builtin")) if d else set()
         return self._builtin
 
     def files(self) -> set[str]:
@@ -97,12 +113,10 @@ class KernelModules:
         trees written by `snapshot` keep instead."""
         if self._files is None:
             d = self.directory
-            lines = _lines(d / "modules.dep") if d else []
-            self._files = {
-                name for name in (module_file_name(line.split(":", 1)[0]) for line in lines) if name
-            }
-            self.has_index = bool(lines)
-            if d and not lines:
+            text = _text(d / "modules.dep") if d else ""
+            self._files = module_names(text)
+            self.has_index = bool(text)
+            if d and not self.has_index:
                 for _dirpath, _dirs, names in os.walk(d / "kernel" / "drivers" / "vfio"):
                     self._files.update(n for n in map(module_file_name, names) if n)
         return self._files
