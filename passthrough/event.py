@@ -162,11 +162,14 @@ def run(
     from .state import StateDir, check_ownership
 
     request, paths = work.request, work.request.paths
-    if host_factory is None:
-        from .host import make_host
+    if host_factory is None and request.dry_run:
         from .host.dryrun import make_dry_run_host
 
-        host_factory = make_dry_run_host if request.dry_run else make_host
+        host_factory = make_dry_run_host
+    elif host_factory is None:
+        from .host import make_host  # not the dry-run host, its kernel model and its patterns
+
+        host_factory = make_host
     host = host_factory(paths.root)
     debug = request.debug or (work.profile is not None and work.profile.log_level == "debug")
     logger = setup(

@@ -1,9 +1,11 @@
 """Commands as a Host member: bounded by the step, recorded, never run in a dry run."""
 
+import os
+import shutil
 import time
 from pathlib import Path
 
-from passthrough.host import Host
+from passthrough.host import Host, commands
 from passthrough.host.commands import Commands, RecordedCommands
 
 
@@ -47,3 +49,15 @@ def test_a_dry_run_records_commands_and_runs_none(monkeypatch):
         == ""
     )
     assert str(host.operations[0]) == "/usr/bin/systemctl stop gdm   [gdm: stopped]"
+
+
+def test_which_finds_what_shutil_which_finds_in_the_system_path(tmp_path):
+    """commands.which replaces shutil.which (not imported on the hook's path)."""
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    os.chmod(tool, 0o755)
+    (tmp_path / "plain").write_text("")
+    names = ["sh", "true", "modprobe", "no-such-program-here", "/bin/sh", str(tool)]
+    names += [str(tmp_path / "plain"), str(tmp_path), "bin/sh"]
+    for name in names:
+        assert commands.which(name) == shutil.which(name, path=commands.SYSTEM_PATH), name

@@ -41,3 +41,38 @@ def test_an_event_without_steps_loads_the_profile_but_not_the_command_line(tmp_p
     # No step ran, so the runner, the journal and the log were not imported.
     for name in ("passthrough.runner", "passthrough.journal", "passthrough.log"):
         assert name not in modules, name
+
+
+REAL_EVENT = """
+import json, sys
+from passthrough.event import Paths
+from passthrough.hook import hook_main
+root, config = sys.argv[1:3]
+paths = Paths.resolve(root=root, config_dir=config)
+code = hook_main(sys.argv[3:], paths=paths)
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_an_event_with_steps_on_the_real_host_imports_no_dry_run_and_no_archives(tmp_path):
+    """A governor step on a host tree on disk (the real host, rooted, so nothing of this
+    machine is touched): its runner, journal and log, and not the dry run's kernel model,
+    nor shutil (with bz2 and lzma)."""
+    root, config = tmp_path / "root", tmp_path / "config"
+    cpufreq = root / "sys/devices/system/cpu/cpu0/cpufreq"
+    cpufreq.mkdir(parents=True)
+    (root / "sys/devices/system/cpu/online").write_text("0\n")
+    (cpufreq / "scaling_governor").write_text("schedutil\n")
+    (cpufreq / "scaling_available_governors").write_text("schedutil performance\n")
+    config.mkdir()
+    (config / "win10.yaml").write_text("prepare/begin:\n  - governor: performance\n")
+    os.chmod(config / "win10.yaml", 0o644)
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONPATH": str(REPO)}
+    argv = (str(root), str(config), "win10", "prepare", "begin", "-")
+    result = probe(REAL_EVENT, *argv, env=env, stdin="<domain/>")
+    modules = set(result["modules"])
+    assert result["code"] == 0
+    assert (cpufreq / "scaling_governor").read_text().strip() == "performance"  # it ran
+    assert "passthrough.runner" in modules and "passthrough.journal" in modules
+    for name in ("passthrough.host.dryrun", "passthrough.host.kernel_model", "shutil", "bz2"):
+        assert name not in modules, name
