@@ -15,29 +15,44 @@ if TYPE_CHECKING:
 class Procfs:
     def __init__(self, root: Path, host: Host):
         self.base = Path(root) / "proc"
+        self._base = str(self.base)
         self.host = host
 
-    def path(self, rel: str) -> Path:
+    def _where(self, rel: str) -> str:
+        # Strings, not Paths: a holder scan reads three files of every process, and under
+        # QEMU building a Path for each was a good part of the scan.
         if rel.startswith("/") or ".." in rel.split("/"):
             raise UnsafeOperation(f"refusing a /proc path outside {self.base}: {rel}")
-        return self.base / rel
+        return f"{self._base}/{rel}" if rel else self._base
+
+    def path(self, rel: str) -> Path:
+        return Path(self._where(rel))
 
     def read(self, rel: str) -> str | None:
         try:
-            with open(self.path(rel), encoding="utf-8", errors="replace") as handle:
-                return handle.read()
+            fd = os.open(self._where(rel), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        text = b"".join(chunks).decode("utf-8", errors="replace")
+        return text.replace("\r\n", "\n").replace("\r", "\n")  # as open()'s text mode reads
 
     def link(self, rel: str) -> str | None:
         try:
-            return os.readlink(self.path(rel))
+            return os.readlink(self._where(rel))
         except OSError:
             return None
 
     def listdir(self, rel: str = "") -> list[str]:
         try:
-            return os.listdir(self.path(rel) if rel else self.base)
+            return os.listdir(self._where(rel))
         except OSError:
             return []
 
