@@ -114,16 +114,22 @@ def check_trusted(path: Path) -> None:
 def load_profile(path: str | os.PathLike, display: str | None = None) -> Profile:
     """Read, parse and validate a profile file. Raises ProfileError listing every problem."""
     shown = display or str(path)
+    return parse_profile(read_profile(path, shown)[0], shown)
+
+
+def read_profile(path: str | os.PathLike, shown: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of a profile file, and its stat taken after reading them."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_BYTES + 1)
+            info = os.fstat(handle.fileno())
     except OSError as exc:
         raise UsageError(f"{shown}: cannot read the profile: {exc.strerror}") from None
     if len(data) > MAX_BYTES:
         raise ProfileError(
             [f"{shown}:1:1: the profile is larger than {MAX_BYTES // 1024} KiB; profiles are short"]
         )
-    return parse_profile(data, shown)
+    return data, info
 
 
 def parse_profile(data: bytes, shown: str) -> Profile:

@@ -76,3 +76,21 @@ def test_an_event_with_steps_on_the_real_host_imports_no_dry_run_and_no_archives
     assert "passthrough.runner" in modules and "passthrough.journal" in modules
     for name in ("passthrough.host.dryrun", "passthrough.host.kernel_model", "shutil", "bz2"):
         assert name not in modules, name
+
+
+def test_libvirts_next_call_for_a_domain_does_not_import_yaml(tmp_path):
+    """The first call keeps the validated profile beside the journals; the next one reads
+    that copy (passthrough/profile_cache.py) and leaves PyYAML out."""
+    root, config = tmp_path / "root", tmp_path / "config"
+    (root / "run/passthrough-hook").mkdir(parents=True, mode=0o700)
+    config.mkdir()
+    (config / "win10.yaml").write_bytes((REPO / "config/win10.yaml").read_bytes())
+    os.chmod(config / "win10.yaml", 0o644)
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONPATH": str(REPO)}
+    argv = (str(root), str(config), "win10", "started", "begin", "-")
+    first = probe(REAL_EVENT, *argv, env=env, stdin="<domain/>")
+    second = probe(REAL_EVENT, *argv, env=env, stdin="<domain/>")
+    assert first["code"] == second["code"] == 0
+    assert "yaml" in first["modules"]
+    assert "yaml" not in second["modules"]
+    assert "passthrough.profile" in second["modules"]  # the profile's classes, not its parser
