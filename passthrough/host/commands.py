@@ -6,12 +6,10 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import HostError, StepTimeout
+from ..record import record
 
 if TYPE_CHECKING:
     from . import Host
-
-if TYPE_CHECKING:  # imported when a command runs: it costs ~2 ms of every dry run
-    import subprocess
 
 # libvirt runs hooks with the daemon's PATH; commands are looked up here instead, so a
 # PATH entry earlier in some environment cannot substitute another program.
@@ -52,26 +50,26 @@ def resolve(program: str) -> str:
     return found
 
 
-def run(argv: list[str], timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+@record(frozen=True)
+class Completed:
+    """A command that ran to its end: exit status and what it wrote."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def run(argv: list[str], timeout: float, stdin: bytes | None = None) -> Completed:
     """Run argv; raise CommandError on a non-zero exit, StepTimeout past the timeout."""
-    import subprocess  # only when a command runs: a dry run or a release may run none (~2 ms)
+    from . import spawn
 
     full = [resolve(argv[0]), *argv[1:]]
-    try:
-        result = subprocess.run(
-            full,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            cwd="/",
-            env={"PATH": SYSTEM_PATH, "LC_ALL": "C"},
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise StepTimeout(
-            f"`{' '.join(argv)}` did not finish within {timeout:.0f} s (killed)"
-        ) from None
+    child = spawn.start(full, {"PATH": SYSTEM_PATH, "LC_ALL": "C"}, stdin=stdin is not None)
+    finished = child.communicate(timeout, stdin or b"")
+    if finished is None:
+        child.kill()
+        raise StepTimeout(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s (killed)")
+    result = Completed(*finished)
     if result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stderr.decode(errors="replace"))
     return result

@@ -139,30 +139,20 @@ def command(
     once it exits; StuckWrite when it has not within timeout: the hook stops waiting and
     the helper goes on, or stays in the kernel, on its own (never killed: a process in the
     kernel's uninterruptible wait cannot be, and a signal turns vfio's wait uninterruptible)."""
-    import subprocess  # only when a command runs (~2 ms)
+    from . import spawn
 
-    process = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        close_fds=True,
-        start_new_session=True,
-        cwd="/",
-        env=env,
-    )
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        if process.stdout is not None:
-            process.stdout.close()  # its later output goes nowhere; it is not waited for
+    child = spawn.start(argv, env, merge_stderr=True, new_session=True)
+    finished = child.communicate(timeout)
+    if finished is None:
+        child.abandon()  # its later output goes nowhere; it is not waited for
         raise StuckWrite(
             f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
-            f"(helper pid {process.pid} still waits there)",
-            pid=process.pid,
+            f"(helper pid {child.pid} still waits there)",
+            pid=child.pid,
             timeout=timeout,
-        ) from None
-    return process.returncode, output.decode(errors="replace")
+        )
+    code, output, _ = finished
+    return code, output.decode(errors="replace")
 
 
 def _detach(keep: int, keep_fds: tuple[int, ...]) -> None:
