@@ -14,3 +14,5 @@ LOG_FILE = "var/log/libvirt/passthrough-hook.log"
 STUB_DRIVERS = ("vfio-pci", "pci-stub")
 # A PCI address as sysfs spells it: domain:bus:slot.function, lower case.
 PCI_ADDRESS = r"[0-9a-f]{4}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]"
+# The names the kernel accepts in reset_method (drivers/pci/pci.c pci_reset_fn_methods).
+RESET_METHODS = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")

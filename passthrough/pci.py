@@ -231,7 +231,7 @@ class PciDevice:
     def resize(self, bar: int, exponent: int) -> None:
         """Write the size; say first what the kernel removes with it on a VGA-class device
         (firmware framebuffers, vgacon), and turn a failed bridge reassignment into advice."""
-        from .host.kernel_model import resize_removals, sysfb_policy
+        from .host.vga import resize_removals, sysfb_policy
 
         before = self.bar_size(bar) or 0
         policy = sysfb_policy(self.host.root)

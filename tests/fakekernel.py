@@ -35,11 +35,12 @@ from passthrough.errors import HostError, StepTimeout
 from passthrough.host import Host, detached
 from passthrough.host.commands import CommandError, Commands
 from passthrough.host.kernel_files import SystemFiles
-from passthrough.host.kernel_model import KernelModel, sysfb_policy
+from passthrough.host.kernel_model import KernelModel
 from passthrough.host.libvirt import stuck_call
 from passthrough.host.modules import KernelModules, Modules, canonical, configured_ids, driver_names
 from passthrough.host.procfs import Procfs
 from passthrough.host.sysfs import Sysfs
+from passthrough.host.vga import sysfb_policy
 from passthrough.pci import is_vfio_driver
 
 CONTROL = re.compile(

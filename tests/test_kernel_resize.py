@@ -26,7 +26,8 @@ from runs import LOG, command, hook
 from tool_trees import host_tree
 from tool_trees import write_profile as write_tool_profile
 
-from passthrough.host.kernel_model import parse_resource, sysfb_on_any_vga
+from passthrough.host.kernel_model import parse_resource
+from passthrough.host.vga import sysfb_on_any_vga
 
 REPO = Path(__file__).resolve().parent.parent
 GPU, AUDIO, HOST_GPU, BRIDGE = "0000:03:00.0", "0000:03:00.1", "0000:04:00.0", "0000:00:03.1"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..constants import RESET_METHODS
 from ..errors import HostError
 from ..guard import check_not_needed
-from ..host.kernel_model import RESET_METHODS
 from ..pci import PciDevice
 from ..schema import Args, ArgValues, Device, Field, Str
 from .base import OneDeviceAction, StepContext

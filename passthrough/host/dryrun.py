@@ -19,10 +19,11 @@ from ..processes import all_processes
 from ..units import nodedev_name
 from . import Host
 from .commands import RecordedCommands
-from .kernel_model import KernelModel, sysfb_policy
+from .kernel_model import KernelModel
 from .modules import Modules, canonical, configured_ids, driver_names
 from .procfs import RecordedProcfs
 from .sysfs import Sysfs
+from .vga import sysfb_policy
 
 T = TypeVar("T")
 

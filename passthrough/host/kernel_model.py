@@ -35,64 +35,25 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
+from ..constants import RESET_METHODS
 from .kernel_files import SystemFiles
+from .vga import (
+    PLATFORM_DEVICES,
+    VTCONSOLES,
+    resize_removals,
+)
 
 _DEVICE_FILE = re.compile(r"^bus/pci/devices/([^/]+)/(.+)$")
 _DRIVER_FILE = re.compile(r"^bus/pci/drivers/([^/]+)/(bind|unbind|new_id|remove_id)$")
 _RESIZE = re.compile(r"^resource(\d)_resize$")
 _ID = re.compile(r"^([0-9a-fA-F]{1,4})\s+([0-9a-fA-F]{1,4})(\s|$)")
-# The platform devices sysfb registers for the firmware's framebuffer (efifb, simplefb and
-# simpledrm drive them); drivers/firmware/sysfb.c.
-SYSFB_DEVICE = re.compile(r"(efi|simple|vesa)-framebuffer\.\d+")
-PLATFORM_DEVICES = "bus/platform/devices"
-VTCONSOLES = "class/vtconsole"
-VGA_CLASS = 0x0300
 PREFETCH = 0x2000  # IORESOURCE_PREFETCH in the flags column of `resource`
 BRIDGE_MEM_WINDOW, BRIDGE_PREFETCH_WINDOW = 14, 15  # lines of a bridge's `resource`
 MIB = 1 << 20
 
 NO_OVERRIDE = "(null)"
-# The names the kernel accepts in reset_method (drivers/pci/pci.c pci_reset_fn_methods).
-RESET_METHODS = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")
-
-
-def sysfb_on_any_vga(release: str, version: str = "") -> bool | None:
-    """Whether a BAR resize of any VGA-class device unregisters the firmware framebuffer
-    (True), only one of the default VGA device (False), or cannot be told (None: a distro
-    release such as Debian's 6.1.0-13 hides the upstream patch level, unless /proc/version
-    names it). Affected: 6.0.3 (ee7a69aa38d8) to 6.1.46, and 6.2 to 6.4 (5ae3716cfdcd is
-    in 6.5 and 6.1.47; a 6.4.y backport is not counted)."""
-    found = re.search(r"Debian (\d+)\.(\d+)\.(\d+)", version)
-    patch_known = bool(found)
-    if not found:
-        found = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?(.*)", release)
-        # "6.1.0-13-amd64": the .0 is the distro's ABI number, not a patch level.
-        patch_known = bool(
-            found and found.group(3) and (found.group(3) != "0" or not found.group(4))
-        )
-    if not found:
-        return None
-    major, minor, patch = int(found.group(1)), int(found.group(2)), int(found.group(3) or 0)
-    if (major, minor) in ((6, 0), (6, 1)):
-        if not patch_known:
-            return None
-        return (6, 0, 3) <= (major, minor, patch) < (6, 1, 47)
-    return (6, 2) <= (major, minor) < (6, 5)
-
-
-def sysfb_policy(root: Path) -> bool | None:
-    """sysfb_on_any_vga() for the kernel of a root (its /proc/sys/kernel/osrelease, /proc/version)."""
-
-    def text(rel: str) -> str:
-        try:
-            return (Path(root) / rel).read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            return ""
-
-    return sysfb_on_any_vga(text("proc/sys/kernel/osrelease"), text("proc/version"))
 
 
 def parse_resource(text: str | None) -> list[tuple[int, int, int]]:
@@ -112,46 +73,6 @@ class Store(Protocol):
     def upstream(self, address: str) -> str | None: ...
     def remove_device(self, address: str) -> None: ...
     def rescan_devices(self) -> list[str]: ...
-
-
-class Reader(Protocol):
-    """What resize_removals reads: a Store, or the program's Sysfs."""
-
-    def read(self, rel: str) -> str | None: ...
-    def link_name(self, rel: str) -> str | None: ...
-    def listdir(self, rel: str) -> list[str]: ...
-
-
-def is_vga(reader: Reader, address: str) -> bool:
-    text = reader.read(f"bus/pci/devices/{address}/class") or "0"
-    try:
-        return int(text, 16) >> 8 == VGA_CLASS
-    except ValueError:
-        return False
-
-
-def resize_removals(
-    reader: Reader, address: str, sysfb_any_vga: bool | None
-) -> list[tuple[str, str]]:
-    """What the kernel takes away before it resizes a BAR of address, as (kind, name):
-    ("framebuffer", "efi-framebuffer.0") and ("vgacon", "vtcon0"). sysfb_any_vga as
-    sysfb_on_any_vga() gives it; None (unknown) counts as True: the worst case."""
-    if not is_vga(reader, address):
-        return []
-    primary = reader.read(f"bus/pci/devices/{address}/boot_vga") == "1"
-    removed = []
-    if primary or sysfb_any_vga is not False:
-        removed += [
-            ("framebuffer", name)
-            for name in reader.listdir(PLATFORM_DEVICES)
-            if SYSFB_DEVICE.fullmatch(name)
-        ]
-    if primary:
-        for console in reader.listdir(VTCONSOLES):
-            name = reader.read(f"{VTCONSOLES}/{console}/name") or ""
-            if "VGA" in name and reader.read(f"{VTCONSOLES}/{console}/bind") == "1":
-                removed.append(("vgacon", console))
-    return removed
 
 
 class KernelModel:

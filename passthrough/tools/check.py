@@ -20,8 +20,8 @@ from ..actions.drivers import Bind, Detach
 from ..actions.modprobe import Modprobe
 from ..actions.resize_bar import ResizeBar
 from ..errors import EXIT_FAILED, EXIT_OK
-from ..host.kernel_model import resize_removals, sysfb_policy
 from ..host.modules import configured_ids
+from ..host.vga import resize_removals, sysfb_policy
 from ..output import emit
 from ..pci import is_stub_driver, is_vfio_driver
 from ..units import format_bytes, format_mib
