@@ -159,3 +159,73 @@ def test_a_command_that_does_not_return_is_left_running_on_its_own_stdio(tmp_pat
     while _state(pid) != "gone" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _state(pid) == "gone"
+
+
+def test_sysfs_writes_share_one_helper_while_it_answers(tmp_path):
+    first, second = tmp_path / "driver_override", tmp_path / "drivers_probe"
+    first.write_text("")
+    second.write_text("")
+    assert detached.write(str(first), b"vfio-pci\n", 30, "writing") == 0
+    helper = detached._writer
+    assert helper is not None
+    assert detached.write(str(second), b"0000:03:00.0", 30, "writing") == 0
+    assert detached._writer is helper  # the same process made both writes
+    assert (first.read_text(), second.read_text()) == ("vfio-pci\n", "0000:03:00.0")
+    missing = str(tmp_path / "no" / "unbind")
+    assert detached.write(missing, b"x", 30, "writing") == errno.ENOENT
+    assert detached._writer is helper
+    # Detached as the one-write helpers are: its own session, stdio on /dev/null.
+    assert os.getsid(helper.pid) == helper.pid
+    assert [os.readlink(f"/proc/{helper.pid}/fd/{fd}") for fd in (0, 1, 2)] == ["/dev/null"] * 3
+
+
+def test_a_stuck_sysfs_write_leaves_its_helper_and_the_next_write_gets_another(tmp_path):
+    fifo = tmp_path / "unbind"
+    os.mkfifo(fifo)
+    target = tmp_path / "driver_override"
+    target.write_text("")
+    assert detached.write(str(target), b"a\n", 30, "writing") == 0
+    with pytest.raises(detached.StuckWrite) as caught:
+        detached.write(str(fifo), b"0000:01:00.0", 1, "writing to unbind")
+    stuck = caught.value.pid
+    try:
+        assert "writing to unbind did not return within 1.0 s" in str(caught.value)
+        assert f"helper pid {stuck} still waits there" in str(caught.value)
+        assert detached.write(str(target), b"b\n", 30, "writing") == 0
+        assert detached._writer is not None and detached._writer.pid != stuck
+        assert target.read_text() == "b\n"
+        stat = Path(f"/proc/{stuck}/stat").read_text()
+        assert detached.process_state(stat, detached.start_time(stat)) != "gone"
+    finally:
+        _release(fifo)
+        os.waitpid(stuck, 0)  # once the kernel lets it go it finds nobody to answer, and exits
+
+
+def test_the_writer_helper_exits_with_the_hook(tmp_path):
+    """A hook process that made writes exits; its helper follows, holding nothing of it."""
+    target = tmp_path / "bind"
+    target.write_text("")
+    program = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from passthrough.host import detached\n"
+        "assert detached.write(sys.argv[1], b'x', 30, 'writing') == 0\n"
+        "print(detached._writer.pid)\n"
+    )
+    hook = subprocess.run(
+        [sys.executable, "-I", "-c", program, str(target), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert hook.returncode == 0, hook.stderr
+    helper = int(hook.stdout)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{helper}/stat")
+        state = detached.process_state(stat.read_text() if stat.exists() else None, None)
+        if state == "gone":
+            break
+        time.sleep(0.05)
+    assert state == "gone"
+    assert target.read_text() == "x"

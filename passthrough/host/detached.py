@@ -10,9 +10,12 @@ the kernel's answer through a pipe. When it does not answer in time the hook sto
 waiting, reports the device as stuck and exits; the helper finishes, or stays in the
 kernel, on its own.
 
-Forked after the imports (about a millisecond), never a new interpreter. The child calls
-only os functions and leaves with os._exit: another thread may hold a lock (logging,
-stdio) that would never be released in the child. Programs that can wait in the kernel
+Sysfs writes go to one writer helper, forked at the first and reused while it answers
+(a fork per write made every page the hook touched after it a copy, which under QEMU cost
+more than the write); a write that does not return leaves that helper in the kernel and
+the next write forks another. Forked after the imports, never a new interpreter. A helper
+calls only os functions and leaves with os._exit: another thread may hold a lock
+(logging, stdio) that would never be released in the child. Programs that can wait in the kernel
 (`modprobe -r`, a libvirt node-device call) run the same way through `command`: their own
 session and stdio, never waited for past the timeout. `read` is the bounded read of an
 attribute whose read takes the device lock.
@@ -63,6 +66,119 @@ def writer(path: str, value: bytes) -> Callable[[], int]:
         return 0
 
     return job
+
+
+class _Writer:
+    """One forked helper that makes sysfs writes in turn for the hook, answering each with
+    0 or the errno. A write that does not return in time leaves it in the kernel; it is
+    dropped (never waited for, never sent anything again) and the next write forks a new
+    one. It exits when the hook closes its end of the request pipe (when the hook exits)."""
+
+    def __init__(self) -> None:
+        requests_read, self.requests = os.pipe()
+        self.answers, answers_write = os.pipe()
+        self.owner = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # the helper
+            try:
+                _detach(requests_read, (answers_write,))
+                _serve(requests_read, answers_write)
+            finally:
+                os._exit(0)
+        os.close(requests_read)
+        os.close(answers_write)
+
+    def write(self, path: str, value: bytes, timeout: float) -> bytes | None:
+        """The helper's answer, or None when it has none within timeout."""
+        request = path.encode() + b"\0" + value
+        header = len(request).to_bytes(4, "big")
+        try:
+            _write_all(self.requests, header + request)
+        except OSError:
+            return b""  # it is gone (killed): no answer
+        return _read_line(self.answers, timeout)
+
+    def close(self) -> None:
+        for fd in (self.requests, self.answers):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+_writer: _Writer | None = None
+
+
+def write(path: str, value: bytes, timeout: float, what: str) -> int:
+    """`echo value > path` in the hook's writer helper (forked once, reused while it
+    answers): 0 or the kernel's errno, NO_ANSWER when the helper died without one. Raises
+    StuckWrite when there is no answer within timeout; the helper stays in the kernel on
+    its own and the next write gets a new one."""
+    global _writer
+    if _writer is None or _writer.owner != os.getpid():
+        _writer = _Writer()
+    helper = _writer
+    answer = helper.write(path, value, timeout)
+    if answer is None:
+        helper.close()
+        _writer = None
+        raise StuckWrite(
+            f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
+            f"(helper pid {helper.pid} still waits there)",
+            pid=helper.pid,
+            timeout=timeout,
+        )
+    if not answer:  # it died: reap it, and the next write forks another
+        helper.close()
+        os.waitpid(helper.pid, 0)
+        _writer = None
+        return NO_ANSWER
+    return int(answer)
+
+
+def _serve(requests: int, answers: int) -> None:
+    """In the writer helper: each request is a 4-byte length, the path, NUL, the value."""
+    while True:
+        header = _read_exactly(requests, 4)
+        if len(header) < 4:
+            return  # the hook closed the pipe: it is done
+        request = _read_exactly(requests, int.from_bytes(header, "big"))
+        path, _, value = request.partition(b"\0")
+        code = writer(path.decode(), value)()
+        _write_all(answers, b"%d\n" % code)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _read_line(fd: int, timeout: float) -> bytes | None:
+    """One answer line from the helper (b"" if it died first), None past timeout."""
+    end = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        left = end - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return None
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return b""
+        data += chunk
+    return data.strip()
 
 
 def run(job: Callable[[], int], timeout: float, what: str, keep_fds: tuple[int, ...] = ()) -> int:

@@ -161,7 +161,7 @@ class Sysfs:
     def _write_detached(self, rel: str, path: Path, value: str, what: str) -> None:
         """The write in a helper process; raises OSError with the kernel's errno, or StuckWrite."""
         assert self.host is not None  # write() refused a read-only view
-        code = detached.run(detached.writer(str(path), value.encode()), self.host.time_left(), what)
+        code = detached.write(str(path), value.encode(), self.host.time_left(), what)
         if code == detached.NO_ANSWER:
             raise HostError(f"{what}: the helper process died without an answer")
         if code:
