@@ -45,6 +45,16 @@ class StuckWrite(StepTimeout):
         self.timeout = timeout
         super().__init__(message, device=device)
 
+    @classmethod
+    def of(cls, pid: int, what: str, timeout: float) -> StuckWrite:
+        """The helper `pid` doing `what` has not answered within timeout."""
+        return cls(
+            f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
+            f"(helper pid {pid} still waits there)",
+            pid=pid,
+            timeout=timeout,
+        )
+
 
 def writer(path: str, value: bytes) -> Callable[[], int]:
     """The helper's job for one sysfs write, as `echo value > path` does it: 0 or the errno."""
@@ -122,12 +132,7 @@ def write(path: str, value: bytes, timeout: float, what: str) -> int:
     if answer is None:
         helper.close()
         _writer = None
-        raise StuckWrite(
-            f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
-            f"(helper pid {helper.pid} still waits there)",
-            pid=helper.pid,
-            timeout=timeout,
-        )
+        raise StuckWrite.of(helper.pid, what, timeout)
     if not answer:  # it died: reap it, and the next write forks another
         helper.close()
         os.waitpid(helper.pid, 0)
@@ -236,12 +241,7 @@ def _run(job: Callable[[], bytes], timeout: float, what: str, keep_fds: tuple[in
     finally:
         os.close(read_end)
     if answer is None:
-        raise StuckWrite(
-            f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
-            f"(helper pid {pid} still waits there)",
-            pid=pid,
-            timeout=timeout,
-        )
+        raise StuckWrite.of(pid, what, timeout)
     os.waitpid(pid, 0)  # it has answered, so it is exiting now
     return answer
 
@@ -261,12 +261,7 @@ def command(
     finished = child.communicate(timeout)
     if finished is None:
         child.abandon()  # its later output goes nowhere; it is not waited for
-        raise StuckWrite(
-            f"{what} did not return within {timeout:.1f} s: it is stuck in the kernel "
-            f"(helper pid {child.pid} still waits there)",
-            pid=child.pid,
-            timeout=timeout,
-        )
+        raise StuckWrite.of(child.pid, what, timeout)
     code, output, _ = finished
     return code, output.decode(errors="replace")
 
