@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from runs import LOG, STATE, command, hook
 from tool_trees import host_tree, hostdev_xml, write_profile
 
-from passthrough.host.modules import module_file_name, module_names
+from passthrough.host.modules import canonical, lists_module, module_file_name, module_names
 
 GPU, AUDIO = "0000:03:00.0", "0000:03:00.1"
 # What many tutorials load, and the seed profile's list with vfio_virqfd added.
@@ -226,3 +226,11 @@ def test_module_names_reads_each_line_as_module_file_name_does(lines):
     text = "\n".join(lines)
     by_line = {module_file_name(line.split(":", 1)[0]) for line in lines} - {""}
     assert module_names(text) == by_line
+
+
+@given(st.lists(_LINE, max_size=8), _PART)
+def test_the_search_for_one_module_agrees_with_the_whole_scan(lines, part):
+    """The hook asks has_file of each module it loads; it searches for the file name."""
+    text = canonical("\n".join(lines))
+    name = canonical(part.removesuffix(".ko"))
+    assert lists_module(text, name) == (name in module_names(text))
