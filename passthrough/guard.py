@@ -19,8 +19,7 @@ def block_devices(host: Host, address: str) -> list[str]:
     """Block devices (disks and partitions) below a PCI function: nvme0n1, nvme0n1p2, sda1..."""
     names = []
     for rel_dir, _dirs, files in host.sysfs.walk(f"bus/pci/devices/{address}", depth=8):
-        subsystem = host.sysfs.link_name(f"{rel_dir}/subsystem")
-        if subsystem == "block" and "dev" in files:
+        if "dev" in files and host.sysfs.link_name(f"{rel_dir}/subsystem") == "block":
             names.append(rel_dir.rsplit("/", 1)[-1])
     return names
 

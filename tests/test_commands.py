@@ -5,6 +5,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from passthrough.host import Host, commands
 from passthrough.host.commands import Commands, RecordedCommands
 
@@ -61,3 +63,16 @@ def test_which_finds_what_shutil_which_finds_in_the_system_path(tmp_path):
     names += [str(tmp_path / "plain"), str(tmp_path), "bin/sh"]
     for name in names:
         assert commands.which(name) == shutil.which(name, path=commands.SYSTEM_PATH), name
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"vfio-pci\n", b"a\r\nb\rc\n", b"\xff\xfe bad utf-8\n", bytes(range(256)) * 300]
+)
+def test_kernel_files_read_as_text_mode_reads_them(tmp_path, data):
+    from passthrough.host import textfile
+
+    path = tmp_path / "attribute"
+    path.write_bytes(data)
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        assert textfile.read(str(path)) == handle.read()
+    assert textfile.read(str(tmp_path / "missing")) is None

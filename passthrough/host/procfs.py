@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import HostError, UnsafeOperation
+from . import textfile
 
 if TYPE_CHECKING:
     from . import Host
@@ -29,20 +30,7 @@ class Procfs:
         return Path(self._where(rel))
 
     def read(self, rel: str) -> str | None:
-        try:
-            fd = os.open(self._where(rel), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        text = b"".join(chunks).decode("utf-8", errors="replace")
-        return text.replace("\r\n", "\n").replace("\r", "\n")  # as open()'s text mode reads
+        return textfile.read(self._where(rel))
 
     def link(self, rel: str) -> str | None:
         try:

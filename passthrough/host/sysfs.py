@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import HostError, StepTimeout, UnsafeOperation
-from . import detached
+from . import detached, textfile
 
 # Control files whose write can wait in the kernel for as long as a process holds the
 # device (unbind, and what unbinds or probes: bind, drivers_probe, remove, rescan, a BAR
@@ -50,23 +50,26 @@ class Sysfs:
         """host None: a read-only view (the tools' HostFacts, snapshot); writing needs one."""
         self.root = Path(root)
         self.base = self.root / "sys"
+        self._base = str(self.base)
         self.host = host
 
-    def path(self, rel: str) -> Path:
+    def where(self, rel: str) -> str:
+        """The path of rel under the root, as a string: the hook reads hundreds of
+        attributes and links an event, and under QEMU a Path for each was a good part of it."""
         if rel.startswith("/") or ".." in rel.split("/"):
             raise UnsafeOperation(f"refusing a sysfs path outside {self.base}: {rel}")
-        return self.base / rel
+        return f"{self._base}/{rel}" if rel else self._base
+
+    def path(self, rel: str) -> Path:
+        return Path(self.where(rel))
 
     def read(self, rel: str) -> str | None:
         """The content of a sysfs file, stripped; None when it does not exist or cannot be read."""
         locked = LOCKED_READ.search(rel)
         if locked and self.host is not None:  # it waits for the lock a stuck write holds
             self.host.refuse_if_stuck(locked.group(1), f"read /sys/{rel}")
-        try:
-            with open(self.path(rel), encoding="utf-8", errors="replace") as handle:
-                return handle.read().strip()
-        except OSError:
-            return None
+        text = textfile.read(self.where(rel))
+        return None if text is None else text.strip()
 
     def read_bounded(self, rel: str, timeout: float = READ_TIMEOUT) -> bytes | None:
         """The raw content of a file, for reads that can wait in the kernel (LOCKED_READ on
@@ -85,7 +88,7 @@ class Sysfs:
     def link_name(self, rel: str) -> str | None:
         """The last component of a symlink's target (a driver or group name), or None."""
         try:
-            return os.path.basename(os.readlink(self.path(rel)))
+            return os.path.basename(os.readlink(self.where(rel)))
         except OSError:
             return None
 
@@ -95,7 +98,7 @@ class Sysfs:
 
     def walk(self, rel: str, depth: int) -> Iterator[tuple[str, list[str], list[str]]]:
         """(rel_dir, dirnames, filenames) below rel, not following links, at most depth levels."""
-        top = os.path.realpath(self.path(rel))
+        top = os.path.realpath(self.where(rel))
         for dirpath, dirnames, filenames in os.walk(top):
             level = os.path.relpath(dirpath, top).count(os.sep)
             if level >= depth:
@@ -103,11 +106,11 @@ class Sysfs:
             yield os.path.relpath(dirpath, self.base), dirnames, filenames
 
     def exists(self, rel: str) -> bool:
-        return os.path.lexists(self.path(rel))
+        return os.path.lexists(self.where(rel))
 
     def listdir(self, rel: str) -> list[str]:
         try:
-            return sorted(os.listdir(self.path(rel)))
+            return sorted(os.listdir(self.where(rel)))
         except OSError:
             return []
 
