@@ -6,9 +6,9 @@ systemd's AllowedCPUs=, so profiles use it too.
 
 from __future__ import annotations
 
-import re
+from .patterns import Lazy
 
-_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+_PART = Lazy(r"^(\d+)(?:-(\d+))?$")
 MAX_CPU = 8191  # the kernel's NR_CPUS ceiling; a larger number is a typo
 
 

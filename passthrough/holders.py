@@ -9,7 +9,6 @@ sysfs resource files, read from <root>/proc/<pid>/fd and maps.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from .record import record
@@ -17,7 +16,7 @@ from .record import record
 if TYPE_CHECKING:
     from .host import Host
 
-SOUND_NODE = re.compile(r"^(controlC|pcmC|hwC|midiC)\d+")
+SOUND_NODES = ("controlC", "pcmC", "hwC", "midiC")  # and a card number
 
 
 @record(frozen=True)
@@ -31,6 +30,11 @@ class Holder:
         return f"{self.command} (pid {self.pid}) holds {self.path} of {address}"
 
 
+def is_sound_node(name: str) -> bool:
+    """controlC0, pcmC0D3p, hwC0D0, midiC1D0: a node of an ALSA card."""
+    return any(name.startswith(p) and name[len(p) : len(p) + 1].isdecimal() for p in SOUND_NODES)
+
+
 def device_nodes(host: Host, address: str) -> dict[str, str]:
     """/dev paths that belong to the device -> their kind."""
     sysfs = host.sysfs
@@ -41,7 +45,7 @@ def device_nodes(host: Host, address: str) -> dict[str, str]:
             nodes[f"/dev/dri/{name}"] = "drm"
     for card in sysfs.listdir(f"{rel}/sound"):
         for name in sysfs.listdir(f"{rel}/sound/{card}"):
-            if SOUND_NODE.match(name):
+            if is_sound_node(name):
                 nodes[f"/dev/snd/{name}"] = "sound"
     group = sysfs.link_name(f"{rel}/iommu_group")
     if group:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 from .constants import PCI_ADDRESS
+from .patterns import Lazy
 
-_PCI_ADDRESS = re.compile(f"^{PCI_ADDRESS}$")
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
+_PCI_ADDRESS = Lazy(f"^{PCI_ADDRESS}$")
+_SIZE = Lazy(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 _UNIT_MIB = {"": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 

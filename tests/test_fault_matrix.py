@@ -32,7 +32,7 @@ from runs import STATE_DIR, hook, recover
 from test_actions_modprobe_remove import PROFILE as NVIDIA_STACK
 from test_actions_modprobe_remove import nvidia_host as nvidia_stack_host
 
-from passthrough.host.sysfs import BLOCKING
+from passthrough.host.sysfs import can_block
 
 MiB = 1 << 20
 
@@ -93,7 +93,7 @@ def kinds_for(point: str, by_libvirt: bool = False) -> tuple[str, ...]:
     if point.startswith("libvirt"):  # libvirtd unbinds the device: it can get stuck there
         return ("libvirt", "deadline", "kill", "stuck")
     probes = ("nobind",) if point == "bus/pci/drivers_probe" or point.endswith("/bind") else ()
-    if by_libvirt or not BLOCKING.search(point):
+    if by_libvirt or not can_block(point):
         return WRITE_KINDS + probes
     return tuple(k for k in WRITE_KINDS if k != "deadline") + ("stuck",) + probes
 

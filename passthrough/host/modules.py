@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..constants import PCI_ADDRESS
 from ..errors import HostError, StepTimeout, UnsafeOperation
+from ..patterns import Lazy
 from . import commands, detached
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def module_file_name(path: str) -> str:
 # modules.builtin ("kernel/drivers/vfio/vfio.ko") in one scan of the text: the name before
 # the first .ko of the file name, in the part before the colon. Line by line, the 6,000
 # lines of a distribution's modules.dep cost the hook about 0.3 s under QEMU.
-_MODULE_LINE = re.compile(r"^[ \t]*(?:[^:\n]*/)?([^/:\n]+?)\.ko(?=[^/:\n]*(?::|$))", re.M)
+_MODULE_LINE = Lazy(r"^[ \t]*(?:[^:\n]*/)?([^/:\n]+?)\.ko(?=[^/:\n]*(?::|$))", re.M)
 
 
 def module_names(text: str) -> set[str]:

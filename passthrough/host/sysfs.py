@@ -18,14 +18,36 @@ from . import detached, textfile
 # as driver_override, in the hook's process.
 # Attributes whose read takes the device lock (driver_override_show does): on a device
 # stuck in the kernel the read would wait as long as the write does.
-# By any path to the device's directory (bus/pci/devices/X or the devices/pci0000:00/... one
-# it links to); group 1 is the device's address.
-LOCKED_READ = re.compile(r"(?:^|/)([^/]+)/driver_override$")
 # How long a person's tool (snapshot) waits for such a read before naming the device.
 READ_TIMEOUT = 5.0
-BLOCKING = re.compile(
-    r"(/unbind|/bind|^bus/pci/drivers_probe|/remove|/rescan|/resource\d+_resize)$"
-)
+# (String tests, not patterns: every read and write asks, and under QEMU compiling the
+# patterns was a cost of every hook process.)
+_LOCKED_NAME = "/driver_override"
+_BLOCKING_ENDS = ("/unbind", "/bind", "/remove", "/rescan")
+
+
+def locked_device(rel: str) -> str | None:
+    """For an attribute whose read takes the device lock, by any path to the device's
+    directory (bus/pci/devices/X or the devices/pci0000:00/... one it links to): the
+    device's directory name (its address); None for any other file."""
+    if not rel.endswith(_LOCKED_NAME):
+        return None
+    return rel[: -len(_LOCKED_NAME)].rsplit("/", 1)[-1] or None
+
+
+def can_block(rel: str) -> bool:
+    """Whether a write of rel can wait in the kernel (the control files above)."""
+    if rel.endswith(_BLOCKING_ENDS) or rel == "bus/pci/drivers_probe":
+        return True
+    name = rel.rsplit("/", 1)[-1]
+    number = name[len("resource") : -len("_resize")]
+    return (
+        "/" in rel
+        and name.startswith("resource")
+        and name.endswith("_resize")
+        and number.isdecimal()
+    )
+
 
 if TYPE_CHECKING:
     from . import Host
@@ -65,20 +87,20 @@ class Sysfs:
 
     def read(self, rel: str) -> str | None:
         """The content of a sysfs file, stripped; None when it does not exist or cannot be read."""
-        locked = LOCKED_READ.search(rel)
+        locked = locked_device(rel)
         if locked and self.host is not None:  # it waits for the lock a stuck write holds
-            self.host.refuse_if_stuck(locked.group(1), f"read /sys/{rel}")
+            self.host.refuse_if_stuck(locked, f"read /sys/{rel}")
         text = textfile.read(self.where(rel))
         return None if text is None else text.strip()
 
     def read_bounded(self, rel: str, timeout: float = READ_TIMEOUT) -> bytes | None:
-        """The raw content of a file, for reads that can wait in the kernel (LOCKED_READ on
+        """The raw content of a file, for reads that can wait in the kernel (locked_device on
         a device another write is stuck on, which nothing here may know of): in a detached
         helper when it can block, so the reader never hangs. None when the file does not
         exist or cannot be read; raises detached.StuckWrite when it does not answer."""
         path = self.path(rel)
         try:
-            if LOCKED_READ.search(rel):
+            if locked_device(rel):
                 return detached.read(str(path), timeout, f"reading /sys/{rel}")
             with open(path, "rb") as handle:
                 return handle.read(64 * 1024)
@@ -137,7 +159,7 @@ class Sysfs:
         self.host.record(f"write {value.strip() or repr(value)} > {shown}", effect)
         what = f"writing {value.strip()!r} to {shown}"
         try:
-            if BLOCKING.search(rel):
+            if can_block(rel):
                 self._write_detached(rel, path, value, what)
             else:
                 self.host.bounded(what, lambda: self._apply(rel, path, value))

@@ -13,10 +13,16 @@ from typing import Protocol
 
 # The platform devices sysfb registers for the firmware's framebuffer (efifb, simplefb and
 # simpledrm drive them); drivers/firmware/sysfb.c.
-SYSFB_DEVICE = re.compile(r"(efi|simple|vesa)-framebuffer\.\d+")
+SYSFB_KINDS = ("efi", "simple", "vesa")
 PLATFORM_DEVICES = "bus/platform/devices"
 VTCONSOLES = "class/vtconsole"
 VGA_CLASS = 0x0300
+
+
+def is_sysfb_device(name: str) -> bool:
+    """efi-framebuffer.0, simple-framebuffer.0, vesa-framebuffer.0: sysfb's device."""
+    kind, _, number = name.partition("-framebuffer.")
+    return kind in SYSFB_KINDS and number.isdecimal()
 
 
 def sysfb_on_any_vga(release: str, version: str = "") -> bool | None:
@@ -85,7 +91,7 @@ def resize_removals(
         removed += [
             ("framebuffer", name)
             for name in reader.listdir(PLATFORM_DEVICES)
-            if SYSFB_DEVICE.fullmatch(name)
+            if is_sysfb_device(name)
         ]
     if primary:
         for console in reader.listdir(VTCONSOLES):

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from ..errors import EXIT_OK, UsageError
 from ..host import detached
-from ..host.sysfs import LOCKED_READ, READ_TIMEOUT, Sysfs
+from ..host.sysfs import READ_TIMEOUT, Sysfs, locked_device
 from ..output import emit
 from .common import PROG, add_json, add_root, parser_for
 from .facts import ADDRESS, HostFacts
@@ -176,7 +176,7 @@ class Snapshot:
         name = os.path.basename(rel)
         if NEVER.match(name):
             return False
-        if LOCKED_READ.search(rel):
+        if locked_device(rel):
             return self._copy_locked(rel)
         try:
             with open(self.source / rel, "rb") as handle:
