@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
 from .constants import CONFIG_DIR, CONFIG_DIR_ENV, LOG_FILE, PROG, STATE_DIR
 from .errors import EXIT_FAILED, EXIT_OK, PassthroughError, UsageError
 from .record import record, replace
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any, TextIO
 
     from .host import Host
     from .log import Log

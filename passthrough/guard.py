@@ -7,10 +7,9 @@ overrides.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .errors import HostError
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from .host import Host
 

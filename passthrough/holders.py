@@ -9,10 +9,9 @@ sysfs resource files, read from <root>/proc/<pid>/fd and maps.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .record import record
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from .host import Host
 

@@ -10,12 +10,14 @@ command line's parser, not the tools.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, TextIO
 
 from .constants import PROG
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, PassthroughError, ProfileError
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from .event import HostFactory, Paths
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 LOGGER = "passthrough-hook"
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 FORMAT = 1
 SCHEMA = Path(__file__).resolve().parent / "output.schema.json"

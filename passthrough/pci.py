@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .constants import STUB_DRIVERS
 from .errors import HostError
 from .record import record
 from .units import format_bytes
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from .host import Host
 

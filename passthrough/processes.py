@@ -7,11 +7,11 @@ Everything goes through the Host: /proc is read with host.procfs, signals are se
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from .errors import HostError
 from .record import record
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from .host import Host
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .errors import ProfileError, UsageError
 from .record import record
 from .schema import Bool, Context, Invalid, PciAddress, Seconds, closest, kind_of, mapping_items
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .actions.base import Action
 
 MAX_BYTES = 256 * 1024

@@ -21,17 +21,25 @@ each behaviour above against `dataclasses` itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from typing import Any, TypeVar, overload
+
     from typing_extensions import dataclass_transform
+
+    T = TypeVar("T")
 else:
 
     def dataclass_transform(**kwargs: Any) -> Callable[[Any], Any]:
         return lambda decorated: decorated
 
+    def overload(function: Callable) -> Callable:
+        """typing.overload at run time: the last definition is the one kept. (ruff does not
+        know it for typing's, hence the noqa on record's definitions.)"""
+        return function
 
-T = TypeVar("T")
+
 _MISSING: Any = object()
 
 
@@ -182,11 +190,11 @@ def _make(cls: type[T], frozen: bool) -> type[T]:
 @overload
 def record(cls: type[T], /) -> type[T]: ...
 @overload
-def record(*, frozen: bool = False) -> Callable[[type[T]], type[T]]: ...
+def record(*, frozen: bool = False) -> Callable[[type[T]], type[T]]: ...  # noqa: F811
 
 
 @dataclass_transform(field_specifiers=(field,))
-def record(cls: Any = None, /, *, frozen: bool = False) -> Any:
+def record(cls: Any = None, /, *, frozen: bool = False) -> Any:  # noqa: F811 (see overload)
     """Make cls a record (see the module's docstring); `@record` or `@record(frozen=True)`."""
     if cls is None:
         return lambda decorated: _make(decorated, frozen)

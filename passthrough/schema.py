@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from .record import field, record
 from .units import parse_bar_size, parse_pci_address
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     import yaml
     from typing_extensions import dataclass_transform
 else:

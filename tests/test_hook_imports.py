@@ -74,7 +74,10 @@ def test_an_event_with_steps_on_the_real_host_imports_no_dry_run_and_no_archives
     assert result["code"] == 0
     assert (cpufreq / "scaling_governor").read_text().strip() == "performance"  # it ran
     assert "passthrough.runner" in modules and "passthrough.journal" in modules
+    # typing: the program's modules take typing's names only for type checkers.
     for name in ("passthrough.host.dryrun", "passthrough.host.kernel_model", "shutil", "bz2"):
+        assert name not in modules, name
+    for name in ("typing", "subprocess"):
         assert name not in modules, name
 
 

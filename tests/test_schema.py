@@ -97,7 +97,10 @@ def test_every_action_reads_the_arguments_class_its_schema_builds():
 
     from passthrough.actions import REGISTRY
 
+    # The program's modules import typing's names only for type checkers (not on the hook's
+    # path), so they are given here to evaluate the annotations.
+    names = {"ClassVar": typing.ClassVar, "Any": typing.Any}
     for name, action in REGISTRY.items():
-        hints = typing.get_type_hints(action)
+        hints = typing.get_type_hints(action, localns=names)
         assert hints["params"] is action.args.values, name
         assert sorted(action.args.values._names) == sorted(f.name for f in action.args.fields)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from ..cpulist import format_cpu_list
 from ..errors import HostError
@@ -9,6 +8,7 @@ from ..schema import Args, ArgValues, CpuList, Field, ListOf, Str
 from .base import Action, StepContext
 from .governor import online_cpus
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from ..host import Host
 

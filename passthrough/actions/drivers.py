@@ -7,16 +7,15 @@ that binding, in reverse order, verifying the driver link.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import yaml
-
 from ..errors import HostError, StepTimeout
 from ..guard import check_not_needed
 from ..pci import VFIO_PCI, Binding, PciDevice, is_stub_driver, is_vfio_driver, show
 from ..schema import Args, ArgValues, Device, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
+
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    import yaml
 
 DEVICES = Field(
     "devices",

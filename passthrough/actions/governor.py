@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..cpulist import format_cpu_list, parse_cpu_list
 from ..errors import HostError
 from ..schema import Args, ArgValues, CpuList, Field, Str
 from .base import Action, StepContext
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from ..host import Host
 

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from ..schema import Args, ArgValues, Bool, Field, Int, Invalid, Str
 from .base import Action, StepContext
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     import yaml
 

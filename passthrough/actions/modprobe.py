@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from ..constants import PCI_ADDRESS, STUB_DRIVERS
 from ..errors import HostError
@@ -12,6 +11,7 @@ from ..pci import Binding, PciDevice
 from ..schema import Args, ArgValues, Field, Invalid, ListOf, Str
 from .base import Action, StepContext
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     import yaml
 

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from ..schema import AbsolutePath, Args, ArgValues, Bool, Field, Invalid, Text
 from .base import Action, StepContext
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     import yaml
 

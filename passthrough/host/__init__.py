@@ -12,22 +12,25 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 from ..errors import HostError, StepTimeout
 from ..record import field, record
 from .detached import since
-from .parts import (
-    CommandRunner,
-    ModuleControl,
-    NodeDeviceControl,
-    ProcfsAccess,
-    SysfsAccess,
-    TimeBounds,
-    Unattached,
-)
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    from .parts import (
+        CommandRunner,
+        ModuleControl,
+        NodeDeviceControl,
+        ProcfsAccess,
+        SysfsAccess,
+        TimeBounds,
+    )
+
+    T = TypeVar("T")
 
 # Default bound for one sysfs write or libvirt call when the step sets none. An unbind
 # of a GPU still in use blocks in the kernel for ever; this turns that into an error.
@@ -43,6 +46,20 @@ class Operation:
 
     def __str__(self) -> str:
         return f"{self.text}   [{self.effect}]" if self.effect else self.text
+
+
+class Unattached:
+    """Stands for a part not given to the Host yet (parts are made after the Host, as they
+    hold it): using it is a programming error that names the part."""
+
+    def __init__(self, part: str):
+        self.part = part
+
+    def __getattr__(self, name: str) -> object:
+        raise AttributeError(f"host.{self.part} was never attached (wanted .{name})")
+
+    def __bool__(self) -> bool:
+        return False
 
 
 def _unattached(part: str) -> Callable[[], Any]:

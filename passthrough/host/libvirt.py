@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import HostError, StepTimeout, UnsafeOperation
 from ..units import nodedev_name
 from . import detached
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from . import Host
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..constants import PCI_ADDRESS
 from ..errors import HostError, StepTimeout, UnsafeOperation
 from ..patterns import Lazy
 from . import commands, detached
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from . import Host
 

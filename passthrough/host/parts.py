@@ -92,17 +92,3 @@ class ProcfsAccess(Protocol):
     def link(self, rel: str) -> str | None: ...
     def listdir(self, rel: str = "") -> list[str]: ...
     def write(self, rel: str, value: str, effect: str = "") -> None: ...
-
-
-class Unattached:
-    """Stands for a part not given to the Host yet (parts are made after the Host, as they
-    hold it): using it is a programming error that names the part."""
-
-    def __init__(self, part: str):
-        self.part = part
-
-    def __getattr__(self, name: str) -> object:
-        raise AttributeError(f"host.{self.part} was never attached (wanted .{name})")
-
-    def __bool__(self) -> bool:
-        return False

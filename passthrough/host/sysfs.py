@@ -7,7 +7,6 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import HostError, StepTimeout, UnsafeOperation
 from . import detached, textfile
@@ -49,6 +48,7 @@ def can_block(rel: str) -> bool:
     )
 
 
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
     from . import Host
 

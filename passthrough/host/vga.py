@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Protocol
 
 # The platform devices sysfb registers for the firmware's framebuffer (efifb, simplefb and
 # simpledrm drive them); drivers/firmware/sysfb.c.
@@ -17,6 +16,17 @@ SYSFB_KINDS = ("efi", "simple", "vesa")
 PLATFORM_DEVICES = "bus/platform/devices"
 VTCONSOLES = "class/vtconsole"
 VGA_CLASS = 0x0300
+
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Reader(Protocol):
+        """What resize_removals reads: a Store, or the program's Sysfs."""
+
+        def read(self, rel: str) -> str | None: ...
+        def link_name(self, rel: str) -> str | None: ...
+        def listdir(self, rel: str) -> list[str]: ...
 
 
 def is_sysfb_device(name: str) -> bool:
@@ -59,14 +69,6 @@ def sysfb_policy(root: Path) -> bool | None:
             return ""
 
     return sysfb_on_any_vga(text("proc/sys/kernel/osrelease"), text("proc/version"))
-
-
-class Reader(Protocol):
-    """What resize_removals reads: a Store, or the program's Sysfs."""
-
-    def read(self, rel: str) -> str | None: ...
-    def link_name(self, rel: str) -> str | None: ...
-    def listdir(self, rel: str) -> list[str]: ...
 
 
 def is_vga(reader: Reader, address: str) -> bool:
