@@ -106,7 +106,8 @@ class _Writer:
             _write_all(self.requests, header + request)
         except OSError:
             return b""  # it is gone (killed): no answer
-        return _read_line(self.answers, timeout)
+        answer = _read_answer(self.answers, timeout, line=True)
+        return None if answer is None else answer.strip()
 
     def close(self) -> None:
         for fd in (self.requests, self.answers):
@@ -168,24 +169,6 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data) :]
 
 
-def _read_line(fd: int, timeout: float) -> bytes | None:
-    """One answer line from the helper (b"" if it died first), None past timeout."""
-    end = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        left = end - time.monotonic()
-        if left <= 0:
-            return None
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            return None
-        chunk = os.read(fd, 64)
-        if not chunk:
-            return b""
-        data += chunk
-    return data.strip()
-
-
 def run(job: Callable[[], int], timeout: float, what: str, keep_fds: tuple[int, ...] = ()) -> int:
     """Run job in a detached helper process; its answer (0 or an errno), or NO_ANSWER when
     the helper died without one. Raises StuckWrite when there is none within timeout.
@@ -230,9 +213,7 @@ def _run(job: Callable[[], bytes], timeout: float, what: str, keep_fds: tuple[in
     if pid == 0:  # the helper
         try:
             _detach(write_end, keep_fds)
-            reply = job()
-            while reply:
-                reply = reply[os.write(write_end, reply) :]
+            _write_all(write_end, job())
         finally:
             os._exit(0)
     os.close(write_end)
@@ -281,12 +262,13 @@ def _detach(keep: int, keep_fds: tuple[int, ...]) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _read_answer(fd: int, timeout: float) -> bytes | None:
-    """All the helper wrote before closing the pipe (b"" if it died without an answer),
-    or None when it has not closed it within timeout."""
+def _read_answer(fd: int, timeout: float, line: bool = False) -> bytes | None:
+    """All the helper wrote before closing the pipe, or with line=True its answer up to the
+    first newline (the writer helper keeps its pipe open for the next request); b"" if it
+    died without an answer, None when there is none within timeout."""
     end = time.monotonic() + timeout
     data = b""
-    while True:
+    while not (line and data.endswith(b"\n")):
         left = end - time.monotonic()
         if left <= 0:
             return None
@@ -295,8 +277,9 @@ def _read_answer(fd: int, timeout: float) -> bytes | None:
             return None
         chunk = os.read(fd, 1 << 16)
         if not chunk:  # the helper closed the pipe: it answered, or died
-            return data
+            return b"" if line else data
         data += chunk
+    return data
 
 
 def process_state(stat: str | None, started: int | None) -> str:
