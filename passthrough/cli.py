@@ -248,7 +248,7 @@ def cmd_validate(argv: list[str], out: TextIO, err: TextIO) -> int:
             found = find_profile(config_dir, item)
             if found is None:
                 raise UsageError(f"{item} has no profile in {config_dir}")
-            targets.append(found)
+            targets.append(Path(found))
     if not args.profiles:
         targets = sorted(p for p in config_dir.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
         if not targets:

@@ -6,9 +6,6 @@ systemd's AllowedCPUs=, so profiles use it too.
 
 from __future__ import annotations
 
-from .patterns import Lazy
-
-_PART = Lazy(r"^(\d+)(?:-(\d+))?$")
 MAX_CPU = 8191  # the kernel's NR_CPUS ceiling; a larger number is a typo
 
 
@@ -22,19 +19,27 @@ def parse_cpu_list(text: str) -> list[int]:
     if not stripped:
         return []
     for part in stripped.split(","):
-        match = _PART.match(part.strip())
-        if not match:
+        bounds = cpu_range(part.strip())
+        if bounds is None:
             raise ValueError(
                 f"{part.strip()!r} is not a CPU number or range; expected e.g. 0-3,8-11"
             )
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
+        first, last = bounds
         if last < first:
             raise ValueError(f"{part.strip()!r} is a backwards range; write the lower CPU first")
         if last > MAX_CPU:
             raise ValueError(f"CPU {last} is beyond the kernel's limit of {MAX_CPU}")
         cpus.update(range(first, last + 1))
     return sorted(cpus)
+
+
+def cpu_range(part: str) -> tuple[int, int] | None:
+    """'8-11' -> (8, 11), '5' -> (5, 5); None for anything else (a string test, not a
+    pattern: the hook reads the online CPUs on every governor or cpus step)."""
+    first, dash, last = part.partition("-")
+    if not first.isdecimal() or (dash and not last.isdecimal()):
+        return None
+    return int(first), int(last) if dash else int(first)
 
 
 def format_cpu_list(cpus: list[int] | set[int]) -> str:

@@ -10,7 +10,6 @@ argv. Nothing here imports the command line's parser, so libvirt's call does not
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from .constants import CONFIG_DIR, CONFIG_DIR_ENV, LOG_FILE, PROG, STATE_DIR
 from .errors import EXIT_FAILED, EXIT_OK, PassthroughError, UsageError
@@ -27,17 +26,18 @@ if TYPE_CHECKING:
     from .runner import EventResult, Outcome, Runner
 
     # Builds the Host for a root (tests pass a fake kernel's).
-    HostFactory = Callable[[Path], Host]
+    HostFactory = Callable[[str], Host]
 
 
 @record(frozen=True)
 class Paths:
-    """Where the host, the profiles, the journals and the log are."""
+    """Where the host, the profiles, the journals and the log are (strings: the hook's
+    path imports no pathlib, see docs/benchmarks.md)."""
 
-    root: Path
-    config_dir: Path
-    state_dir: Path
-    log_file: Path
+    root: str
+    config_dir: str
+    state_dir: str
+    log_file: str
 
     @classmethod
     def resolve(
@@ -49,12 +49,12 @@ class Paths:
     ) -> Paths:
         """The given paths, else the defaults: the config dir from the environment or
         /etc/libvirt/hooks/passthrough, the state dir and log file under the root."""
-        base = Path(root or "/")
+        base = os.fspath(root or "/")
         return cls(
             root=base,
-            config_dir=Path(config_dir or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR),
-            state_dir=Path(state_dir) if state_dir else base / STATE_DIR,
-            log_file=Path(log_file) if log_file else base / LOG_FILE,
+            config_dir=os.fspath(config_dir or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR),
+            state_dir=os.fspath(state_dir) if state_dir else os.path.join(base, STATE_DIR),
+            log_file=os.fspath(log_file) if log_file else os.path.join(base, LOG_FILE),
         )
 
 
@@ -77,8 +77,8 @@ class Request:
         return "recover" if self.recover else "event"
 
     @property
-    def journal_path(self) -> Path:
-        return self.paths.state_dir / f"{self.domain}.json"
+    def journal_path(self) -> str:
+        return os.path.join(self.paths.state_dir, f"{self.domain}.json")
 
 
 @record
@@ -111,11 +111,11 @@ def resolve(request: Request) -> Work | NoWork:
     from .errors import ProfileError
     from .profile import check_trusted, find_profile, is_plain_name, load_profile
 
-    releasing = request.event == "release/end" and request.journal_path.exists()
+    releasing = request.event == "release/end" and os.path.exists(request.journal_path)
     if request.recover:
         if not is_plain_name(request.domain):
             raise UsageError(f"{request.domain!r} is not a plain domain name")
-        if not request.journal_path.exists():
+        if not os.path.exists(request.journal_path):
             return NoWork(
                 request,
                 f"nothing to recover: {request.domain} has no journal in {request.paths.state_dir}",

@@ -8,11 +8,10 @@ that recovery can undo. JSON with a format number, never pickle.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
+from . import jsontext
 from .errors import PassthroughError
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
@@ -30,7 +29,7 @@ class JournalError(PassthroughError):
 class Journal:
     def __init__(
         self,
-        path: Path | None,
+        path: str | None,
         domain: str,
         entries: list[dict] | None = None,
         stuck: dict[str, dict] | None = None,
@@ -43,13 +42,13 @@ class Journal:
         self.stuck: dict[str, dict] = stuck or {}
 
     @classmethod
-    def load(cls, state_dir: Path | None, domain: str) -> Journal:
+    def load(cls, state_dir: str | os.PathLike | None, domain: str) -> Journal:
         if state_dir is None:
             return cls(None, domain)
-        path = Path(state_dir) / f"{domain}.json"
+        path = os.path.join(state_dir, f"{domain}.json")
         try:
             with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
+                data = jsontext.loads(handle.read())
         except FileNotFoundError:
             return cls(path, domain)
         except (OSError, ValueError) as exc:
@@ -70,7 +69,7 @@ class Journal:
 
     @classmethod
     def in_memory(cls, copy_of: Journal) -> Journal:
-        copy = json.loads(json.dumps({"entries": copy_of.entries, "stuck": copy_of.stuck}))
+        copy = jsontext.loads(jsontext.dumps({"entries": copy_of.entries, "stuck": copy_of.stuck}))
         return cls(None, copy_of.domain, copy["entries"], copy["stuck"])
 
     def set_stuck(self, stuck: dict[str, dict]) -> None:
@@ -121,24 +120,26 @@ class Journal:
             return
         if not self.entries and not self.stuck:
             try:
-                self.path.unlink()
+                os.unlink(self.path)
             except FileNotFoundError:
                 pass
             return
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory, name = os.path.split(self.path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         data: dict = {"format": FORMAT, "domain": self.domain, "entries": self.entries}
         if self.stuck:
             data["stuck"] = self.stuck
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            # Compact: an indented dump takes Python's slow encoder, and this runs after every change.
-            os.write(fd, json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+            # Compact: an indented dump takes Python's slow encoder, and this runs after every
+            # change.
+            os.write(fd, jsontext.dumps(data).encode() + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        dir_fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
@@ -79,14 +78,14 @@ class Log:
 _current = Log(None, False, INFO)  # the last set up: where internal_error writes
 
 
-def setup(log_file: Path | None, use_syslog: bool, level: int = INFO) -> Log:
+def setup(log_file: str | os.PathLike | None, use_syslog: bool, level: int = INFO) -> Log:
     """The log for this run (a new one replaces the last: tests run many in one process)."""
     global _current
     _current.close()
     file = None
     if log_file is not None:
         try:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
             file = open(log_file, "a", encoding="utf-8")  # noqa: SIM115 - closed by the next setup
         except OSError:
             pass  # not root on a read-only check; the terminal still gets the messages
@@ -103,6 +102,7 @@ def internal_error(err: TextIO) -> int:
     from .errors import EXIT_INTERNAL
 
     path = _current.path
+
     _current.error("internal error:\n%s", traceback.format_exc())
     if path is None:
         import tempfile

@@ -2,12 +2,15 @@
 
 Most of the program's patterns check what a given event never meets (a size written in a
 profile, a line of a kernel file), yet compiled at import they cost every hook process:
-under QEMU 5 to 20 ms each, with re's compiler in pure Python."""
+under QEMU 5 to 20 ms each, with re's compiler in pure Python. `re` itself (with enum,
+functools and collections) is imported on the first match too: most events match none."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Iterator
 
 
 class Lazy:
@@ -23,6 +26,8 @@ class Lazy:
     @property
     def compiled(self) -> re.Pattern[str]:
         if self._compiled is None:
+            import re
+
             self._compiled = re.compile(self.pattern, self.flags)
         return self._compiled
 

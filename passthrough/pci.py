@@ -7,7 +7,6 @@ reports success for drivers_probe writes that bound nothing.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
 
 from .constants import STUB_DRIVERS
 from .errors import HostError
@@ -16,6 +15,8 @@ from .units import format_bytes
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .host import Host
 
 NO_DRIVER = "no driver"
@@ -231,10 +232,11 @@ class PciDevice:
     def resize(self, bar: int, exponent: int) -> None:
         """Write the size; say first what the kernel removes with it on a VGA-class device
         (firmware framebuffers, vgacon), and turn a failed bridge reassignment into advice."""
-        from .host.vga import resize_removals, sysfb_policy
+        from .host.vga import is_vga, resize_removals, sysfb_policy
 
         before = self.bar_size(bar) or 0
-        policy = sysfb_policy(self.host.root)
+        # The kernel's version matters only for a VGA-class device (it is parsed with re).
+        policy = sysfb_policy(self.host.root) if is_vga(self.sysfs, self.address) else None
         for kind, name in resize_removals(self.sysfs, self.address, policy):
             if kind == "vgacon":
                 self.host.record(

@@ -9,8 +9,6 @@ and so are files over MAX_BYTES or nested deeper than MAX_DEPTH.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
 
 from .errors import ProfileError, UsageError
 from .record import record
@@ -18,6 +16,7 @@ from .schema import Bool, Context, Invalid, PciAddress, Seconds, closest, kind_o
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .actions.base import Action
@@ -88,20 +87,20 @@ def is_plain_name(domain: str) -> bool:
     )
 
 
-def find_profile(config_dir: str | os.PathLike, domain: str) -> Path | None:
+def find_profile(config_dir: str | os.PathLike, domain: str) -> str | None:
     """The profile file of a domain, or None. Raises UsageError for names that are not plain."""
     if not is_plain_name(domain):
         raise UsageError(
             f"{domain!r} is not a plain domain name (no '/', no leading '.', no control characters)"
         )
     for suffix in (".yaml", ".yml"):
-        candidate = Path(config_dir) / (domain + suffix)
-        if candidate.is_file():
+        candidate = os.path.join(config_dir, domain + suffix)
+        if os.path.isfile(candidate):
             return candidate
     return None
 
 
-def check_trusted(path: Path) -> None:
+def check_trusted(path: str) -> None:
     """As root, a profile decides what root writes to the kernel: refuse one (or its
     directory) that trust.untrusted rejects. Not root, the hook can do nothing root could
     not, so nothing is refused."""

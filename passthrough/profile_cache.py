@@ -18,7 +18,6 @@ from __future__ import annotations
 import marshal
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
 
@@ -30,10 +29,10 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 MAX_BYTES = 1 << 20
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = os.path.dirname(os.path.realpath(__file__))
 # Where the code that parses and validates a profile lives: a change to any of these files
 # (an upgrade, an edit in a checkout) makes every copy stale.
-CODE_DIRS = (PACKAGE, PACKAGE / "actions")
+CODE_DIRS = (PACKAGE, os.path.join(PACKAGE, "actions"))
 
 
 def code_stamp() -> tuple:
@@ -48,7 +47,7 @@ def code_stamp() -> tuple:
     return tuple(sorted(stamp))
 
 
-def file_key(path: Path, info: os.stat_result) -> tuple:
+def file_key(path: str, info: os.stat_result) -> tuple:
     """What must be equal for a copy to stand for the file: the file's identity and the
     code and interpreter that validated it."""
     return (
@@ -67,11 +66,11 @@ def file_key(path: Path, info: os.stat_result) -> tuple:
     )
 
 
-def cache_path(state_dir: Path, domain: str) -> Path:
-    return Path(state_dir) / "profiles" / f"{domain}.cache"
+def cache_path(state_dir: str, domain: str) -> str:
+    return os.path.join(state_dir, "profiles", f"{domain}.cache")
 
 
-def load_or_parse(state_dir: Path, domain: str, path: Path) -> Profile:
+def load_or_parse(state_dir: str, domain: str, path: str) -> Profile:
     """The profile at `path`: the copy kept by an earlier call if it stands for the file,
     else the file parsed and validated (and kept). Raises what load_profile raises."""
     from .profile import parse_profile, read_profile
@@ -84,7 +83,7 @@ def load_or_parse(state_dir: Path, domain: str, path: Path) -> Profile:
     return profile
 
 
-def load(state_dir: Path, domain: str, path: Path) -> Profile | None:
+def load(state_dir: str, domain: str, path: str) -> Profile | None:
     """The profile at `path` as validated before, or None when there is no usable copy."""
     from .trust import profile_problems
 
@@ -114,7 +113,7 @@ def load(state_dir: Path, domain: str, path: Path) -> Profile | None:
         return None  # not what this code writes: parse the file
 
 
-def store(state_dir: Path, domain: str, path: Path, info: os.stat_result, profile: Profile) -> None:
+def store(state_dir: str, domain: str, path: str, info: os.stat_result, profile: Profile) -> None:
     """Keep the profile validated from the file whose stat (taken after reading it) is
     `info`, beside the journals. Nothing is kept for values that are not plain data, before
     a run that changes the host has made the state directory, or when it cannot be
@@ -126,8 +125,12 @@ def store(state_dir: Path, domain: str, path: Path, info: os.stat_result, profil
     if not os.path.isdir(state_dir):
         return  # the copy never makes the state directory: a run that changes the host does
     try:
-        copy.parent.mkdir(mode=0o700, exist_ok=True)
-        temporary = copy.with_name(f".{copy.name}.{os.getpid()}")
+        directory, name = os.path.split(copy)
+        try:
+            os.mkdir(directory, mode=0o700)
+        except FileExistsError:
+            pass
+        temporary = os.path.join(directory, f".{name}.{os.getpid()}")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(marshal.dumps({"key": file_key(path, info), "profile": data}))

@@ -20,10 +20,9 @@ each behaviour above against `dataclasses` itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeVar, overload
 
     from typing_extensions import dataclass_transform

@@ -10,7 +10,6 @@ what it could not restore.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from .actions import REGISTRY
 from .actions.base import Action, StepContext
@@ -19,6 +18,10 @@ from .host import Host, Operation
 from .journal import Journal
 from .profile import Profile, Step
 from .record import field, record
+
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @record

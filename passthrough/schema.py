@@ -8,14 +8,12 @@ to the action as one frozen `ArgValues` instance with a typed attribute per fiel
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-
 from .record import field, record
 from .units import parse_bar_size, parse_pci_address
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, ClassVar
 
     import yaml
@@ -145,7 +143,7 @@ class Str(Type):
         if self.choices and value not in self.choices:
             options = ", ".join(self.choices)
             raise Invalid(node, f'"{value}" is not one of {options}{closest(value, self.choices)}')
-        if self.pattern and not re.fullmatch(self.pattern, value):
+        if self.pattern and not _fullmatch(self.pattern, value):
             raise Invalid(node, f'"{value}" is not {self.description}')
         return value
 
@@ -589,3 +587,9 @@ UNBIND_ONLY = Args(
     ),
     shorthand="operation",
 )
+
+
+def _fullmatch(pattern: str, value: str) -> bool:
+    import re  # only while a profile is parsed: libvirt's calls read the validated copy
+
+    return re.fullmatch(pattern, value) is not None

@@ -11,9 +11,6 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from .errors import PassthroughError
 from .journal import Journal, JournalError, held_by
@@ -26,49 +23,29 @@ class StateError(PassthroughError):
 
 
 class StateDir:
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
 
     def ensure(self) -> None:
         """Create the directory 0700 (journals say which devices were changed; root's business)."""
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.path.stat().st_mode & 0o077:
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        if os.stat(self.path).st_mode & 0o077:
             os.chmod(self.path, 0o700)
 
-    @contextmanager
-    def lock(self, domain: str, event: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-        self.ensure()
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            end = time.monotonic() + timeout
-            delay = 0.005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                if time.monotonic() >= end:
-                    os.lseek(fd, 0, os.SEEK_SET)
-                    holder = os.read(fd, 200).decode(errors="replace").strip() or "another run"
-                    raise StateError(
-                        f"another passthrough-hook run ({holder}) has held {self.path}/lock for "
-                        f"over {timeout:.0f} s; if it is stuck, see `passthrough-hook status`"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, f"pid {os.getpid()}, {domain} {event}".encode())
-            yield
-        finally:
-            os.close(fd)  # closing releases the flock
+    def lock(self, domain: str, event: str, timeout: float = LOCK_TIMEOUT) -> Lock:
+        """`with state.lock(domain, event):` holds the exclusive lock of all hook runs."""
+        return Lock(self, domain, event, timeout)
 
     def journals(self) -> dict[str, Journal]:
-        found = {}
-        for path in sorted(self.path.glob("*.json")):
-            domain = path.stem
+        found: dict[str, Journal] = {}
+        try:
+            names = sorted(os.listdir(self.path))
+        except FileNotFoundError:
+            return found
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            domain = name[: -len(".json")]
             try:
                 found[domain] = Journal.load(self.path, domain)
             except JournalError:
@@ -87,9 +64,57 @@ class StateDir:
         return held
 
 
+class Lock:
+    """The state directory's `lock` file, flock'ed exclusively while the `with` block runs
+    (a class, not contextlib's decorator: the hook's path imports no contextlib)."""
+
+    def __init__(self, state: StateDir, domain: str, event: str, timeout: float):
+        self.state, self.domain, self.event, self.timeout = state, domain, event, timeout
+        self.fd: int | None = None
+
+    def __enter__(self) -> None:
+        self.state.ensure()
+        fd = os.open(os.path.join(self.state.path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._take(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+    def _take(self, fd: int) -> None:
+        timeout, path = self.timeout, self.state.path
+        end = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= end:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "another run"
+                raise StateError(
+                    f"another passthrough-hook run ({holder}) has held {path}/lock for "
+                    f"over {timeout:.0f} s; if it is stuck, see `passthrough-hook status`"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"pid {os.getpid()}, {self.domain} {self.event}".encode())
+
+
 def check_ownership(state: StateDir, domain: str, addresses: list[str]) -> None:
     """Refuse devices held by another domain's journal."""
-    if not state.path.is_dir():
+    if not os.path.isdir(state.path):
         return
     held = state.holders(exclude=domain)
     for address in addresses:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 
 def untrusted(path: str | os.PathLike, runs_as: int | None = None) -> tuple[str, str] | None:
@@ -33,10 +32,10 @@ def untrusted(path: str | os.PathLike, runs_as: int | None = None) -> tuple[str,
     return None
 
 
-def profile_problems(path: Path, runs_as: int | None = None) -> list[tuple[str, str]]:
+def profile_problems(path: str | os.PathLike, runs_as: int | None = None) -> list[tuple[str, str]]:
     """The rule applied to a profile and the directory holding it."""
     found = []
-    for candidate in (path, path.parent):
+    for candidate in (path, os.path.dirname(os.path.abspath(path))):
         problem = untrusted(candidate, runs_as)
         if problem:
             found.append(problem)

@@ -94,6 +94,17 @@ def _no_real_host(monkeypatch, request):
 
 
 @pytest.fixture
+def fs(fs):
+    """pyfakefs's fake filesystem; a run's log file opened in it is closed while it still
+    exists (the log stays open until the next run's setup, which would close it after the
+    filesystem is gone)."""
+    yield fs
+    from passthrough import log
+
+    log.setup(None, use_syslog=False)
+
+
+@pytest.fixture
 def kernel(fs):
     """The demo host as a fake kernel at /host, with the project's config dir visible."""
     from fakekernel import FakeKernel

@@ -191,11 +191,18 @@ def program(
     )
 
 
-def probe(code: str, *argv: str, env: dict[str, str] | None = None, stdin: str = "") -> dict:
-    """`python -c CODE ARGV` in a fresh interpreter in the repository (what a new process
-    imports); CODE prints one JSON document, returned. `env` replaces the environment."""
+def probe(
+    code: str,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    stdin: str = "",
+    flags: tuple[str, ...] = (),
+) -> dict:
+    """`python FLAGS -c CODE ARGV` in a fresh interpreter in the repository (what a new
+    process imports); CODE prints one JSON document, returned. `env` replaces the
+    environment."""
     result = _process(
-        [sys.executable, "-c", code, *argv],
+        [sys.executable, *flags, "-c", code, *argv],
         stdin,
         env if env is not None else {**os.environ},
     )

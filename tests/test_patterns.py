@@ -8,10 +8,13 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
+from passthrough.constants import PCI_ADDRESS
+from passthrough.cpulist import cpu_range
 from passthrough.holders import is_sound_node
 from passthrough.host.sysfs import can_block, locked_device
 from passthrough.host.vga import is_sysfb_device
 from passthrough.patterns import Lazy
+from passthrough.units import is_pci_address
 
 LOCKED_READ = re.compile(r"(?:^|/)([^/]+)/driver_override$")
 BLOCKING = re.compile(
@@ -92,3 +95,35 @@ def test_a_lazy_pattern_compiles_on_first_use():
     assert pattern.match("x1-2") is None
     assert pattern.findall("1-2 3-4") == [("1", "2"), ("3", "4")]
     assert [m.group(0) for m in pattern.finditer("1-2 3-4")] == ["1-2", "3-4"]
+
+
+PCI_FULL = re.compile(PCI_ADDRESS)
+PCI_SHORT = re.compile(PCI_ADDRESS.split(":", 1)[1])
+_ADDRESS_CHARS = "0123456789abcdefABCDEFgx:. \n"
+
+
+@given(
+    st.one_of(
+        st.text(alphabet=_ADDRESS_CHARS, max_size=14),
+        st.from_regex(PCI_FULL, fullmatch=True),
+        st.from_regex(PCI_SHORT, fullmatch=True),
+    )
+)
+def test_is_pci_address_answers_as_the_pattern(text):
+    assert is_pci_address(text) == bool(PCI_FULL.fullmatch(text))
+    assert is_pci_address(text, domain=False) == bool(PCI_SHORT.fullmatch(text))
+
+
+CPU_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+@given(st.text(alphabet="0123456789-٣ x\n", max_size=8) | st.from_regex(CPU_PART, fullmatch=True))
+def test_cpu_range_answers_as_the_pattern(text):
+    match = CPU_PART.match(text)
+    if text.endswith("\n"):  # `$` before a final newline: parse_cpu_list strips each part
+        return
+    expected = None
+    if match:
+        first = int(match.group(1))
+        expected = (first, int(match.group(2)) if match.group(2) is not None else first)
+    assert cpu_range(text) == expected

@@ -33,7 +33,7 @@ def shape(profile: Profile) -> tuple:
 
 def libvirt_request(tmp_path: Path, person: bool = False) -> Request:
     paths = Paths.resolve(root=str(tmp_path), config_dir=str(tmp_path / "config"))
-    paths.state_dir.mkdir(
+    Path(paths.state_dir).mkdir(
         parents=True, mode=0o700, exist_ok=True
     )  # as a run that changed the host left it
     return Request(domain="win10", event="prepare/begin", paths=paths, person=person)
@@ -111,7 +111,7 @@ def test_a_copy_root_must_not_trust_is_not_read(tmp_path):
     path = profile_file(tmp_path)
     resolve(libvirt_request(tmp_path))
     state = tmp_path / "run/passthrough-hook"
-    copy = profile_cache.cache_path(state, "win10")
+    copy = Path(profile_cache.cache_path(state, "win10"))
     assert profile_cache.load(state, "win10", path) is not None
     os.chmod(copy, 0o620)  # writable by its group: anyone in it could choose root's steps
     assert profile_cache.load(state, "win10", path) is None
@@ -124,7 +124,7 @@ def test_a_copy_root_must_not_trust_is_not_read(tmp_path):
 def test_a_broken_copy_is_parsed_again_and_replaced(tmp_path, junk):
     path = profile_file(tmp_path)
     state = tmp_path / "run/passthrough-hook"
-    copy = profile_cache.cache_path(state, "win10")
+    copy = Path(profile_cache.cache_path(state, "win10"))
     copy.parent.mkdir(parents=True, mode=0o700)
     copy.write_bytes(junk)
     os.chmod(copy, 0o600)
@@ -145,7 +145,7 @@ def test_no_copy_makes_the_state_directory_or_fails_the_call_where_it_cannot_be_
 ):
     profile_file(tmp_path)
     request = libvirt_request(tmp_path)
-    state = request.paths.state_dir
+    state = Path(request.paths.state_dir)
     state.rmdir()
     assert steps_of(resolve(request))
     assert not state.exists()  # the hook had changed nothing here since boot

@@ -3,6 +3,7 @@
 import json
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from passthrough.state import StateDir, StateError, check_ownership
 
 def journal(state, domain, entries):
     state.ensure()
-    (state.path / f"{domain}.json").write_text(
+    (Path(state.path) / f"{domain}.json").write_text(
         json.dumps({"format": 1, "domain": domain, "entries": entries})
     )
 
@@ -33,10 +34,10 @@ def detach_entry(address, time="2026-12-01T12:03:00+0000"):
 def test_the_directory_is_root_only(tmp_path):
     state = StateDir(tmp_path / "run")
     state.ensure()
-    assert stat.S_IMODE(state.path.stat().st_mode) == 0o700
-    state.path.chmod(0o755)
+    assert stat.S_IMODE(Path(state.path).stat().st_mode) == 0o700
+    Path(state.path).chmod(0o755)
     state.ensure()
-    assert stat.S_IMODE(state.path.stat().st_mode) == 0o700
+    assert stat.S_IMODE(Path(state.path).stat().st_mode) == 0o700
 
 
 def test_a_device_another_domain_holds_is_refused_by_name(tmp_path):
@@ -55,7 +56,7 @@ def test_a_device_another_domain_holds_is_refused_by_name(tmp_path):
 def test_a_broken_journal_proves_no_ownership(tmp_path):
     state = StateDir(tmp_path / "run")
     state.ensure()
-    (state.path / "win11.json").write_text("{broken")
+    (Path(state.path) / "win11.json").write_text("{broken")
     check_ownership(state, "win10", ["0000:03:00.0"])
     check_ownership(StateDir(tmp_path / "absent"), "win10", ["0000:03:00.0"])
 
@@ -87,4 +88,4 @@ def test_the_lock_serializes_runs_and_names_the_holder(tmp_path):
         thread.join()
     with state.lock("win10", "prepare/begin", timeout=5):
         pass
-    assert stat.S_IMODE(state.path.stat().st_mode) == 0o700  # the lock made the directory
+    assert stat.S_IMODE(Path(state.path).stat().st_mode) == 0o700  # the lock made the directory

@@ -10,10 +10,14 @@ check, the docs).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+# The module os has already loaded: `collections.abc` re-exports these, but importing it
+# imports `collections` too (with keyword, operator, reprlib and itertools), on every event.
+from _collections_abc import MutableMapping
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .base import Action
 
 # name -> (module in this package, class), in the order the schema and the docs list them.

@@ -10,13 +10,12 @@ record alone: the profile may have been edited since the change was made.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..record import field, record
 from ..schema import Args, ArgValues
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import ClassVar
 
     from ..host import Host

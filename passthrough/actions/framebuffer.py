@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import re
-
 from ..errors import HostError
+from ..patterns import Lazy
 from ..schema import UNBIND_ONLY, OperationArgs
 from .base import Action, StepContext
 
@@ -13,7 +12,7 @@ if TYPE_CHECKING:
 DRIVERS_DIR = "bus/platform/drivers"
 # The firmware framebuffers the kernel sets up at boot (sysfb): efifb, simplefb/simpledrm,
 # vesafb. Each is a platform device; on a single-GPU host it sits on the GPU's memory.
-FIRMWARE_FRAMEBUFFER = re.compile(r"(efi|simple|vesa|platform)-framebuffer\.\d+")
+FIRMWARE_FRAMEBUFFER = Lazy(r"(efi|simple|vesa|platform)-framebuffer\.\d+")
 
 
 def bound_framebuffers(host: Host) -> list[tuple[str, str]]:

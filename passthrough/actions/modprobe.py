@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import re
-
-from ..constants import PCI_ADDRESS, STUB_DRIVERS
+from ..constants import STUB_DRIVERS
 from ..errors import HostError
 from ..guard import check_not_needed
 from ..host.commands import CommandError
 from ..host.modules import canonical, driver_names
 from ..pci import Binding, PciDevice
 from ..schema import Args, ArgValues, Field, Invalid, ListOf, Str
+from ..units import is_pci_address
 from .base import Action, StepContext
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
@@ -33,7 +32,7 @@ def bound_devices(host: Host, module: str) -> list[str]:
     silently unbind them and leave them without a driver)."""
     for driver in driver_names(module):
         entries = host.sysfs.listdir(f"bus/pci/drivers/{driver}")
-        devices = [e for e in entries if re.fullmatch(PCI_ADDRESS, e)]
+        devices = [e for e in entries if is_pci_address(e)]
         if devices:
             return devices
     return []
@@ -358,7 +357,7 @@ def _drivers(host: Host) -> dict[str, str | None]:
 
 def _bound(host: Host, driver: str) -> list[str]:
     entries = host.sysfs.listdir(f"bus/pci/drivers/{driver}")
-    return [e for e in entries if re.fullmatch(PCI_ADDRESS, e)]
+    return [e for e in entries if is_pci_address(e)]
 
 
 def _back_on_drivers(ctx: StepContext, devices: list[dict]) -> list[str]:

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import re
-
 from ..errors import HostError
+from ..patterns import Lazy
 from ..schema import AbsolutePath, Args, ArgValues, Bool, Field, Invalid, Text
 from .base import Action, StepContext
 
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
 KERNEL_PATH = AbsolutePath("a path under /sys or /proc/sys", under=("/sys/", "/proc/sys/"))
 VALUE = Text("a value to write")
 # Files offering choices show the current one in brackets: "always [madvise] never".
-_CHOICE = re.compile(r"\[([^\]\s]+)\]")
+_CHOICE = Lazy(r"\[([^\]\s]+)\]")
 
 
 def _undo_needs_restore(values: dict, node: yaml.Node) -> None:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import re
-
 from ..errors import HostError
 from ..schema import UNBIND_ONLY, OperationArgs
 from .base import Action, StepContext
@@ -14,8 +12,8 @@ CLASS_DIR = "class/vtconsole"
 
 
 def console_number(name: str) -> int:
-    match = re.fullmatch(r"vtcon(\d+)", name)
-    return int(match.group(1)) if match else -1
+    number = name.removeprefix("vtcon")
+    return int(number) if name.startswith("vtcon") and number.isdecimal() else -1
 
 
 def is_system_driver(name: str) -> bool:

@@ -7,11 +7,8 @@ builds one that reads the host but predicts and records every change instead.
 
 from __future__ import annotations
 
-import threading
+import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from ..errors import HostError, StepTimeout
 from ..record import field, record
@@ -19,6 +16,7 @@ from .detached import since
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeVar
 
     from .parts import (
@@ -68,7 +66,7 @@ def _unattached(part: str) -> Callable[[], Any]:
 
 @record
 class Host:
-    root: Path
+    root: str
     sysfs: SysfsAccess = field(default_factory=_unattached("sysfs"))
     modules: ModuleControl = field(default_factory=_unattached("modules"))
     nodedev: NodeDeviceControl = field(default_factory=_unattached("nodedev"))
@@ -103,21 +101,13 @@ class Host:
         ops, self.operations = self.operations, []
         return ops
 
-    @contextmanager
-    def step(self, timeout: float, force: bool = False) -> Iterator[None]:
-        """The scope of one step or one undo: its deadline, its `force: true`, a fresh cache
-        of the facts read once per step, and no operations left from before (the caller
-        takes the step's with take_operations()). The deadline and force in effect before
-        (an `undo` step undoing others) are back when the scope ends."""
-        saved = self.deadline, self.force
-        self.operations = []
-        self.step_cache.clear()
-        self.deadline = time.monotonic() + timeout
-        self.force = force
-        try:
-            yield
-        finally:
-            self.deadline, self.force = saved
+    def step(self, timeout: float, force: bool = False) -> StepScope:
+        """The scope of one step or one undo (`with host.step(timeout, force):`): its
+        deadline, its `force: true`, a fresh cache of the facts read once per step, and no
+        operations left from before (the caller takes the step's with take_operations()).
+        The deadline and force in effect before (an `undo` step undoing others) are back
+        when the scope ends."""
+        return StepScope(self, timeout, force)
 
     def note_stuck(self, key: str, write: str, pid: int, **fields: object) -> dict:
         """Note what a write or command left stuck in the kernel (key: the device's address,
@@ -205,24 +195,51 @@ class Host:
         return self.clock.wait_until(what, predicate, min(timeout, self.time_left(timeout)))
 
 
+class StepScope:
+    """Host.step's scope (a class, not contextlib's decorator: the hook's path imports no
+    contextlib)."""
+
+    def __init__(self, host: Host, timeout: float, force: bool):
+        self.host, self.timeout, self.force = host, timeout, force
+        self.saved: tuple[float | None, bool] = (None, False)
+
+    def __enter__(self) -> None:
+        host = self.host
+        self.saved = host.deadline, host.force
+        host.operations = []
+        host.step_cache.clear()
+        host.deadline = time.monotonic() + self.timeout
+        host.force = self.force
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.host.deadline, self.host.force = self.saved
+
+
 class Clock:
     """Time on the real host: calls bounded by a timeout, and waits that poll."""
 
     def bounded(self, what: str, fn: Callable[[], T], limit: float) -> T:
-        """A call that may block in the kernel cannot be interrupted, so it runs in a daemon
-        thread and the hook reports the timeout and goes on instead of hanging libvirt."""
+        """A call that may block in the kernel cannot be interrupted, so it runs in a thread
+        of its own and the hook reports the timeout and goes on instead of hanging libvirt.
+        `_thread`, not `threading`: the interpreter's own module, with nothing to import
+        (threading costs an event a sixth of a second under QEMU), and its threads are not
+        waited for at exit, as daemon threads are not."""
+        import _thread
+
         outcome: dict[str, object] = {}
+        finished = _thread.allocate_lock()
+        finished.acquire()
 
         def target() -> None:
             try:
                 outcome["value"] = fn()
             except BaseException as exc:  # re-raised in the calling thread
                 outcome["error"] = exc
+            finally:
+                finished.release()
 
-        worker = threading.Thread(target=target, name=what, daemon=True)
-        worker.start()
-        worker.join(limit)
-        if worker.is_alive():
+        _thread.start_new_thread(target, ())
+        if not finished.acquire(timeout=max(0.0, limit)):
             raise StepTimeout(f"{what} did not finish within {limit:.0f} s")
         if "error" in outcome:
             raise outcome["error"]  # type: ignore[misc]
@@ -242,7 +259,7 @@ class Clock:
             delay = min(delay * 2, 0.05)
 
 
-def make_host(root: str | Path = "/") -> Host:
+def make_host(root: str | os.PathLike = "/") -> Host:
     """The real host. Module loading and libvirt act on the running kernel whatever the
     root is, so with a root other than / they refuse (see their classes)."""
     from .commands import Commands
@@ -251,7 +268,7 @@ def make_host(root: str | Path = "/") -> Host:
     from .procfs import Procfs
     from .sysfs import Sysfs
 
-    root_path = Path(root)
+    root_path = os.fspath(root)
     host = Host(root=root_path)
     host.sysfs = Sysfs(root_path, host)
     host.modules = Modules(root_path, host)

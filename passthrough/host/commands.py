@@ -102,11 +102,9 @@ class Commands:
         self.host = host
 
     def _guard(self, argv: list[str]) -> None:
-        from pathlib import Path
-
         from ..errors import UnsafeOperation
 
-        if Path(self.root).resolve() != Path("/"):
+        if os.path.realpath(self.root) != "/":
             raise UnsafeOperation(
                 f"cannot run `{' '.join(argv)}` with --root {self.root}: it would act on "
                 f"this machine, not on the tree"

@@ -45,7 +45,11 @@ def _fields(line: str) -> dict[str, str]:
 
 
 def find_denial(
-    root: Path, *, pid: int | None = None, comm: str | None = None, now: float | None = None
+    root: str | os.PathLike,
+    *,
+    pid: int | None = None,
+    comm: str | None = None,
+    now: float | None = None,
 ) -> str | None:
     """The newest SELinux or AppArmor denial of process `pid` (or of a process named `comm`)
     in the last minute, in words: 'denied by SELinux: ...'; None when there is none."""

@@ -27,9 +27,12 @@ import errno
 import os
 import select
 import time
-from collections.abc import Callable
 
 from ..errors import StepTimeout
+
+TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # The answer when the helper died without one (killed by a signal).
 NO_ANSWER = -1

@@ -7,6 +7,7 @@ steps would have done (a resize after a detach knows the device is on vfio-pci).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -111,7 +112,7 @@ class Overlay:
 
 
 class DryRunSysfs(Sysfs):
-    def __init__(self, root: Path, host: Host):
+    def __init__(self, root: str | os.PathLike, host: Host):
         super().__init__(root, host)
         real = Sysfs(root, host)
         self.overlay = Overlay(real)
@@ -143,15 +144,15 @@ class DryRunSysfs(Sysfs):
         return None if is_stub_driver(current) else current
 
     def read(self, rel: str) -> str | None:
-        self.path(rel)
+        self.where(rel)
         return self.overlay.read(rel)
 
     def link_name(self, rel: str) -> str | None:
-        self.path(rel)
+        self.where(rel)
         return self.overlay.link_name(rel)
 
     def exists(self, rel: str) -> bool:
-        self.path(rel)
+        self.where(rel)
         return self.overlay.exists(rel)
 
     def listdir(self, rel: str) -> list[str]:
@@ -171,10 +172,10 @@ class DryRunSysfs(Sysfs):
                     entries.discard(address)
         return sorted(entries)
 
-    def _apply(self, rel: str, path: Path, value: str) -> None:
+    def _apply(self, rel: str, path: str, value: str) -> None:
         self.model.write(rel, value)
 
-    def _write_detached(self, rel: str, path: Path, value: str, what: str) -> None:
+    def _write_detached(self, rel: str, path: str, value: str, what: str) -> None:
         self.model.write(rel, value)  # predicted in this process: no helper, nothing can block
 
 
@@ -184,7 +185,7 @@ class PredictedModules(Modules):
     as `modprobe -r` does; a load registers the drivers, which probe the driverless devices
     they match."""
 
-    def __init__(self, root: Path, host: Host, sysfs: DryRunSysfs):
+    def __init__(self, root: str | os.PathLike, host: Host, sysfs: DryRunSysfs):
         super().__init__(root, host)
         self.sysfs = sysfs
         self.changed: dict[str, bool] = {}
@@ -277,7 +278,7 @@ class PredictedProcfs(RecordedProcfs):
     step's holder scan sees the GPU free once a display manager stop or a kill_holders
     step would have ended its users."""
 
-    def __init__(self, root: Path, host: Host):
+    def __init__(self, root: str | os.PathLike, host: Host):
         super().__init__(root, host)
         self.ended: set[str] = set()
 
@@ -330,7 +331,7 @@ class PredictedClock:
 
 
 def make_dry_run_host(root: str | Path = "/") -> Host:
-    root_path = Path(root)
+    root_path = os.fspath(root)
     host = Host(root=root_path, dry_run=True, clock=PredictedClock())
     sysfs = DryRunSysfs(root_path, host)
     host.sysfs = sysfs

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from ..errors import HostError, StepTimeout, UnsafeOperation
 from ..units import nodedev_name
@@ -79,14 +78,14 @@ def stuck_call(host: Host, address: str, verb: str, exc: detached.StuckWrite) ->
 
 
 class NodeDevices:
-    def __init__(self, root: Path, host: Host, uri: str = URI):
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike, host: Host, uri: str = URI):
+        self.root = os.fspath(root)
         self.host = host
         self.uri = uri
         self.python_path: list[str] = []  # put first on the helper's sys.path (tests)
 
     def _call(self, address: str, verb: str, driver: str = "") -> None:
-        if self.root.resolve() != Path("/"):
+        if os.path.realpath(self.root) != "/":
             raise UnsafeOperation(
                 f"libvirt acts on the real host, not on --root {self.root}; use `via: sysfs` or --dry-run"
             )

@@ -8,12 +8,10 @@ run on a snapshot of a 6.12 host is right on a 6.1 machine.
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 
-from ..constants import PCI_ADDRESS
 from ..errors import HostError, StepTimeout, UnsafeOperation
 from ..patterns import Lazy
+from ..units import is_pci_address
 from . import commands, detached
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
@@ -39,19 +37,18 @@ MERGED = {"vfio_virqfd": ((6, 2), "vfio")}
 NEEDS_OPTION = {"vfio_iommu_type1": ("CONFIG_VFIO_CONTAINER", "vfio uses iommufd")}
 
 
-def kernel_release(root: Path) -> str | None:
+def kernel_release(root: str | os.PathLike) -> str | None:
     """uname -r of the kernel the tree describes: proc/sys/kernel/osrelease, or this
     machine's for /."""
-    try:
-        release = (Path(root) / "proc/sys/kernel/osrelease").read_text().strip()
-    except OSError:
-        release = ""
-    if not release and Path(root).resolve() == Path("/"):
+    release = _text(os.path.join(root, "proc/sys/kernel/osrelease"), strict=True).strip()
+    if not release and os.path.realpath(root) == "/":
         release = os.uname().release
     return release or None
 
 
 def release_tuple(release: str | None) -> tuple[int, int]:
+    import re
+
     match = re.match(r"(\d+)\.(\d+)", release or "")
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
@@ -67,7 +64,7 @@ def module_file_name(path: str) -> str:
 # modules.builtin ("kernel/drivers/vfio/vfio.ko") in one scan of the text: the name before
 # the first .ko of the file name, in the part before the colon. Line by line, the 6,000
 # lines of a distribution's modules.dep cost the hook about 0.3 s under QEMU.
-_MODULE_LINE = Lazy(r"^[ \t]*(?:[^:\n]*/)?([^/:\n]+?)\.ko(?=[^/:\n]*(?::|$))", re.M)
+_MODULE_LINE = Lazy(r"(?m)^[ \t]*(?:[^:\n]*/)?([^/:\n]+?)\.ko(?=[^/:\n]*(?::|$))")
 
 
 def module_names(text: str) -> set[str]:
@@ -95,15 +92,16 @@ def lists_module(text: str, name: str) -> bool:
     return False
 
 
-def _text(path: Path) -> str:
+def _text(path: str, strict: bool = False) -> str:
+    """The file's text ("" when it cannot be read); strict: undecodable bytes are ""."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
+        with open(path, encoding="utf-8", errors="strict" if strict else "replace") as handle:
             return handle.read(8 << 20)
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return ""
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(path: str) -> list[str]:
     return _text(path).splitlines()
 
 
@@ -111,8 +109,8 @@ class KernelModules:
     """What one kernel release provides, read from the tree: built-in modules, module
     files, its build options."""
 
-    def __init__(self, root: Path, release: str | None):
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike, release: str | None):
+        self.root = os.fspath(root)
         self.release = release
         self._builtin: set[str] | None = None
         self._files: set[str] | None = None
@@ -121,13 +119,13 @@ class KernelModules:
         self.has_index = False  # whether modules.dep was read (set by files())
 
     @property
-    def directory(self) -> Path | None:
-        return self.root / "lib" / "modules" / self.release if self.release else None
+    def directory(self) -> str | None:
+        return os.path.join(self.root, "lib", "modules", self.release) if self.release else None
 
     def builtin(self) -> set[str]:
         if self._builtin is None:
             d = self.directory
-            self._builtin = module_names(_text(d / "modules.builtin")) if d else set()
+            self._builtin = module_names(_text(os.path.join(d, "modules.builtin"))) if d else set()
         return self._builtin
 
     def files(self) -> set[str]:
@@ -135,11 +133,11 @@ class KernelModules:
         trees written by `snapshot` keep instead."""
         if self._files is None:
             d = self.directory
-            text = _text(d / "modules.dep") if d else ""
+            text = _text(os.path.join(d, "modules.dep")) if d else ""
             self._files = module_names(text)
             self.has_index = bool(text)
             if d and not self.has_index:
-                for _dirpath, _dirs, names in os.walk(d / "kernel" / "drivers" / "vfio"):
+                for _dirpath, _dirs, names in os.walk(os.path.join(d, "kernel", "drivers", "vfio")):
                     self._files.update(n for n in map(module_file_name, names) if n)
         return self._files
 
@@ -153,7 +151,7 @@ class KernelModules:
             return name in self.files()
         if self._dep is None:
             d = self.directory
-            self._dep = canonical(_text(d / "modules.dep")) if d else ""
+            self._dep = canonical(_text(os.path.join(d, "modules.dep"))) if d else ""
         if not self._dep:
             return name in self.files()  # no index: the module files themselves
         return lists_module(self._dep, name)
@@ -161,8 +159,10 @@ class KernelModules:
     def config(self) -> dict[str, str]:
         """/boot/config-<release>: CONFIG_X -> y, m or n ("# CONFIG_X is not set")."""
         if self._config is None:
+            import re
+
             self._config = {}
-            for line in _lines(self.root / "boot" / f"config-{self.release}"):
+            for line in _lines(os.path.join(self.root, "boot", f"config-{self.release}")):
                 unset = re.fullmatch(r"# (CONFIG_\w+) is not set", line.strip())
                 if unset:
                     self._config[unset.group(1)] = "n"
@@ -207,8 +207,8 @@ class KernelModules:
 
 
 class Modules:
-    def __init__(self, root: Path, host: Host):
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike, host: Host):
+        self.root = os.fspath(root)
         self.host = host
         self._kernel: KernelModules | None = None
 
@@ -230,7 +230,7 @@ class Modules:
         """Modules loaded now, plus built-in ones that show up under /sys/module."""
         names: set[str] = set()
         try:
-            with open(self.root / "proc" / "modules", encoding="utf-8") as handle:
+            with open(os.path.join(self.root, "proc", "modules"), encoding="utf-8") as handle:
                 names.update(line.split(" ", 1)[0] for line in handle if line.strip())
         except OSError:
             pass
@@ -238,16 +238,19 @@ class Modules:
 
     def is_loaded(self, module: str) -> bool:
         name = canonical(module)
-        return name in self.loaded() or (self.root / "sys" / "module" / name / "initstate").exists()
+        return name in self.loaded() or os.path.exists(self._sys_module(name, "initstate"))
 
     def is_builtin(self, module: str) -> bool:
         name = canonical(module)
-        return (self.root / "sys" / "module" / name).is_dir() and not (
-            self.root / "sys" / "module" / name / "initstate"
-        ).exists()
+        return os.path.isdir(self._sys_module(name)) and not os.path.exists(
+            self._sys_module(name, "initstate")
+        )
+
+    def _sys_module(self, *parts: str) -> str:
+        return os.path.join(self.root, "sys", "module", *parts)
 
     def _guard(self, verb: str, module: str) -> None:
-        if self.root.resolve() != Path("/"):
+        if os.path.realpath(self.root) != "/":
             raise UnsafeOperation(
                 f"cannot {verb} module {module} with --root {self.root}: modprobe acts on the running "
                 f"kernel, not on the tree; use --dry-run"
@@ -283,7 +286,7 @@ class Modules:
         """Whether the module is held (reference count above 0 in /proc/modules) or built in."""
         name = canonical(module)
         try:
-            with open(self.root / "proc" / "modules", encoding="utf-8") as handle:
+            with open(os.path.join(self.root, "proc", "modules"), encoding="utf-8") as handle:
                 for line in handle:
                     fields = line.split()
                     if fields and fields[0] == name:
@@ -298,7 +301,7 @@ class Modules:
         other reference (a process with the driver's device open, fbcon...)."""
         name = canonical(module)
         try:
-            with open(self.root / "proc" / "modules", encoding="utf-8") as handle:
+            with open(os.path.join(self.root, "proc", "modules"), encoding="utf-8") as handle:
                 for line in handle:
                     fields = line.split()
                     if fields and fields[0] == name and len(fields) >= 4:
@@ -382,7 +385,7 @@ class Modules:
             for name in taken
             for driver in self.pci_drivers(name)
             for entry in sysfs.listdir(f"bus/pci/drivers/{driver}")
-            if re.fullmatch(PCI_ADDRESS, entry)
+            if is_pci_address(entry)
         ]
         return taken, devices
 
@@ -413,10 +416,13 @@ MODPROBE_DIRS = (
 )
 
 
-def module_options(root: Path, module: str) -> list[tuple[str, str, str]]:
+def module_options(root: str | os.PathLike, module: str) -> list[tuple[str, str, str]]:
     """(option, value, where) of what modprobe passes `module`: `options` lines of the
     modprobe.d files (a file in /etc hides one of the same name further down the list, as
     kmod does) and `module.option=value` on the kernel command line."""
+    from pathlib import Path  # not on the hook's path: the dry run and check read these
+
+    root = Path(root)
     name = canonical(module)
     seen: set[str] = set()
     found: list[tuple[str, str, str]] = []
@@ -451,7 +457,7 @@ def module_options(root: Path, module: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def configured_ids(root: Path, module: str = "vfio_pci") -> list[tuple[str, str]]:
+def configured_ids(root: str | os.PathLike, module: str = "vfio_pci") -> list[tuple[str, str]]:
     """("vendor:device", where) of each id in the module's ids= option (vfio-pci and
     pci-stub take "vvvv:dddd[:svvv:sddd[:cccccc:mmmmmm]]", comma-separated)."""
     ids = []

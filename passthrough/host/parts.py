@@ -8,7 +8,6 @@ all against these, and every action against what it uses.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -25,10 +24,10 @@ class TimeBounds(Protocol):
 class SysfsAccess(Protocol):
     """`<root>/sys`, paths relative to /sys (`bus/pci/drivers_probe`)."""
 
-    root: Path
-    base: Path
+    root: str
+    base: str
 
-    def path(self, rel: str) -> Path: ...
+    def where(self, rel: str) -> str: ...
     def read(self, rel: str) -> str | None: ...
     def link_name(self, rel: str) -> str | None: ...
     def kernel_path(self, rel: str) -> str: ...
@@ -85,9 +84,9 @@ class CommandRunner(Protocol):
 class ProcfsAccess(Protocol):
     """`<root>/proc`: reads anywhere, writes only under /proc/sys."""
 
-    base: Path
+    base: str
 
-    def path(self, rel: str) -> Path: ...
+    def path(self, rel: str) -> str: ...
     def read(self, rel: str) -> str | None: ...
     def link(self, rel: str) -> str | None: ...
     def listdir(self, rel: str = "") -> list[str]: ...

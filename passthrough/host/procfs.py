@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ..errors import HostError, UnsafeOperation
 from . import textfile
@@ -14,20 +13,17 @@ if TYPE_CHECKING:
 
 
 class Procfs:
-    def __init__(self, root: Path, host: Host):
-        self.base = Path(root) / "proc"
-        self._base = str(self.base)
+    def __init__(self, root: str | os.PathLike, host: Host):
+        self.base = os.path.join(root, "proc")
         self.host = host
 
     def _where(self, rel: str) -> str:
-        # Strings, not Paths: a holder scan reads three files of every process, and under
-        # QEMU building a Path for each was a good part of the scan.
         if rel.startswith("/") or ".." in rel.split("/"):
             raise UnsafeOperation(f"refusing a /proc path outside {self.base}: {rel}")
-        return f"{self._base}/{rel}" if rel else self._base
+        return f"{self.base}/{rel}" if rel else self.base
 
-    def path(self, rel: str) -> Path:
-        return Path(self._where(rel))
+    def path(self, rel: str) -> str:
+        return self._where(rel)
 
     def read(self, rel: str) -> str | None:
         return textfile.read(self._where(rel))
@@ -44,7 +40,7 @@ class Procfs:
         except OSError:
             return []
 
-    def _record(self, rel: str, value: str, effect: str) -> Path:
+    def _record(self, rel: str, value: str, effect: str) -> str:
         if not rel.startswith("sys/"):
             raise UnsafeOperation(f"refusing to write /proc/{rel}: writes stay under /proc/sys")
         path = self.path(rel)
@@ -54,11 +50,16 @@ class Procfs:
     def write(self, rel: str, value: str, effect: str = "") -> None:
         path = self._record(rel, value, effect)
         try:
-            self.host.bounded(f"writing /proc/{rel}", lambda: path.write_text(value))
+            self.host.bounded(f"writing /proc/{rel}", lambda: _write_text(path, value))
         except OSError as exc:
             raise HostError(
                 f"writing {value.strip()!r} to /proc/{rel} failed: {exc.strerror}"
             ) from None
+
+
+def _write_text(path: str, value: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:  # as Path.write_text does
+        handle.write(value)
 
 
 class RecordedProcfs(Procfs):

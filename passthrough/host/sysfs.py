@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-from collections.abc import Iterator
-from pathlib import Path
 
 from ..errors import HostError, StepTimeout, UnsafeOperation
 from . import detached, textfile
@@ -50,6 +47,8 @@ def can_block(rel: str) -> bool:
 
 TYPE_CHECKING = False  # typing's constant, without importing typing (the hook's imports)
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from . import Host
 
 # What the kernel's errno means for the PCI control files, in words a user can act on.
@@ -68,22 +67,17 @@ ERRNO_HINTS = {
 class Sysfs:
     """Access to `<root>/sys`. Paths are given relative to /sys: `bus/pci/drivers_probe`."""
 
-    def __init__(self, root: Path, host: Host | None):
+    def __init__(self, root: str | os.PathLike, host: Host | None):
         """host None: a read-only view (the tools' HostFacts, snapshot); writing needs one."""
-        self.root = Path(root)
-        self.base = self.root / "sys"
-        self._base = str(self.base)
+        self.root = os.fspath(root)
+        self.base = os.path.join(self.root, "sys")
         self.host = host
 
     def where(self, rel: str) -> str:
-        """The path of rel under the root, as a string: the hook reads hundreds of
-        attributes and links an event, and under QEMU a Path for each was a good part of it."""
+        """The path of rel under the root (a string: the hook's path imports no pathlib)."""
         if rel.startswith("/") or ".." in rel.split("/"):
             raise UnsafeOperation(f"refusing a sysfs path outside {self.base}: {rel}")
-        return f"{self._base}/{rel}" if rel else self._base
-
-    def path(self, rel: str) -> Path:
-        return Path(self.where(rel))
+        return f"{self.base}/{rel}" if rel else self.base
 
     def read(self, rel: str) -> str | None:
         """The content of a sysfs file, stripped; None when it does not exist or cannot be read."""
@@ -98,10 +92,10 @@ class Sysfs:
         a device another write is stuck on, which nothing here may know of): in a detached
         helper when it can block, so the reader never hangs. None when the file does not
         exist or cannot be read; raises detached.StuckWrite when it does not answer."""
-        path = self.path(rel)
+        path = self.where(rel)
         try:
             if locked_device(rel):
-                return detached.read(str(path), timeout, f"reading /sys/{rel}")
+                return detached.read(path, timeout, f"reading /sys/{rel}")
             with open(path, "rb") as handle:
                 return handle.read(64 * 1024)
         except OSError:
@@ -116,7 +110,7 @@ class Sysfs:
 
     def kernel_path(self, rel: str) -> str:
         """The path the running kernel shows for rel, with links resolved: /sys/devices/..."""
-        return "/" + os.path.relpath(os.path.realpath(self.path(rel)), self.root)
+        return "/" + os.path.relpath(os.path.realpath(self.where(rel)), self.root)
 
     def walk(self, rel: str, depth: int) -> Iterator[tuple[str, list[str], list[str]]]:
         """(rel_dir, dirnames, filenames) below rel, not following links, at most depth levels."""
@@ -152,7 +146,7 @@ class Sysfs:
         """
         if self.host is None:
             raise UnsafeOperation(f"a read-only view of {self.base} cannot write {rel}")
-        path = self.path(rel)
+        path = self.where(rel)
         shown = "/sys/" + rel
         if device:
             self.host.refuse_if_stuck(device, f"write {value.strip()!r} to {shown}")
@@ -183,10 +177,10 @@ class Sysfs:
                 hint=hint or None,
             ) from None
 
-    def _write_detached(self, rel: str, path: Path, value: str, what: str) -> None:
+    def _write_detached(self, rel: str, path: str, value: str, what: str) -> None:
         """The write in a helper process; raises OSError with the kernel's errno, or StuckWrite."""
         assert self.host is not None  # write() refused a read-only view
-        code = detached.write(str(path), value.encode(), self.host.time_left(), what)
+        code = detached.write(path, value.encode(), self.host.time_left(), what)
         if code == detached.NO_ANSWER:
             raise HostError(f"{what}: the helper process died without an answer")
         if code:
@@ -196,8 +190,9 @@ class Sysfs:
         """Note the device stuck: nothing more is written to it in this run, the journal
         keeps the helper's pid, and recover waits until that helper is gone."""
         assert self.host is not None  # write() refused a read-only view
-        match = re.match(r"^bus/pci/devices/([^/]+)/", rel)
-        address = device or (match.group(1) if match else None)
+        name, slash, _ = rel.removeprefix("bus/pci/devices/").partition("/")
+        in_device = rel.startswith("bus/pci/devices/") and bool(slash) and bool(name)
+        address = device or (name if in_device else None)
         if address is None:
             return
         self.host.note_stuck(
@@ -208,7 +203,7 @@ class Sysfs:
             driver=self.link_name(f"bus/pci/devices/{address}/driver"),
         )
 
-    def _apply(self, rel: str, path: Path, value: str) -> None:
+    def _apply(self, rel: str, path: str, value: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as `echo value > file` does
         try:
             os.write(fd, value.encode())

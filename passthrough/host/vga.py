@@ -7,8 +7,7 @@ model the dry run and the fake kernel use.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import os
 
 # The platform devices sysfb registers for the firmware's framebuffer (efifb, simplefb and
 # simpledrm drive them); drivers/firmware/sysfb.c.
@@ -41,6 +40,8 @@ def sysfb_on_any_vga(release: str, version: str = "") -> bool | None:
     release such as Debian's 6.1.0-13 hides the upstream patch level, unless /proc/version
     names it). Affected: 6.0.3 (ee7a69aa38d8) to 6.1.46, and 6.2 to 6.4 (5ae3716cfdcd is
     in 6.5 and 6.1.47; a 6.4.y backport is not counted)."""
+    import re  # only for a resize of a VGA device: other events need no pattern
+
     found = re.search(r"Debian (\d+)\.(\d+)\.(\d+)", version)
     patch_known = bool(found)
     if not found:
@@ -59,12 +60,13 @@ def sysfb_on_any_vga(release: str, version: str = "") -> bool | None:
     return (6, 2) <= (major, minor) < (6, 5)
 
 
-def sysfb_policy(root: Path) -> bool | None:
+def sysfb_policy(root: str | os.PathLike) -> bool | None:
     """sysfb_on_any_vga() for the kernel of a root (its /proc/sys/kernel/osrelease, /proc/version)."""
 
     def text(rel: str) -> str:
         try:
-            return (Path(root) / rel).read_text(encoding="utf-8", errors="replace").strip()
+            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as handle:
+                return handle.read().strip()
         except OSError:
             return ""
 

@@ -72,7 +72,7 @@ def existing_profile(directory: Path, domain: str) -> Path:
             f"{domain} has no profile in {directory} (no {domain}.yaml); write a first one with "
             f"`{PROG} init {domain}`"
         )
-    return path
+    return Path(path)
 
 
 def wrap(text: str, first: str = "", rest: str = "", width: int = 110) -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..actions.command import Command
@@ -52,9 +51,9 @@ UNBINDING = ("detach", "unbind", "bind", "resize_bar")
 
 def read_only_host(root: str | os.PathLike) -> Host:
     """A Host for reading sysfs and /proc of a root (nothing here writes)."""
-    host = Host(root=Path(root))
-    host.sysfs = Sysfs(Path(root), host)
-    host.procfs = Procfs(Path(root), host)
+    host = Host(root=os.fspath(root))
+    host.sysfs = Sysfs(root, host)
+    host.procfs = Procfs(root, host)
     return host
 
 

@@ -146,7 +146,7 @@ class HostFacts:
         """(current size in bytes, supported sizes in MiB or None without ReBAR) of one BAR."""
         from ..pci import PciDevice
 
-        device = PciDevice(Host(root=self.root, sysfs=self.sysfs), address)
+        device = PciDevice(Host(root=str(self.root), sysfs=self.sysfs), address)
         try:
             current = device.bar_size(bar)
         except ValueError:

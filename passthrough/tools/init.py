@@ -57,7 +57,8 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
 
     args = build_parser().parse_args(argv)
     directory = config_dir(args)
-    existing = find_profile(directory, args.domain)
+    found = find_profile(directory, args.domain)
+    existing = Path(found) if found is not None else None
     if existing is not None and not args.force:
         raise UsageError(
             f"{existing} exists; change it with `{PROG} edit {args.domain}`, or replace it with "
