@@ -57,6 +57,7 @@ def add_disk(
     for directory in [base] + [base / p for p in partitions]:
         _put(directory / "dev", "259:0\n")
         _link(directory / "subsystem", block_class)
+        _link(block_class / directory.name, directory)  # the kernel's list of block devices
         if directory != base:
             _put(directory / "partition", "1\n")
 

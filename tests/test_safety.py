@@ -156,6 +156,29 @@ def test_the_disk_the_root_filesystem_is_on_is_refused(kernel):
     assert kernel.snapshot() == start
 
 
+def test_block_devices_come_from_the_kernels_list_and_match_a_walk(kernel):
+    """guard.block_devices reads /sys/class/block (one link per block device); the walk of
+    the function's subtree it replaced finds the same disks, and a tree without that list
+    (a snapshot) is still walked."""
+    from passthrough.guard import _walked_block_devices, block_devices
+    from passthrough.host import make_host
+
+    hostdeps.add_disk(HOST, NVME, "nvme0n1", ["nvme0n1p1", "nvme0n1p2"])
+    host = make_host(str(HOST))
+    listed = block_devices(host, NVME)
+    assert sorted(listed) == sorted(_walked_block_devices(host, NVME))
+    assert sorted(listed) == ["nvme0n1", "nvme0n1p1", "nvme0n1p2"]
+    assert block_devices(host, GPU) == []
+    # A USB disk sits deeper than the walk went (usb2/2-1/2-1:1.0/host6/target6:0:0/...).
+    deep = "usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block"
+    hostdeps.add_disk(HOST, NIC, "sdb", ["sdb1"], path=deep)
+    assert sorted(block_devices(host, NIC)) == ["sdb", "sdb1"]
+    for name in os.listdir(HOST / "sys/class/block"):
+        os.unlink(HOST / "sys/class/block" / name)
+    os.rmdir(HOST / "sys/class/block")
+    assert sorted(block_devices(host, NVME)) == ["nvme0n1", "nvme0n1p1", "nvme0n1p2"]
+
+
 def test_an_interface_that_is_up_is_refused_unless_forced(kernel):
     hostdeps.add_interface(HOST, NIC, "enp2s0", up=True)
     kernel.add_driver("vfio-pci")
