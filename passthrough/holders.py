@@ -62,10 +62,15 @@ def open_files(host: Host) -> list[tuple[int, list[str], list[str]]]:
     procfs = host.procfs
     table = []
     for pid in sorted((p for p in procfs.listdir() if p.isdigit()), key=int):
+        maps = procfs.read(f"{pid}/maps")
+        if maps == "":
+            # No memory map at all: a kernel thread (most of the processes listed), or a
+            # zombie; neither has open files, so their fd directories are not read.
+            continue
+        maps = maps or ""  # None: unreadable (the process just exited); its fds are read
         targets = [
             t for t in (procfs.link(f"{pid}/fd/{fd}") for fd in procfs.listdir(f"{pid}/fd")) if t
         ]
-        maps = procfs.read(f"{pid}/maps") or ""
         mapped = [
             line.split(None, 5)[5]
             for line in maps.splitlines()

@@ -29,7 +29,9 @@ def add_process(
     (proc / "fd").mkdir(parents=True, exist_ok=True)
     for number, target in enumerate(files, start=3):
         os.symlink(target, proc / "fd" / str(number))  # absolute, as the kernel shows them
-    lines = [
+    # Every process maps its executable (one with no map at all is a kernel thread).
+    lines = [f"55d000000000-55d000001000 r-xp 00000000 08:01 4242    /usr/bin/{command}"]
+    lines += [
         f"7f00000{i:02d}000-7f00000{i:02d}fff rw-s 00000000 00:15 {100 + i}    {path}"
         for i, path in enumerate(maps)
     ]

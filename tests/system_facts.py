@@ -157,11 +157,16 @@ def _process(process: Process, directory: Path) -> None:
         f"Uid:\t{process.uid}\t{process.uid}\t{process.uid}\t{process.uid}",
     )
     _put(directory / "cgroup", f"0::{process.cgroup}")
+    # Every process maps its executable (one with no map at all is a kernel thread).
+    executable = f"55d000000000-55d000001000 r-xp 00000000 08:01 4242 /usr/bin/{process.comm}"
     _put(
         directory / "maps",
         "\n".join(
-            f"7f0000{n:04x}000-7f0000{n:04x}fff rw-s 00000000 00:15 {1000 + n} {path}"
-            for n, path in enumerate(process.maps)
+            [executable] * (process.state != "Z")  # a zombie's memory is already freed
+            + [
+                f"7f0000{n:04x}000-7f0000{n:04x}fff rw-s 00000000 00:15 {1000 + n} {path}"
+                for n, path in enumerate(process.maps)
+            ]
         ),
     )
     for number, path in process.fds.items():

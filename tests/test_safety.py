@@ -229,6 +229,27 @@ def test_a_gpu_held_by_a_process_is_not_unbound(seed):
     assert seed.snapshot() == start
 
 
+def test_the_holder_scan_reads_no_fds_of_kernel_threads_but_those_it_cannot_tell(seed):
+    """A process without any memory map is a kernel thread (or a zombie): it holds no files,
+    so its fd directory is not read. One whose maps cannot be read is scanned in full."""
+    from passthrough.holders import find_holders
+    from passthrough.host import make_host
+
+    hostdeps.add_drm(HOST, GPU, "card1")
+    hostdeps.add_process(HOST, 1234, "Xorg", files=["/dev/dri/card1"])
+    hostdeps.add_process(HOST, 1300, "unknown", files=["/dev/dri/card1"])
+    os.unlink(HOST / "proc/1300/maps")  # unreadable: exited, or another kernel's /proc
+    hostdeps.add_process(HOST, 2, "kthreadd")
+    (HOST / "proc/2/maps").write_text("")
+    host = make_host(str(HOST))
+    listed: list[str] = []
+    listdir = host.procfs.listdir
+    host.procfs.listdir = lambda rel="": listed.append(rel) or listdir(rel)  # type: ignore[method-assign]
+    found = {(h.pid, h.command) for h in find_holders(host, GPU)}
+    assert found == {(1234, "Xorg"), (1300, "unknown")}
+    assert "2/fd" not in listed and "1234/fd" in listed and "1300/fd" in listed
+
+
 def test_a_sound_device_in_use_is_only_noted(seed):
     hostdeps.add_sound(HOST, AUDIO, 1, "controlC1", "pcmC1D3p")
     hostdeps.add_process(HOST, 900, "pipewire", files=["/dev/snd/controlC1"])
