@@ -13,11 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..constants import PCI_ADDRESS
 from ..desktop import stopped_by
 from ..pci import is_stub_driver
 from ..processes import all_processes
-from ..units import nodedev_name
+from ..units import is_pci_address, nodedev_name
 from . import Host
 from .commands import RecordedCommands
 from .kernel_model import KernelModel
@@ -96,7 +95,7 @@ class Overlay:
     def upstream(self, address: str) -> str | None:
         """The bridge above a device: the parent directory of its /sys/devices path."""
         parent = self.real.kernel_path(f"bus/pci/devices/{address}").rsplit("/", 2)[-2]
-        return parent if re.fullmatch(PCI_ADDRESS, parent) else None
+        return parent if is_pci_address(parent) else None
 
     def exists(self, rel: str) -> bool:
         if self._gone(rel):

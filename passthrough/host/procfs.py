@@ -17,33 +17,31 @@ class Procfs:
         self.base = os.path.join(root, "proc")
         self.host = host
 
-    def _where(self, rel: str) -> str:
+    def where(self, rel: str) -> str:
+        """The path of rel under the root's /proc (a string, as Sysfs.where gives)."""
         if rel.startswith("/") or ".." in rel.split("/"):
             raise UnsafeOperation(f"refusing a /proc path outside {self.base}: {rel}")
         return f"{self.base}/{rel}" if rel else self.base
 
-    def path(self, rel: str) -> str:
-        return self._where(rel)
-
     def read(self, rel: str) -> str | None:
-        return textfile.read(self._where(rel))
+        return textfile.read(self.where(rel))
 
     def link(self, rel: str) -> str | None:
         try:
-            return os.readlink(self._where(rel))
+            return os.readlink(self.where(rel))
         except OSError:
             return None
 
     def listdir(self, rel: str = "") -> list[str]:
         try:
-            return os.listdir(self._where(rel))
+            return os.listdir(self.where(rel))
         except OSError:
             return []
 
     def _record(self, rel: str, value: str, effect: str) -> str:
         if not rel.startswith("sys/"):
             raise UnsafeOperation(f"refusing to write /proc/{rel}: writes stay under /proc/sys")
-        path = self.path(rel)
+        path = self.where(rel)
         self.host.record(f"write {value.strip()} > /proc/{rel}", effect)
         return path
 
