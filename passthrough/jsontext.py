@@ -34,7 +34,6 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = staticmethod(_CONSTANTS.__getitem__)
-    memo: dict = {}
 
 
 def _accelerated() -> tuple[Callable[[Any, int], Any], Callable[[str, int], Any]] | None:

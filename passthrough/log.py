@@ -102,7 +102,6 @@ def internal_error(err: TextIO) -> int:
     from .errors import EXIT_INTERNAL
 
     path = _current.path
-
     _current.error("internal error:\n%s", traceback.format_exc())
     if path is None:
         import tempfile

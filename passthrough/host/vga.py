@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from . import textfile
+
 # The platform devices sysfb registers for the firmware's framebuffer (efifb, simplefb and
 # simpledrm drive them); drivers/firmware/sysfb.c.
 SYSFB_KINDS = ("efi", "simple", "vesa")
@@ -64,11 +66,7 @@ def sysfb_policy(root: str | os.PathLike) -> bool | None:
     """sysfb_on_any_vga() for the kernel of a root (its /proc/sys/kernel/osrelease, /proc/version)."""
 
     def text(rel: str) -> str:
-        try:
-            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as handle:
-                return handle.read().strip()
-        except OSError:
-            return ""
+        return (textfile.read(os.path.join(root, rel)) or "").strip()
 
     return sysfb_on_any_vga(text("proc/sys/kernel/osrelease"), text("proc/version"))
 
