@@ -230,7 +230,7 @@ class Modules:
         """Modules loaded now, plus built-in ones that show up under /sys/module."""
         names: set[str] = set()
         try:
-            with open(os.path.join(self.root, "proc", "modules"), encoding="utf-8") as handle:
+            with open(self._under("proc", "modules"), encoding="utf-8") as handle:
                 names.update(line.split(" ", 1)[0] for line in handle if line.strip())
         except OSError:
             pass
@@ -238,16 +238,19 @@ class Modules:
 
     def is_loaded(self, module: str) -> bool:
         name = canonical(module)
-        return name in self.loaded() or os.path.exists(self._sys_module(name, "initstate"))
+        return name in self.loaded() or os.path.exists(
+            self._under("sys", "module", name, "initstate")
+        )
 
     def is_builtin(self, module: str) -> bool:
         name = canonical(module)
-        return os.path.isdir(self._sys_module(name)) and not os.path.exists(
-            self._sys_module(name, "initstate")
+        return os.path.isdir(self._under("sys", "module", name)) and not os.path.exists(
+            self._under("sys", "module", name, "initstate")
         )
 
-    def _sys_module(self, *parts: str) -> str:
-        return os.path.join(self.root, "sys", "module", *parts)
+    def _under(self, *parts: str) -> str:
+        """A file of the root's /proc or /sys."""
+        return os.path.join(self.root, *parts)
 
     def _guard(self, verb: str, module: str) -> None:
         if os.path.realpath(self.root) != "/":
@@ -286,7 +289,7 @@ class Modules:
         """Whether the module is held (reference count above 0 in /proc/modules) or built in."""
         name = canonical(module)
         try:
-            with open(os.path.join(self.root, "proc", "modules"), encoding="utf-8") as handle:
+            with open(self._under("proc", "modules"), encoding="utf-8") as handle:
                 for line in handle:
                     fields = line.split()
                     if fields and fields[0] == name:
@@ -301,7 +304,7 @@ class Modules:
         other reference (a process with the driver's device open, fbcon...)."""
         name = canonical(module)
         try:
-            with open(os.path.join(self.root, "proc", "modules"), encoding="utf-8") as handle:
+            with open(self._under("proc", "modules"), encoding="utf-8") as handle:
                 for line in handle:
                     fields = line.split()
                     if fields and fields[0] == name and len(fields) >= 4:
