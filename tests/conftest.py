@@ -17,6 +17,7 @@ import pytest
 import yaml  # noqa: F401  loaded once here: pyfakefs unloads modules first imported inside a test,
 
 # and PyYAML's C parser keeps building nodes of the first import's classes.
+from hypothesis import HealthCheck, settings
 from pyfakefs.fake_filesystem_unittest import Patcher
 
 import passthrough
@@ -24,6 +25,15 @@ from passthrough.actions import REGISTRY
 from passthrough.errors import UnsafeOperation
 from passthrough.host import detached
 from passthrough.host import sysfs as sysfs_module
+
+# No test may depend on a wall-clock margin below a second (the suite runs on loaded
+# machines, and once more under stress-ng): hypothesis's 200 ms deadline per example and
+# its too-slow health check are such margins, so neither applies here. What each property
+# asserts is unchanged.
+settings.register_profile(
+    "passthrough", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("passthrough")
 
 # The registry imports an action's module on first use; a module first imported inside a
 # pyfakefs test is unloaded after it, leaving the registry and other modules holding its old
