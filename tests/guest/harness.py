@@ -587,8 +587,12 @@ def run_in_guest(
 
         console = console_path.read_text(errors="replace")
         if PANIC_MARKER in console:
+            # The panic's own line says why ("... not syncing: sysrq triggered crash"); the
+            # tail may not reach it, as a long backtrace follows.
+            reason = next(line for line in console.splitlines() if PANIC_MARKER in line)
             raise GuestPanic(
-                f"guest kernel panicked after {duration:.1f} s; console tail:\n{_tail(console)}"
+                f"guest kernel panicked after {duration:.1f} s ({reason.strip()}); console "
+                f"tail:\n{_tail(console)}"
             )
         status = share / "returncode"
         if not status.exists():
